@@ -1,0 +1,185 @@
+# dmthin — top-level build. GNU make, no generator.
+#
+#   make [all]          libraries (static + shared) and tools into build/
+#   make deps           apt-get what the build, tests and the VM tier need
+#   make check          deps, build, then every test tier the machine allows
+#   make check-unit | check-host | check-vm
+#   make bench | demo | fuzz | install | clean
+#   make SANITIZE=address,undefined check   (separate build folder)
+#
+# Each directory contributes a `module.mk` fragment (see below); this file
+# owns only the rules.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DOCDIR  ?= $(PREFIX)/share/doc/dmthin
+UDEVDIR ?= $(PREFIX)/lib/udev/rules.d
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+comma := ,
+ifdef SANITIZE
+BUILD ?= build/san-$(subst $(comma),-,$(SANITIZE))
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+CXX      ?= g++
+CC       ?= gcc
+OPT      ?= -O2 -g
+PKGS     := absl_status absl_statusor absl_strings absl_str_format absl_time \
+            absl_synchronization absl_flat_hash_map blkid libudev ext2fs \
+            libarchive sqlite3 libcrypto
+TEST_PKGS := gtest gmock
+
+pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
+pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
+
+CPPFLAGS += -I. -Ibase/include -Ilibdm/include -Ithinpool/include -Igraph/include -MMD -MP
+CXXFLAGS += -std=c++20 -Wall -Wextra -Werror $(OPT) -fPIC $(SANFLAGS) \
+            $(call pkgcflags,$(PKGS))
+CFLAGS   += -std=c11 -Wall -Wextra -Werror $(OPT) $(SANFLAGS)
+LDFLAGS  += $(SANFLAGS)
+LDLIBS   += $(call pkglibs,$(PKGS)) -lpthread
+TEST_LDLIBS := $(call pkglibs,gmock gtest_main gtest)
+
+# ---------------------------------------------------------------- modules ---
+# A module.mk appends to these:
+#   LIBRARIES           short names (dm, thinpool, graph): lib<name>.{a,so}
+#   <name>_SRCS         the library's .cc files; <name>_VERSION its soname version
+#   TOOLS               tool names; <tool>_SRCS its sources; linked to all libs
+#   HEADERS_<name>      public headers to install (dir prefix stripped)
+# Test sources are found by convention: tests/<tier>/*_test.cc becomes the
+# binary $(BUILD)/tests/<tier>/<name>_test, linked to every library.
+LIBRARIES :=
+TOOLS :=
+include $(sort $(wildcard */module.mk))
+
+# Link order: higher layers first (graph → thinpool → dm → dmbase).
+LINK_ORDER := graph thinpool dm dmbase
+LIBS_ORDERED := $(foreach l,$(LINK_ORDER),$(filter $(l),$(LIBRARIES))) \
+                $(filter-out $(LINK_ORDER),$(LIBRARIES))
+STATIC_LIBS := $(foreach l,$(LIBS_ORDERED),$(BUILD)/lib/lib$(l).a)
+SHARED_LIBS := $(foreach l,$(LIBS_ORDERED),$(BUILD)/lib/lib$(l).so)
+
+objs = $(patsubst %.cc,$(BUILD)/obj/%.o,$(filter %.cc,$(1))) \
+       $(patsubst %.c,$(BUILD)/obj/%.o,$(filter %.c,$(1)))
+
+$(BUILD)/obj/%.o: %.cc
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+define LIBRARY_RULES
+$(BUILD)/lib/lib$(1).a: $(call objs,$($(1)_SRCS))
+	@mkdir -p $$(@D)
+	rm -f $$@ && ar rcs $$@ $$^
+
+$(BUILD)/lib/lib$(1).so: $(call objs,$($(1)_SRCS)) $(foreach d,$($(1)_DEPS),$(BUILD)/lib/lib$(d).so)
+	@mkdir -p $$(@D)
+	$(CXX) -shared -Wl,-soname,lib$(1).so.$(or $($(1)_VERSION),0) $(LDFLAGS) \
+	  -o $$@.$(or $($(1)_VERSION),0) $(call objs,$($(1)_SRCS)) \
+	  -L$(BUILD)/lib $(foreach d,$($(1)_DEPS),-l$(d)) $(LDLIBS)
+	ln -sf lib$(1).so.$(or $($(1)_VERSION),0) $$@
+endef
+$(foreach l,$(LIBRARIES),$(eval $(call LIBRARY_RULES,$(l))))
+
+define TOOL_RULES
+$(BUILD)/bin/$(1): $(call objs,$($(1)_SRCS)) $(STATIC_LIBS)
+	@mkdir -p $$(@D)
+	$(CXX) $(LDFLAGS) -o $$@ $(call objs,$($(1)_SRCS)) $(STATIC_LIBS) $(LDLIBS)
+endef
+$(foreach t,$(TOOLS),$(eval $(call TOOL_RULES,$(t))))
+TOOL_BINS := $(foreach t,$(TOOLS),$(BUILD)/bin/$(t))
+
+# ------------------------------------------------------------------ tests ---
+TIERS := unit host vm
+define TIER_RULES
+$(1)_TEST_SRCS := $$(sort $$(wildcard tests/$(1)/*_test.cc))
+$(1)_TEST_BINS := $$(patsubst tests/$(1)/%.cc,$(BUILD)/tests/$(1)/%,$$($(1)_TEST_SRCS))
+$(BUILD)/tests/$(1)/%_test: $(BUILD)/obj/tests/$(1)/%_test.o $(TEST_SUPPORT_OBJS) $(STATIC_LIBS)
+	@mkdir -p $$(@D)
+	$(CXX) $(LDFLAGS) -o $$@ $$< $(TEST_SUPPORT_OBJS) $(STATIC_LIBS) $(TEST_LDLIBS) $(LDLIBS)
+endef
+TEST_SUPPORT_SRCS := $(sort $(wildcard tests/support/*.cc))
+TEST_SUPPORT_OBJS := $(call objs,$(TEST_SUPPORT_SRCS))
+$(foreach t,$(TIERS),$(eval $(call TIER_RULES,$(t))))
+$(BUILD)/obj/tests/%.o: CXXFLAGS += $(call pkgcflags,$(TEST_PKGS))
+
+ALL_TEST_BINS := $(foreach t,$(TIERS),$($(t)_TEST_BINS)) $(EXTRA_TEST_BINS)
+
+# ---------------------------------------------------------------- targets ---
+.PHONY: all libs tools tests deps check check-unit check-host check-vm \
+        bench demo fuzz install clean distclean vm-kernel
+
+all: libs tools
+libs: $(STATIC_LIBS) $(SHARED_LIBS)
+tools: $(TOOL_BINS)
+tests: $(ALL_TEST_BINS)
+
+deps:
+	@tests/deps.sh
+
+# check = deps, build, every tier; tests/run-tiers prints one line per tier.
+check: deps
+	$(MAKE) all tests
+	@BUILD=$(BUILD) tests/run-tiers $(TIERS)
+
+check-unit check-host check-vm: check-%: all tests
+	@BUILD=$(BUILD) tests/run-tiers $*
+
+vm-kernel:
+	@tests/vm/run --prepare-only
+
+bench: all tests $(BENCH_BINS)
+	@BUILD=$(BUILD) tests/bench/run
+
+demo: deps
+	$(MAKE) all
+	@BUILD=$(BUILD) tools/demo.sh
+
+fuzz: $(FUZZ_BINS)
+	@BUILD=$(BUILD) tests/fuzz/run $(FUZZ_SECONDS)
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UDEVDIR) \
+	  $(DESTDIR)$(UNITDIR)
+	for l in $(LIBS_ORDERED); do \
+	  install -m 644 $(BUILD)/lib/lib$$l.a $(DESTDIR)$(LIBDIR)/ && \
+	  cp -P $(BUILD)/lib/lib$$l.so $(BUILD)/lib/lib$$l.so.* $(DESTDIR)$(LIBDIR)/ ; \
+	done
+	for d in libdm thinpool graph; do \
+	  if [ -d $$d/include ]; then cp -r $$d/include/. $(DESTDIR)$(INCDIR)/; fi; \
+	done
+	for pc in $(wildcard */*.pc.in); do \
+	  sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	      -e 's|@INCDIR@|$(INCDIR)|g' $$pc \
+	      > $(DESTDIR)$(LIBDIR)/pkgconfig/$$(basename $${pc%.in}); \
+	done
+	$(if $(TOOL_BINS),install -m 755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/)
+	$(if $(wildcard udev-rules/*.rules),install -m 644 $(wildcard udev-rules/*.rules) $(DESTDIR)$(UDEVDIR)/)
+	$(if $(wildcard udev-rules/*.service udev-rules/*.timer),install -m 644 $(wildcard udev-rules/*.service udev-rules/*.timer) $(DESTDIR)$(UNITDIR)/)
+	install -m 644 README.md $(wildcard docs/*.md) $(DESTDIR)$(DOCDIR)/
+
+# clean keeps build/vm (the downloaded kernel and initramfs cache).
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/fuzz build/san-*
+
+distclean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
