@@ -58,12 +58,14 @@ TEST_LDLIBS := $(call pkglibs,gmock gtest_main gtest)
 #   LIBRARIES           short names (dm, thinpool, graph): lib<name>.{a,so}
 #   <name>_SRCS         the library's .cc files; <name>_VERSION its soname version
 #   TOOLS               tool names; <tool>_SRCS its sources; linked to all libs
+#   FUZZ_BINS, BENCH_BINS, EXTRA_TEST_BINS  extra binaries for fuzz/bench/check
+# Fragments are found at */module.mk and */*/module.mk.
 #   HEADERS_<name>      public headers to install (dir prefix stripped)
 # Test sources are found by convention: tests/<tier>/*_test.cc becomes the
 # binary $(BUILD)/tests/<tier>/<name>_test, linked to every library.
 LIBRARIES :=
 TOOLS :=
-include $(sort $(wildcard */module.mk))
+include $(sort $(wildcard */module.mk */*/module.mk))
 
 # Link order: higher layers first (graph → thinpool → dm → dmbase).
 LINK_ORDER := graph thinpool dm dmbase
