@@ -1,0 +1,4 @@
+# thinpool: pools on sparse files and loop devices, registry, thin devices.
+LIBRARIES += thinpool
+thinpool_SRCS := $(sort $(wildcard thinpool/*.cc))
+thinpool_DEPS := dmbase  # + dm once libdm lands on main
