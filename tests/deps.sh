@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package that dmthin's build, tests, benchmarks and VM
+# tier need. Idempotent, and a fast no-op when everything is present.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  g++ clang lld make pkg-config
+  libabsl-dev libblkid-dev libudev-dev libext2fs-dev libarchive-dev
+  libsqlite3-dev libssl-dev libgtest-dev libgmock-dev
+  libclang-rt-14-dev             # clang's sanitizer and libFuzzer runtimes
+  # tests and benchmarks: the real tools we check against
+  util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
+  tar gzip zstd xz-utils fio debootstrap
+  # vm tier: QEMU, the initramfs, and the guest kernel's module tooling
+  qemu-system-x86 busybox-static cpio kmod
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = installed ] || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=()
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
