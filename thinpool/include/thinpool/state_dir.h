@@ -1,0 +1,70 @@
+// The state dir: where a set of pools keeps its registry, locks and (for
+// file-backed pools) data and metadata files.
+//
+//   <dir>/registry.db          SQLite registry (see registry.h)
+//   <dir>/locks/<pool>.lock    flock()ed around every change to a pool
+//   <dir>/pools/<pool>/data    sparse data file        (file-backed pools)
+//   <dir>/pools/<pool>/metadata sparse metadata file
+//
+// The directory is created 0700. An existing one is refused if it is a
+// symlink, not a directory, not owned by us (or root), or writable by group
+// or others: whoever can write there can swap a pool's files.
+#ifndef DMTHIN_THINPOOL_STATE_DIR_H_
+#define DMTHIN_THINPOOL_STATE_DIR_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "base/unique_fd.h"
+#include "thinpool/registry.h"
+
+namespace thinpool {
+
+inline constexpr char kDefaultStateDir[] = "/var/lib/dmthin";
+
+// Pool names: 1-32 of [A-Za-z0-9_.], not starting with '.'. No '-': it
+// separates pool and thin in device-mapper names (dmthin-<pool>-<thin>).
+absl::Status ValidatePoolName(absl::string_view name);
+// Thin names: 1-80 of [A-Za-z0-9_.+-], not starting with '.' or '-'.
+absl::Status ValidateThinName(absl::string_view name);
+
+// An exclusive flock on one pool's lock file; released on destruction (and by
+// the kernel if the process dies).
+class PoolLock {
+ public:
+  PoolLock() = default;
+  explicit PoolLock(base::UniqueFd fd) : fd_(std::move(fd)) {}
+  bool held() const { return fd_.valid(); }
+
+ private:
+  base::UniqueFd fd_;
+};
+
+class StateDir {
+ public:
+  // Opens (creating if missing, mode 0700) the state dir at `path`.
+  static absl::StatusOr<std::unique_ptr<StateDir>> Open(
+      const std::string& path = kDefaultStateDir);
+
+  const std::string& path() const { return path_; }
+  Registry& registry() { return *registry_; }
+
+  // <dir>/pools/<pool>
+  std::string PoolDir(absl::string_view pool) const;
+  // Blocks until this process holds the pool's lock.
+  absl::StatusOr<PoolLock> LockPool(absl::string_view pool);
+
+ private:
+  StateDir(std::string path, std::unique_ptr<Registry> registry)
+      : path_(std::move(path)), registry_(std::move(registry)) {}
+
+  std::string path_;
+  std::unique_ptr<Registry> registry_;
+};
+
+}  // namespace thinpool
+
+#endif  // DMTHIN_THINPOOL_STATE_DIR_H_
