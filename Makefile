@@ -13,6 +13,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
+.SECONDARY:
 .SUFFIXES:
 
 PREFIX  ?= /usr/local
@@ -26,6 +27,14 @@ UDEVDIR ?= $(PREFIX)/lib/udev/rules.d
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 comma := ,
+# Quiet by default ("CXX file"); `make V=1` shows the full commands.
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @printf '  %-6s %s\n' $(1) $(2)
+endif
 ifdef SANITIZE
 BUILD ?= build/san-$(subst $(comma),-,$(SANITIZE))
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -79,30 +88,35 @@ objs = $(patsubst %.cc,$(BUILD)/obj/%.o,$(filter %.cc,$(1))) \
 
 $(BUILD)/obj/%.o: %.cc
 	@mkdir -p $(@D)
-	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+	$(call say,CXX,$<)
+	$(Q)$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 define LIBRARY_RULES
 $(BUILD)/lib/lib$(1).a: $(call objs,$($(1)_SRCS))
 	@mkdir -p $$(@D)
-	rm -f $$@ && ar rcs $$@ $$^
+	$$(call say,AR,$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
 
 $(BUILD)/lib/lib$(1).so: $(call objs,$($(1)_SRCS)) $(foreach d,$($(1)_DEPS),$(BUILD)/lib/lib$(d).so)
 	@mkdir -p $$(@D)
-	$(CXX) -shared -Wl,-soname,lib$(1).so.$(or $($(1)_VERSION),0) $(LDFLAGS) \
+	$$(call say,LD,$$@)
+	$(Q)$(CXX) -shared -Wl,-soname,lib$(1).so.$(or $($(1)_VERSION),0) $(LDFLAGS) \
 	  -o $$@.$(or $($(1)_VERSION),0) $(call objs,$($(1)_SRCS)) \
 	  -L$(BUILD)/lib $(foreach d,$($(1)_DEPS),-l$(d)) $(LDLIBS)
-	ln -sf lib$(1).so.$(or $($(1)_VERSION),0) $$@
+	$(Q)ln -sf lib$(1).so.$(or $($(1)_VERSION),0) $$@
 endef
 $(foreach l,$(LIBRARIES),$(eval $(call LIBRARY_RULES,$(l))))
 
 define TOOL_RULES
 $(BUILD)/bin/$(1): $(call objs,$($(1)_SRCS)) $(STATIC_LIBS)
 	@mkdir -p $$(@D)
-	$(CXX) $(LDFLAGS) -o $$@ $(call objs,$($(1)_SRCS)) $(STATIC_LIBS) $(LDLIBS)
+	$$(call say,LD,$$@)
+	$(Q)$(CXX) $(LDFLAGS) -o $$@ $(call objs,$($(1)_SRCS)) $(STATIC_LIBS) $(LDLIBS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULES,$(t))))
 TOOL_BINS := $(foreach t,$(TOOLS),$(BUILD)/bin/$(t))
@@ -114,7 +128,8 @@ $(1)_TEST_SRCS := $$(sort $$(wildcard tests/$(1)/*_test.cc))
 $(1)_TEST_BINS := $$(patsubst tests/$(1)/%.cc,$(BUILD)/tests/$(1)/%,$$($(1)_TEST_SRCS))
 $(BUILD)/tests/$(1)/%_test: $(BUILD)/obj/tests/$(1)/%_test.o $(TEST_SUPPORT_OBJS) $(STATIC_LIBS)
 	@mkdir -p $$(@D)
-	$(CXX) $(LDFLAGS) -o $$@ $$< $(TEST_SUPPORT_OBJS) $(STATIC_LIBS) $(TEST_LDLIBS) $(LDLIBS)
+	$$(call say,LD,$$@)
+	$(Q)$(CXX) $(LDFLAGS) -o $$@ $$< $(TEST_SUPPORT_OBJS) $(STATIC_LIBS) $(TEST_LDLIBS) $(LDLIBS)
 endef
 TEST_SUPPORT_SRCS := $(sort $(wildcard tests/support/*.cc))
 TEST_SUPPORT_OBJS := $(call objs,$(TEST_SUPPORT_SRCS))
