@@ -2,3 +2,5 @@
 LIBRARIES += thinpool
 thinpool_SRCS := $(sort $(wildcard thinpool/*.cc))
 thinpool_DEPS := dmbase  # + dm once libdm lands on main
+# filesystem.cc reports libext2fs errors with com_err's error_message().
+LDLIBS += $(call pkglibs,com_err)
