@@ -1,0 +1,590 @@
+// ApplyLayer: OCI layer tar → layer directory.
+//
+// Reading is two libarchive readers stacked:
+//   ByteSource → [outer: decompression filters + "raw" format]
+//              → (sha256 over the decompressed bytes)
+//              → [inner: tar format] → entries
+// The inner reader's read callback pulls decompressed blocks from the outer
+// reader and hashes them as they pass, so the diff id is computed over the
+// uncompressed tar exactly as libarchive consumes it; what the tar reader
+// does not consume (bytes after the end-of-archive blocks) is drained into
+// the hash at the end.
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "graph/archive.h"
+#include "graph/archive/internal.h"
+#include "graph/digest.h"
+#include "graph/fsutil.h"
+
+namespace graph {
+namespace {
+
+constexpr uint64_t kInRoot = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+constexpr size_t kReadBlock = 1 << 20;
+
+int Openat2(int dirfd, const std::string& path, int flags, uint64_t resolve) {
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = resolve;
+  return static_cast<int>(
+      syscall(SYS_openat2, dirfd, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+std::string Quote(absl::string_view s) { return absl::StrCat("\"", absl::CHexEscape(s), "\""); }
+
+// The two stacked readers.
+class LayerReader {
+ public:
+  explicit LayerReader(ByteSource& source) : source_(source), buf_(kReadBlock) {}
+  ~LayerReader() {
+    if (inner_ != nullptr) archive_read_free(inner_);
+    if (outer_ != nullptr) archive_read_free(outer_);
+  }
+
+  absl::Status Open() {
+    outer_ = archive_read_new();
+    inner_ = archive_read_new();
+    if (outer_ == nullptr || inner_ == nullptr) return absl::ResourceExhaustedError("archive_read_new");
+    // Decompression: OCI allows gzip and zstd; xz and bzip2 are cheap to
+    // accept. Never the "program" filter (no external processes).
+    archive_read_support_filter_gzip(outer_);
+    archive_read_support_filter_zstd(outer_);
+    archive_read_support_filter_xz(outer_);
+    archive_read_support_filter_bzip2(outer_);
+    archive_read_support_format_raw(outer_);
+    if (archive_read_open(outer_, this, nullptr, &LayerReader::OuterRead, nullptr) != ARCHIVE_OK) {
+      return Error(outer_, "opening layer stream");
+    }
+    struct archive_entry* raw = nullptr;
+    int r = archive_read_next_header(outer_, &raw);
+    if (r == ARCHIVE_EOF) return absl::InvalidArgumentError("layer stream is empty");
+    if (r < ARCHIVE_WARN) return Error(outer_, "reading layer stream");
+
+    archive_read_support_format_tar(inner_);
+    if (archive_read_open(inner_, this, nullptr, &LayerReader::InnerRead, nullptr) != ARCHIVE_OK) {
+      return Error(inner_, "opening tar stream");
+    }
+    return absl::OkStatus();
+  }
+
+  struct archive* tar() { return inner_; }
+
+  // Hashes what the tar reader left unread.
+  absl::Status Drain() {
+    for (;;) {
+      const void* b;
+      size_t n;
+      la_int64_t off;
+      int r = archive_read_data_block(outer_, &b, &n, &off);
+      if (r == ARCHIVE_EOF) return absl::OkStatus();
+      if (r < ARCHIVE_WARN) return Error(outer_, "reading layer stream");
+      hash_.Update(b, n);
+      bytes_ += n;
+    }
+  }
+
+  std::string Digest() { return hash_.Finish(); }
+  uint64_t bytes() const { return bytes_; }
+
+  // A status for a libarchive failure on `a`, preferring the source's own
+  // error when the failure came from reading it.
+  absl::Status Error(struct archive* a, absl::string_view what) {
+    if (!source_status_.ok()) return base::Annotate(source_status_, what);
+    const char* msg = archive_error_string(a);
+    std::string text = absl::StrCat(what, ": ", msg != nullptr ? msg : "unknown libarchive error");
+    if (msg != nullptr && (absl::StrContains(msg, "Truncated") || absl::StrContains(msg, "truncated") ||
+                           absl::StrContains(msg, "Premature end"))) {
+      return absl::DataLossError(text);
+    }
+    return absl::InvalidArgumentError(text);
+  }
+
+ private:
+  static la_ssize_t OuterRead(struct archive* a, void* ctx, const void** out) {
+    auto* self = static_cast<LayerReader*>(ctx);
+    absl::StatusOr<size_t> n = self->source_.Read(self->buf_.data(), self->buf_.size());
+    if (!n.ok()) {
+      self->source_status_ = n.status();
+      archive_set_error(a, EIO, "%s", std::string(n.status().message()).c_str());
+      return -1;
+    }
+    *out = self->buf_.data();
+    return static_cast<la_ssize_t>(*n);
+  }
+
+  static la_ssize_t InnerRead(struct archive* a, void* ctx, const void** out) {
+    auto* self = static_cast<LayerReader*>(ctx);
+    for (;;) {
+      size_t n = 0;
+      la_int64_t off = 0;
+      int r = archive_read_data_block(self->outer_, out, &n, &off);
+      if (r == ARCHIVE_EOF) return 0;
+      if (r < ARCHIVE_WARN) {
+        const char* msg = archive_error_string(self->outer_);
+        archive_set_error(a, EIO, "%s", msg != nullptr ? msg : "decompression failed");
+        return -1;
+      }
+      if (n == 0) continue;
+      self->hash_.Update(*out, n);
+      self->bytes_ += n;
+      return static_cast<la_ssize_t>(n);
+    }
+  }
+
+  ByteSource& source_;
+  std::vector<char> buf_;
+  struct archive* outer_ = nullptr;
+  struct archive* inner_ = nullptr;
+  absl::Status source_status_;
+  Sha256 hash_;
+  uint64_t bytes_ = 0;
+};
+
+struct DeferredDir {
+  std::string path;
+  mode_t mode;
+  struct timespec times[2];
+};
+
+class Applier {
+ public:
+  Applier(int root_fd, const ApplyOptions& options) : root_(root_fd), opts_(options) {}
+
+  absl::Status Entry(struct archive* a, struct archive_entry* e, ApplyDiffResult& result);
+  absl::Status Finish();
+
+ private:
+  absl::StatusOr<int> OpenParent(const std::string& parent, bool create);
+  void Invalidate(const std::string& path) {
+    if (!cached_valid_) return;
+    if (cached_parent_ == path || path.empty() ||
+        absl::StartsWith(cached_parent_, absl::StrCat(path, "/"))) {
+      cached_valid_ = false;
+      cached_fd_.reset();
+    }
+  }
+  void MarkUnpacked(const std::string& path) {
+    if (opts_.whiteouts == WhiteoutFormat::kDelete) unpacked_.insert(path);
+  }
+  bool Unpacked(const std::string& path) const {
+    auto it = unpacked_.lower_bound(path);
+    if (it == unpacked_.end()) return false;
+    if (*it == path) return true;
+    return absl::StartsWith(*it, absl::StrCat(path, "/"));
+  }
+  absl::Status Whiteout(const std::string& parent, const std::string& name,
+                        struct archive_entry* e);
+  absl::Status Opaque(const std::string& dir);
+  absl::Status OpaqueDelete(const std::string& dir);
+  absl::Status SetXattrs(struct archive_entry* e, int fd, int dirfd, const std::string& name);
+  absl::Status Chown(struct archive_entry* e, int dirfd, const std::string& name, int fd);
+
+  int root_;
+  ApplyOptions opts_;
+  std::string cached_parent_;
+  base::UniqueFd cached_fd_;
+  bool cached_valid_ = false;
+  std::set<std::string> unpacked_;
+  std::vector<DeferredDir> dirs_;
+};
+
+absl::StatusOr<int> Applier::OpenParent(const std::string& parent, bool create) {
+  if (cached_valid_ && cached_parent_ == parent) return cached_fd_.get();
+  cached_valid_ = false;
+  cached_fd_.reset(Openat2(root_, parent, O_PATH | O_DIRECTORY, kInRoot));
+  if (!cached_fd_) {
+    if (errno != ENOENT || !create) {
+      return base::ErrnoError(errno, absl::StrCat("resolving directory ", Quote(parent), " in the layer"));
+    }
+    // Create the missing directories one by one, each resolved in the root.
+    base::UniqueFd dir(Openat2(root_, "", O_PATH | O_DIRECTORY, kInRoot));
+    if (!dir) return base::ErrnoError(errno, "opening layer root");
+    std::string prefix;
+    for (absl::string_view comp : absl::StrSplit(parent, '/')) {
+      std::string c(comp);
+      prefix = prefix.empty() ? c : absl::StrCat(prefix, "/", c);
+      base::UniqueFd next(Openat2(root_, prefix, O_PATH | O_DIRECTORY, kInRoot));
+      if (!next && errno == ENOENT) {
+        if (::mkdirat(dir.get(), c.c_str(), 0755) != 0 && errno != EEXIST) {
+          return base::ErrnoError(errno, absl::StrCat("creating directory ", Quote(prefix)));
+        }
+        MarkUnpacked(prefix);
+        next.reset(Openat2(root_, prefix, O_PATH | O_DIRECTORY, kInRoot));
+      }
+      if (!next) {
+        return base::ErrnoError(errno, absl::StrCat("resolving directory ", Quote(prefix), " in the layer"));
+      }
+      dir = std::move(next);
+    }
+    cached_fd_ = std::move(dir);
+  }
+  cached_parent_ = parent;
+  cached_valid_ = true;
+  return cached_fd_.get();
+}
+
+absl::Status Applier::Chown(struct archive_entry* e, int dirfd, const std::string& name, int fd) {
+  if (!opts_.preserve_owners) return absl::OkStatus();
+  uid_t uid = static_cast<uid_t>(archive_entry_uid(e));
+  gid_t gid = static_cast<gid_t>(archive_entry_gid(e));
+  int r = fd >= 0 ? ::fchown(fd, uid, gid)
+                  : ::fchownat(dirfd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+  if (r != 0) return base::ErrnoError(errno, absl::StrCat("chown ", uid, ":", gid));
+  return absl::OkStatus();
+}
+
+absl::Status Applier::SetXattrs(struct archive_entry* e, int fd, int dirfd, const std::string& name) {
+  if (archive_entry_xattr_reset(e) == 0) return absl::OkStatus();
+  const char* key;
+  const void* value;
+  size_t size;
+  std::string proc_path;
+  while (archive_entry_xattr_next(e, &key, &value, &size) == ARCHIVE_OK) {
+    // Overlay's own xattrs (opaque, redirect, origin, metacopy) are never
+    // taken from a tarball: they would let a layer rewire the overlay.
+    if (absl::StartsWith(key, "trusted.overlay.") || absl::StartsWith(key, "user.overlay.")) continue;
+    int r;
+    if (fd >= 0) {
+      r = ::fsetxattr(fd, key, value, size, 0);
+    } else {
+      if (proc_path.empty()) proc_path = absl::StrCat("/proc/self/fd/", dirfd, "/", name);
+      r = ::lsetxattr(proc_path.c_str(), key, value, size, 0);
+    }
+    if (r != 0) return base::ErrnoError(errno, absl::StrCat("setting xattr ", key));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Applier::Whiteout(const std::string& parent, const std::string& name,
+                               struct archive_entry* e) {
+  std::string target = parent.empty() ? name : absl::StrCat(parent, "/", name);
+  switch (opts_.whiteouts) {
+    case WhiteoutFormat::kAufs:
+      return absl::InternalError("aufs whiteouts are applied as files");
+    case WhiteoutFormat::kOverlay: {
+      ASSIGN_OR_RETURN(int dirfd, OpenParent(parent, true));
+      struct stat st;
+      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        return absl::OkStatus();  // present in this layer: the whiteout only hides lower layers
+      }
+      if (::mknodat(dirfd, name.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+        return base::ErrnoError(errno, absl::StrCat("creating overlay whiteout ", Quote(target)));
+      }
+      return Chown(e, dirfd, name, -1);
+    }
+    case WhiteoutFormat::kDelete: {
+      if (Unpacked(target)) return absl::OkStatus();
+      absl::StatusOr<int> dirfd = OpenParent(parent, false);
+      if (!dirfd.ok()) {
+        if (base::HasErrno(dirfd.status(), ENOENT) || base::HasErrno(dirfd.status(), ENOTDIR)) {
+          return absl::OkStatus();  // nothing below to delete
+        }
+        return dirfd.status();
+      }
+      Invalidate(target);
+      return RemoveTree(*dirfd, name);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Applier::Opaque(const std::string& dir) {
+  switch (opts_.whiteouts) {
+    case WhiteoutFormat::kAufs:
+      return absl::InternalError("aufs opaque markers are applied as files");
+    case WhiteoutFormat::kOverlay: {
+      if (!dir.empty()) RETURN_IF_ERROR(OpenParent(dir, true).status());
+      base::UniqueFd fd(Openat2(root_, dir, O_RDONLY | O_DIRECTORY, kInRoot));
+      if (!fd) return base::ErrnoError(errno, absl::StrCat("opening opaque directory ", Quote(dir)));
+      if (::fsetxattr(fd.get(), "trusted.overlay.opaque", "y", 1, 0) != 0) {
+        return base::ErrnoError(errno, absl::StrCat("marking ", Quote(dir), " opaque"));
+      }
+      return absl::OkStatus();
+    }
+    case WhiteoutFormat::kDelete:
+      return OpaqueDelete(dir);
+  }
+  return absl::OkStatus();
+}
+
+// Removes everything under `dir` that this layer did not unpack.
+absl::Status Applier::OpaqueDelete(const std::string& dir) {
+  base::UniqueFd fd(Openat2(root_, dir, O_RDONLY | O_DIRECTORY, kInRoot));
+  if (!fd) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return base::ErrnoError(errno, absl::StrCat("opening opaque directory ", Quote(dir)));
+  }
+  DIR* d = ::fdopendir(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (d == nullptr) return base::ErrnoError(errno, absl::StrCat("listing ", Quote(dir)));
+  std::vector<std::pair<std::string, bool>> children;
+  while (struct dirent* ent = ::readdir(d)) {
+    std::string n = ent->d_name;
+    if (n == "." || n == "..") continue;
+    children.emplace_back(n, ent->d_type == DT_DIR);
+  }
+  ::closedir(d);
+  for (const auto& [name, is_dir] : children) {
+    std::string path = dir.empty() ? name : absl::StrCat(dir, "/", name);
+    if (!Unpacked(path)) {
+      Invalidate(path);
+      RETURN_IF_ERROR(RemoveTree(fd.get(), name));
+    } else if (is_dir) {
+      RETURN_IF_ERROR(OpaqueDelete(path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDiffResult& result) {
+  const char* raw = archive_entry_pathname(e);
+  if (raw == nullptr) raw = archive_entry_pathname_utf8(e);
+  if (raw == nullptr) return absl::InvalidArgumentError("entry without a path");
+  ASSIGN_OR_RETURN(std::string path, archive_internal::CleanPath(raw));
+
+  const mode_t type = archive_entry_filetype(e);
+  const char* hardlink = archive_entry_hardlink(e);
+  size_t slash = path.rfind('/');
+  std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+
+  if (opts_.whiteouts != WhiteoutFormat::kAufs && absl::StartsWith(name, archive_internal::kWhiteoutPrefix)) {
+    if (name == archive_internal::kOpaqueMarker) return Opaque(parent);
+    if (absl::StartsWith(name, archive_internal::kWhiteoutMetaPrefix)) return absl::OkStatus();  // aufs metadata
+    std::string target = name.substr(archive_internal::kWhiteoutPrefix.size());
+    if (target == "." || target == "..") {
+      return absl::InvalidArgumentError(absl::StrCat("invalid whiteout ", Quote(path)));
+    }
+    return Whiteout(parent, target, e);
+  }
+
+  struct timespec times[2];
+  times[1].tv_sec = archive_entry_mtime(e);
+  times[1].tv_nsec = archive_entry_mtime_nsec(e);
+  if (archive_entry_atime_is_set(e)) {
+    times[0].tv_sec = archive_entry_atime(e);
+    times[0].tv_nsec = archive_entry_atime_nsec(e);
+  } else {
+    times[0] = times[1];
+  }
+  const mode_t perm = archive_entry_perm(e) & 07777;
+
+  if (path.empty()) {  // the layer root itself ("./")
+    if (type != AE_IFDIR || hardlink != nullptr) {
+      return absl::InvalidArgumentError("the layer root entry must be a directory");
+    }
+    base::UniqueFd fd(Openat2(root_, "", O_RDONLY | O_DIRECTORY, kInRoot));
+    if (!fd) return base::ErrnoError(errno, "opening layer root");
+    RETURN_IF_ERROR(Chown(e, -1, "", fd.get()));
+    RETURN_IF_ERROR(SetXattrs(e, fd.get(), -1, ""));
+    dirs_.push_back({"", perm, {times[0], times[1]}});
+    return absl::OkStatus();
+  }
+
+  ASSIGN_OR_RETURN(int dirfd, OpenParent(parent, true));
+  const bool is_dir = type == AE_IFDIR && hardlink == nullptr;
+  bool was_whiteout = false;
+  struct stat st;
+  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (!(is_dir && S_ISDIR(st.st_mode))) {
+      was_whiteout = S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
+      Invalidate(path);
+      RETURN_IF_ERROR(RemoveTree(dirfd, name));
+    }
+  } else if (errno != ENOENT) {
+    return base::ErrnoError(errno, "stat");
+  }
+  MarkUnpacked(path);
+
+  if (hardlink != nullptr) {
+    ASSIGN_OR_RETURN(std::string target, archive_internal::CleanPath(hardlink));
+    if (target.empty()) return absl::InvalidArgumentError("hardlink to the layer root");
+    size_t ts = target.rfind('/');
+    std::string tparent = ts == std::string::npos ? "" : target.substr(0, ts);
+    std::string tname = ts == std::string::npos ? target : target.substr(ts + 1);
+    base::UniqueFd tdir(Openat2(root_, tparent, O_PATH | O_DIRECTORY, kInRoot));
+    if (!tdir || ::linkat(tdir.get(), tname.c_str(), dirfd, name.c_str(), 0) != 0) {
+      return base::ErrnoError(errno, absl::StrCat("hardlink to ", Quote(target),
+                                                  " (the target must be an earlier entry of this layer)"));
+    }
+    return absl::OkStatus();
+  }
+
+  switch (type) {
+    case AE_IFREG: {
+      int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+      if (size < 0 || size > opts_.max_file_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("file size ", size, " exceeds the limit of ", opts_.max_file_size, " bytes"));
+      }
+      base::UniqueFd fd(::openat(dirfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd) return base::ErrnoError(errno, "creating file");
+      int64_t end = 0;
+      for (;;) {
+        const void* buf;
+        size_t len;
+        la_int64_t off;
+        int r = archive_read_data_block(a, &buf, &len, &off);
+        if (r == ARCHIVE_EOF) break;
+        if (r < ARCHIVE_WARN) {
+          const char* msg = archive_error_string(a);
+          return absl::DataLossError(absl::StrCat("reading file data: ", msg ? msg : "unknown error"));
+        }
+        if (off < 0 || off + static_cast<int64_t>(len) > size) {
+          return absl::InvalidArgumentError("file data beyond its declared size");
+        }
+        const char* p = static_cast<const char*>(buf);
+        while (len > 0) {
+          ssize_t w = ::pwrite(fd.get(), p, len, off);
+          if (w < 0) {
+            if (errno == EINTR) continue;
+            return base::ErrnoError(errno, "writing file data");
+          }
+          p += w;
+          len -= static_cast<size_t>(w);
+          off += w;
+        }
+        end = std::max<int64_t>(end, off);
+      }
+      if (end < size && ::ftruncate(fd.get(), size) != 0) {
+        return base::ErrnoError(errno, "extending sparse file");
+      }
+      result.size += size;
+      RETURN_IF_ERROR(Chown(e, -1, "", fd.get()));
+      if (::fchmod(fd.get(), perm) != 0) return base::ErrnoError(errno, "chmod");
+      RETURN_IF_ERROR(SetXattrs(e, fd.get(), -1, ""));
+      if (::futimens(fd.get(), times) != 0) return base::ErrnoError(errno, "setting times");
+      return absl::OkStatus();
+    }
+    case AE_IFDIR: {
+      if (::mkdirat(dirfd, name.c_str(), 0700) != 0 && errno != EEXIST) {
+        return base::ErrnoError(errno, "mkdir");
+      }
+      base::UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) return base::ErrnoError(errno, "opening directory");
+      RETURN_IF_ERROR(Chown(e, -1, "", fd.get()));
+      RETURN_IF_ERROR(SetXattrs(e, fd.get(), -1, ""));
+      if (was_whiteout && opts_.whiteouts == WhiteoutFormat::kOverlay) {
+        // A directory replacing a whiteout of this layer hides the lower one.
+        if (::fsetxattr(fd.get(), "trusted.overlay.opaque", "y", 1, 0) != 0) {
+          return base::ErrnoError(errno, "marking directory opaque");
+        }
+      }
+      dirs_.push_back({path, perm, {times[0], times[1]}});
+      return absl::OkStatus();
+    }
+    case AE_IFLNK: {
+      const char* target = archive_entry_symlink(e);
+      if (target == nullptr) target = archive_entry_symlink_utf8(e);
+      if (target == nullptr || *target == 0) return absl::InvalidArgumentError("symlink without a target");
+      RETURN_IF_ERROR(archive_internal::CheckSymlinkTarget(parent, target));
+      if (::symlinkat(target, dirfd, name.c_str()) != 0) return base::ErrnoError(errno, "creating symlink");
+      RETURN_IF_ERROR(Chown(e, dirfd, name, -1));
+      RETURN_IF_ERROR(SetXattrs(e, -1, dirfd, name));
+      if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+        return base::ErrnoError(errno, "setting symlink times");
+      }
+      return absl::OkStatus();
+    }
+    case AE_IFCHR:
+    case AE_IFBLK:
+    case AE_IFIFO: {
+      dev_t dev = type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+      if (::mknodat(dirfd, name.c_str(), type | perm, dev) != 0) {
+        return base::ErrnoError(errno, "creating device node");
+      }
+      RETURN_IF_ERROR(Chown(e, dirfd, name, -1));
+      if (::fchmodat(dirfd, name.c_str(), perm, 0) != 0) return base::ErrnoError(errno, "chmod");
+      RETURN_IF_ERROR(SetXattrs(e, -1, dirfd, name));
+      if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+        return base::ErrnoError(errno, "setting times");
+      }
+      return absl::OkStatus();
+    }
+    case AE_IFSOCK:
+      return absl::OkStatus();  // sockets are not restored (like GNU tar)
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unsupported entry type 0", absl::Hex(type)));
+  }
+}
+
+absl::Status Applier::Finish() {
+  // Children before parents: setting a directory's mtime must come after
+  // everything inside it was written.
+  std::stable_sort(dirs_.begin(), dirs_.end(), [](const DeferredDir& x, const DeferredDir& y) {
+    return x.path.size() > y.path.size();
+  });
+  for (const DeferredDir& d : dirs_) {
+    base::UniqueFd fd(Openat2(root_, d.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, kInRoot));
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;  // replaced later in the stream
+      return base::ErrnoError(errno, absl::StrCat("reopening directory ", Quote(d.path)));
+    }
+    if (::fchmod(fd.get(), d.mode) != 0) {
+      return base::ErrnoError(errno, absl::StrCat("chmod directory ", Quote(d.path)));
+    }
+    if (::futimens(fd.get(), d.times) != 0) {
+      return base::ErrnoError(errno, absl::StrCat("setting times of directory ", Quote(d.path)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ApplyDiffResult> ApplyLayer(int root_fd, ByteSource& source, const ApplyOptions& options) {
+  LayerReader reader(source);
+  RETURN_IF_ERROR(reader.Open());
+  Applier applier(root_fd, options);
+  ApplyDiffResult result;
+  uint64_t index = 0;
+  for (;; ++index) {
+    struct archive_entry* entry = nullptr;
+    int r = archive_read_next_header(reader.tar(), &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) {
+      return reader.Error(reader.tar(), absl::StrCat("reading tar header of entry ", index));
+    }
+    absl::Status s = applier.Entry(reader.tar(), entry, result);
+    if (!s.ok()) {
+      const char* p = archive_entry_pathname(entry);
+      return base::Annotate(s, absl::StrCat("layer entry ", index, " ", Quote(p ? p : "?")));
+    }
+  }
+  RETURN_IF_ERROR(reader.Drain());
+  RETURN_IF_ERROR(applier.Finish());
+  result.tar_bytes = reader.bytes();
+  result.diff_id = reader.Digest();
+  return result;
+}
+
+const char* WhiteoutFormatName(WhiteoutFormat format) {
+  switch (format) {
+    case WhiteoutFormat::kOverlay: return "overlay";
+    case WhiteoutFormat::kAufs: return "aufs";
+    case WhiteoutFormat::kDelete: return "delete";
+  }
+  return "unknown";
+}
+
+}  // namespace graph

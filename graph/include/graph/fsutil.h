@@ -1,0 +1,37 @@
+// Filesystem helpers shared by drivers: removing and copying layer trees
+// without ever following symlinks out of them.
+#ifndef DMTHIN_GRAPH_FSUTIL_H_
+#define DMTHIN_GRAPH_FSUTIL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace graph {
+
+// Removes `name` in directory `dirfd` and everything under it (like
+// rm -rf, never following symlinks, staying on one filesystem — a mount
+// point inside is an error). OK if it does not exist.
+absl::Status RemoveTree(int dirfd, const std::string& name);
+// Same for an absolute or cwd-relative path.
+absl::Status RemoveTree(const std::string& path);
+
+struct CopyStats {
+  uint64_t files = 0;
+  uint64_t bytes = 0;
+  uint64_t reflinked = 0;  // files cloned with FICLONE
+};
+
+// Copies the tree `src` to the new directory `dst` (must not exist),
+// preserving types, modes, numeric owners, xattrs, hardlinks, symlinks,
+// device nodes, timestamps and holes. File data is reflinked (FICLONE) where
+// the filesystem supports it, else copied with copy_file_range per data
+// extent.
+absl::StatusOr<CopyStats> CopyTree(const std::string& src,
+                                   const std::string& dst);
+
+}  // namespace graph
+
+#endif  // DMTHIN_GRAPH_FSUTIL_H_
