@@ -22,6 +22,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
@@ -53,11 +58,16 @@ int Openat2(int dirfd, const std::string& path, int flags, uint64_t resolve) {
 
 std::string Quote(absl::string_view s) { return absl::StrCat("\"", absl::CHexEscape(s), "\""); }
 
-// The two stacked readers.
+// The two stacked readers, with the outer one (read, decompress, hash) on
+// its own thread so that hashing and decompression overlap with the file
+// system work of the main thread. Blocks travel through a small pool of
+// buffers: `free_` → producer fills and hashes → `full_` → the tar reader
+// holds one until its next read callback → back to `free_`.
 class LayerReader {
  public:
-  explicit LayerReader(ByteSource& source) : source_(source), buf_(kReadBlock) {}
+  explicit LayerReader(ByteSource& source) : source_(source), src_buf_(kReadBlock) {}
   ~LayerReader() {
+    Stop();
     if (inner_ != nullptr) archive_read_free(inner_);
     if (outer_ != nullptr) archive_read_free(outer_);
   }
@@ -74,12 +84,18 @@ class LayerReader {
     archive_read_support_filter_bzip2(outer_);
     archive_read_support_format_raw(outer_);
     if (archive_read_open(outer_, this, nullptr, &LayerReader::OuterRead, nullptr) != ARCHIVE_OK) {
-      return Error(outer_, "opening layer stream");
+      return OuterError("opening layer stream");
     }
     struct archive_entry* raw = nullptr;
     int r = archive_read_next_header(outer_, &raw);
     if (r == ARCHIVE_EOF) return absl::InvalidArgumentError("layer stream is empty");
-    if (r < ARCHIVE_WARN) return Error(outer_, "reading layer stream");
+    if (r < ARCHIVE_WARN) return OuterError("reading layer stream");
+
+    for (int i = 0; i < kBuffers; ++i) {
+      pool_.emplace_back(kReadBlock);
+      free_.push_back(i);
+    }
+    producer_ = std::thread([this] { Produce(); });
 
     archive_read_support_format_tar(inner_);
     if (archive_read_open(inner_, this, nullptr, &LayerReader::InnerRead, nullptr) != ARCHIVE_OK) {
@@ -90,75 +106,175 @@ class LayerReader {
 
   struct archive* tar() { return inner_; }
 
-  // Hashes what the tar reader left unread.
+  // Lets the producer hash what the tar reader left unread, then waits for it.
   absl::Status Drain() {
     for (;;) {
-      const void* b;
-      size_t n;
-      la_int64_t off;
-      int r = archive_read_data_block(outer_, &b, &n, &off);
-      if (r == ARCHIVE_EOF) return absl::OkStatus();
-      if (r < ARCHIVE_WARN) return Error(outer_, "reading layer stream");
-      hash_.Update(b, n);
-      bytes_ += n;
+      int idx = NextFull();
+      if (idx < 0) break;
+      Release(idx);
     }
+    Stop();
+    if (!producer_status_.ok()) return producer_status_;
+    return absl::OkStatus();
   }
 
   std::string Digest() { return hash_.Finish(); }
   uint64_t bytes() const { return bytes_; }
 
-  // A status for a libarchive failure on `a`, preferring the source's own
-  // error when the failure came from reading it.
+  // A status for a libarchive failure of the tar reader, preferring the
+  // producer's error (source or decompression) when there is one.
   absl::Status Error(struct archive* a, absl::string_view what) {
-    if (!source_status_.ok()) return base::Annotate(source_status_, what);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!producer_status_.ok()) return base::Annotate(producer_status_, what);
+    }
     const char* msg = archive_error_string(a);
+    return Classify(msg, what);
+  }
+
+ private:
+  static constexpr int kBuffers = 6;
+  struct Block {
+    explicit Block(size_t n) : data(n) {}
+    std::vector<char> data;
+    size_t len = 0;
+  };
+
+  static absl::Status Classify(const char* msg, absl::string_view what) {
     std::string text = absl::StrCat(what, ": ", msg != nullptr ? msg : "unknown libarchive error");
-    if (msg != nullptr && (absl::StrContains(msg, "Truncated") || absl::StrContains(msg, "truncated") ||
-                           absl::StrContains(msg, "Premature end"))) {
+    if (msg != nullptr && (absl::StrContains(msg, "runcated") || absl::StrContains(msg, "Premature end") ||
+                           absl::StrContains(msg, "unexpected end") || absl::StrContains(msg, "Damaged"))) {
       return absl::DataLossError(text);
     }
     return absl::InvalidArgumentError(text);
   }
 
- private:
+  absl::Status OuterError(absl::string_view what) {
+    if (!source_status_.ok()) return base::Annotate(source_status_, what);
+    return Classify(archive_error_string(outer_), what);
+  }
+
+  // Producer thread: decompress, hash, hand over.
+  void Produce() {
+    absl::Status status;
+    for (;;) {
+      const void* b;
+      size_t n;
+      la_int64_t off;
+      int r = archive_read_data_block(outer_, &b, &n, &off);
+      if (r == ARCHIVE_EOF) break;
+      if (r < ARCHIVE_WARN) {
+        status = OuterError("reading layer stream");
+        break;
+      }
+      hash_.Update(b, n);
+      bytes_ += n;
+      const char* p = static_cast<const char*>(b);
+      while (n > 0) {
+        int idx;
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          cv_.wait(lock, [this] { return !free_.empty() || stop_; });
+          if (stop_) return;
+          idx = free_.front();
+          free_.pop_front();
+        }
+        Block& blk = pool_[idx];
+        blk.len = std::min(n, blk.data.size());
+        std::memcpy(blk.data.data(), p, blk.len);
+        p += blk.len;
+        n -= blk.len;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          full_.push_back(idx);
+        }
+        cv_.notify_all();
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      producer_status_ = status;
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // Next filled block, or -1 at the end of the stream.
+  int NextFull() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !full_.empty() || done_; });
+    if (full_.empty()) return -1;
+    int idx = full_.front();
+    full_.pop_front();
+    return idx;
+  }
+
+  void Release(int idx) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      free_.push_back(idx);
+    }
+    cv_.notify_all();
+  }
+
+  void Stop() {
+    if (!producer_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!done_) stop_ = true;
+    }
+    cv_.notify_all();
+    producer_.join();
+  }
+
   static la_ssize_t OuterRead(struct archive* a, void* ctx, const void** out) {
     auto* self = static_cast<LayerReader*>(ctx);
-    absl::StatusOr<size_t> n = self->source_.Read(self->buf_.data(), self->buf_.size());
+    absl::StatusOr<size_t> n = self->source_.Read(self->src_buf_.data(), self->src_buf_.size());
     if (!n.ok()) {
       self->source_status_ = n.status();
       archive_set_error(a, EIO, "%s", std::string(n.status().message()).c_str());
       return -1;
     }
-    *out = self->buf_.data();
+    *out = self->src_buf_.data();
     return static_cast<la_ssize_t>(*n);
   }
 
   static la_ssize_t InnerRead(struct archive* a, void* ctx, const void** out) {
     auto* self = static_cast<LayerReader*>(ctx);
-    for (;;) {
-      size_t n = 0;
-      la_int64_t off = 0;
-      int r = archive_read_data_block(self->outer_, out, &n, &off);
-      if (r == ARCHIVE_EOF) return 0;
-      if (r < ARCHIVE_WARN) {
-        const char* msg = archive_error_string(self->outer_);
-        archive_set_error(a, EIO, "%s", msg != nullptr ? msg : "decompression failed");
+    if (self->held_ >= 0) {
+      self->Release(self->held_);
+      self->held_ = -1;
+    }
+    int idx = self->NextFull();
+    if (idx < 0) {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (!self->producer_status_.ok()) {
+        archive_set_error(a, EIO, "%s", std::string(self->producer_status_.message()).c_str());
         return -1;
       }
-      if (n == 0) continue;
-      self->hash_.Update(*out, n);
-      self->bytes_ += n;
-      return static_cast<la_ssize_t>(n);
+      return 0;
     }
+    self->held_ = idx;
+    *out = self->pool_[idx].data.data();
+    return static_cast<la_ssize_t>(self->pool_[idx].len);
   }
 
   ByteSource& source_;
-  std::vector<char> buf_;
+  std::vector<char> src_buf_;
   struct archive* outer_ = nullptr;
   struct archive* inner_ = nullptr;
-  absl::Status source_status_;
-  Sha256 hash_;
-  uint64_t bytes_ = 0;
+  absl::Status source_status_;  // producer thread only until done_
+  Sha256 hash_;                 // producer thread only until done_
+  uint64_t bytes_ = 0;          // producer thread only until done_
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Block> pool_;
+  std::deque<int> free_, full_;
+  bool done_ = false, stop_ = false;
+  absl::Status producer_status_;
+  int held_ = -1;  // block lent to the tar reader
+  std::thread producer_;
 };
 
 struct DeferredDir {

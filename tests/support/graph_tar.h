@@ -1,0 +1,76 @@
+// Test support for the graph archive path: build layer tarballs in memory
+// (well-formed ones with libarchive, hostile ones byte by byte), and make
+// scratch directories.
+#ifndef DMTHIN_TESTS_SUPPORT_GRAPH_TAR_H_
+#define DMTHIN_TESTS_SUPPORT_GRAPH_TAR_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace testsupport {
+
+struct TarEntry {
+  std::string path;
+  // '0' file, '5' dir, '2' symlink, '1' hardlink, '3' char, '4' block, '6' fifo
+  char type = '0';
+  std::string data{};  // file content
+  std::string link{};  // symlink / hardlink target
+  mode_t mode = 0644;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  int64_t mtime = 1700000000;
+  unsigned major = 0, minor = 0;
+  std::map<std::string, std::string> xattrs{};
+  // Sparse file: logical size and data extents {offset, length} (data is
+  // the concatenation of the extents' bytes).
+  int64_t sparse_size = -1;
+  std::vector<std::pair<int64_t, int64_t>> extents{};
+};
+
+enum class TarFilter { kNone, kGzip, kZstd };
+
+// A pax tar of `entries` (libarchive writer), optionally compressed.
+std::string BuildTar(const std::vector<TarEntry>& entries,
+                     TarFilter filter = TarFilter::kNone);
+
+// One raw 512-byte ustar header; `size_field` is written verbatim (octal
+// text, up to 11 chars) so tests can lie about sizes.
+std::string RawHeader(const std::string& name, char typeflag,
+                      const std::string& size_field,
+                      const std::string& linkname = "");
+// A pax extended header block carrying `records` ("key=value" pairs).
+std::string RawPaxHeader(const std::map<std::string, std::string>& records);
+// 1024 zero bytes.
+std::string TarEnd();
+// `data` padded with zeros to a multiple of 512.
+std::string Pad512(const std::string& data);
+
+// A fresh directory under `base` (default /tmp), removed by the destructor.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& tag, const std::string& base = "/tmp");
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+// Reads a whole file ("" with ok=false when missing).
+std::string ReadFileOrEmpty(const std::string& path, bool* ok = nullptr);
+void WriteFileOrDie(const std::string& path, const std::string& data);
+
+// Every path under `dir` with type/mode/size/content hash: a fingerprint to
+// prove a directory was not touched.
+std::string TreeFingerprint(const std::string& dir);
+
+}  // namespace testsupport
+
+#endif  // DMTHIN_TESTS_SUPPORT_GRAPH_TAR_H_
