@@ -1,0 +1,184 @@
+// graph::LayerStore — named layers over a graph::Driver, with a crash-safe
+// SQLite registry.
+//
+// Two faces over one table of layers:
+//  - Docker's layer store: image layers imported from tarballs are named by
+//    their chain id (chainID(L0) = diffID(L0), chainID(Ln) =
+//    sha256(chainID(Ln-1) + " " + diffID(Ln))), carry diff id, parent, size
+//    and a random driver id (Docker's cache-id), and are reference counted
+//    (importing the same layer twice takes a second reference). Container
+//    layers get an init layer between the image and the read-write layer
+//    (Docker's "<cache-id>-init": /etc/hosts, /etc/resolv.conf,
+//    /etc/hostname, /dev/console placeholders; /proc, /sys, /dev/pts, /dev/shm
+//    directories; /etc/mtab -> /proc/mounts).
+//  - containerd's snapshotter: keys and parents, kinds (active, view,
+//    committed), Prepare/View/Commit/Stat/Update/Walk/Remove/Usage and
+//    mounts described rather than done.
+//
+// Crash safety (the same discipline as thinpool's registry): a layer is
+// recorded as `creating` before the driver is touched and becomes visible
+// only when marked `ready`; removal first hides the record (its name is
+// released and it is marked `removing`), then removes the driver layer, then
+// deletes the record. A crash leaves at worst an invisible record that
+// Check() reports and Check(repair) reaps, together with driver layers no
+// record owns. Operations in progress in a live process hold a lock file
+// and are left alone.
+#ifndef DMTHIN_GRAPH_STORE_H_
+#define DMTHIN_GRAPH_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "graph/digest.h"
+#include "graph/driver.h"
+#include "graph/stream.h"
+
+namespace graph {
+
+// The chain id of a layer with diff id `diff_id` on a parent whose chain id
+// is `parent_chain_id` ("" for a base layer). Both are "sha256:<hex>".
+absl::StatusOr<std::string> ChainId(absl::string_view parent_chain_id,
+                                    absl::string_view diff_id);
+
+// A random driver id: 64 lowercase hex characters.
+std::string NewCacheId();
+
+enum class LayerKind { kCommitted = 0, kActive = 1, kView = 2 };
+const char* LayerKindName(LayerKind kind);  // "committed", "active", "view"
+
+struct LayerInfo {
+  std::string name;      // chain id for imported layers; any key otherwise
+  LayerKind kind = LayerKind::kCommitted;
+  std::string parent;    // parent's name ("" = base layer)
+  std::string cache_id;  // the driver's id for this layer
+  std::string init_id;   // the driver's id of the init layer ("" = none)
+  std::string diff_id;   // imported layers: "sha256:..." of the tar
+  std::string chain_id;  // imported layers: == name
+  int64_t size = 0;      // imported layers: bytes of content applied
+  uint64_t tar_size = 0; // imported layers: bytes of uncompressed tar
+  int64_t refs = 1;      // references (imports of the same chain id)
+  int64_t children = 0;  // layers with this one as parent
+  absl::Time created;
+  absl::Time updated;
+  std::map<std::string, std::string> labels;
+};
+
+struct ImportOptions {
+  std::string parent;  // chain id of an imported layer, "" = base
+  std::map<std::string, std::string> labels;
+  // Called now and then with the bytes read so far from the source.
+  std::function<void(uint64_t bytes)> progress;
+};
+
+struct CreateLayerOptions {
+  LayerKind kind = LayerKind::kActive;  // kActive or kView
+  // Put a Docker-style init layer between the parent and this layer
+  // (active layers only).
+  bool init_layer = false;
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> storage_options;
+};
+
+struct CheckReport {
+  std::vector<std::string> problems;  // what is wrong
+  std::vector<std::string> repaired;  // what repair did
+  std::vector<std::string> skipped;   // operations in progress elsewhere
+  bool clean() const { return problems.empty(); }
+};
+
+class LayerStore {
+ public:
+  // Opens the store in `root` (created if missing): `root`/layers.db and
+  // `root`/locks/. The store records the name of the driver it was created
+  // with and refuses another (FailedPrecondition).
+  static absl::StatusOr<std::unique_ptr<LayerStore>> Open(
+      const std::string& root, std::unique_ptr<Driver> driver);
+  ~LayerStore();
+
+  Driver& driver() { return *driver_; }
+  const std::string& root() const { return root_; }
+
+  // The name of the driver recorded in the store at `root`, or "" if none
+  // (no store yet).
+  static absl::StatusOr<std::string> RecordedDriver(const std::string& root);
+
+  // Imports an OCI layer tar (plain/gzip/zstd) as an image layer on
+  // `options.parent`. Returns the layer (named by its chain id); importing a
+  // chain id that exists adds a reference and returns the existing layer.
+  absl::StatusOr<LayerInfo> Import(ByteSource& tar, const ImportOptions& options);
+
+  // containerd Prepare (kind active) / View (kind view): a new layer `name`
+  // on committed layer `parent` ("" = empty). AlreadyExists if `name` is
+  // taken, NotFound if `parent` is unknown, FailedPrecondition if `parent`
+  // is not committed.
+  absl::StatusOr<LayerInfo> Create(const std::string& name,
+                                   const std::string& parent,
+                                   const CreateLayerOptions& options);
+
+  // containerd Commit: active layer `key` becomes committed layer `name`.
+  absl::StatusOr<LayerInfo> Commit(const std::string& name, const std::string& key,
+                                   const std::map<std::string, std::string>& labels = {});
+
+  absl::StatusOr<LayerInfo> Stat(const std::string& name);
+
+  // containerd Update: only labels are mutable. No field paths replaces all
+  // labels; "labels" likewise; "labels.KEY" sets or deletes one label. Any
+  // other path is InvalidArgument.
+  absl::StatusOr<LayerInfo> Update(const std::string& name,
+                                   const std::map<std::string, std::string>& labels,
+                                   const std::vector<std::string>& field_paths = {});
+
+  // Every visible layer, sorted by name.
+  absl::StatusOr<std::vector<LayerInfo>> List();
+
+  // Drops one reference to `name`; the last one removes the layer (and its
+  // init layer). FailedPrecondition ("cannot remove ...: it has N children")
+  // if other layers are built on it.
+  absl::Status Remove(const std::string& name);
+
+  // Mounts the full view of `name` (driver Get) and returns the directory;
+  // Unmount drops that reference (driver Put).
+  absl::StatusOr<std::string> Mount(const std::string& name);
+  absl::Status Unmount(const std::string& name);
+
+  // The mounts that give `name`'s view, for callers that mount themselves;
+  // read-only ("ro") for views and committed layers.
+  absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& name);
+
+  // OCI layer tar of `name`'s own changes (relative to its init layer or
+  // parent); Changes lists them; Usage is their size in bytes.
+  absl::StatusOr<DiffResult> Diff(const std::string& name, ByteSink& sink);
+  absl::StatusOr<std::vector<Change>> Changes(const std::string& name);
+  absl::StatusOr<int64_t> Usage(const std::string& name);
+
+  // Driver metadata (GraphDriver.Data) of `name`.
+  absl::StatusOr<std::map<std::string, std::string>> Metadata(const std::string& name);
+
+  // Counts for `status`: layers by kind.
+  absl::StatusOr<std::map<std::string, int64_t>> Counts();
+
+  // Compares registry and driver: interrupted creates/removes, driver
+  // layers no record owns, records whose driver layer is gone, dangling
+  // parents. With `repair`, reaps what can be reaped.
+  absl::StatusOr<CheckReport> Check(bool repair);
+
+ private:
+  class Impl;
+  LayerStore(std::string root, std::unique_ptr<Driver> driver);
+
+  std::string root_;
+  std::unique_ptr<Driver> driver_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace graph
+
+#endif  // DMTHIN_GRAPH_STORE_H_

@@ -1,0 +1,86 @@
+// A small RAII wrapper over SQLite for the layer store's registry.
+#ifndef DMTHIN_GRAPH_STORE_SQLITE_H_
+#define DMTHIN_GRAPH_STORE_SQLITE_H_
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace graph::store {
+
+class Stmt;
+
+class Db {
+ public:
+  // Opens (creating) `path` with WAL journaling, synchronous=FULL, foreign
+  // keys on and a busy timeout so concurrent processes wait, not fail.
+  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path);
+  ~Db();
+
+  absl::Status Exec(absl::string_view sql);
+  absl::StatusOr<Stmt> Prepare(absl::string_view sql);
+  int64_t Changes() const;
+  sqlite3* raw() { return db_; }
+
+  // Error status for the last failure on this connection.
+  absl::Status Error(int rc, absl::string_view what) const;
+
+ private:
+  explicit Db(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+};
+
+class Stmt {
+ public:
+  Stmt(Db* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Stmt(Stmt&& o) noexcept : db_(o.db_), stmt_(o.stmt_) { o.stmt_ = nullptr; }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt() { sqlite3_finalize(stmt_); }
+
+  // Binds by 1-based position; std::nullopt / empty optional binds NULL.
+  Stmt& Bind(int i, absl::string_view v);
+  Stmt& Bind(int i, int64_t v);
+  Stmt& BindNull(int i);
+  Stmt& BindOrNull(int i, const std::string& v) {
+    return v.empty() ? BindNull(i) : Bind(i, v);
+  }
+
+  // Steps once: true if a row is available, false when done.
+  absl::StatusOr<bool> Step();
+  // Steps to completion (for statements without rows).
+  absl::Status Run();
+
+  std::string Text(int col) const;
+  int64_t Int(int col) const;
+  bool IsNull(int col) const;
+
+ private:
+  Db* db_;
+  sqlite3_stmt* stmt_;
+  absl::Status bind_error_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT, rolled back on destruction unless committed.
+class Transaction {
+ public:
+  static absl::StatusOr<std::unique_ptr<Transaction>> Begin(Db& db);
+  ~Transaction();
+  absl::Status Commit();
+
+ private:
+  explicit Transaction(Db& db) : db_(db) {}
+  Db& db_;
+  bool done_ = false;
+};
+
+}  // namespace graph::store
+
+#endif  // DMTHIN_GRAPH_STORE_SQLITE_H_

@@ -1,0 +1,778 @@
+#include "graph/store.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <set>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "graph/digest.h"
+#include "graph/store/init_layer.h"
+#include "graph/store/sqlite.h"
+
+namespace graph {
+
+using store::Db;
+using store::Stmt;
+using store::Transaction;
+
+absl::StatusOr<std::string> ChainId(absl::string_view parent_chain_id,
+                                    absl::string_view diff_id) {
+  if (!IsSha256Digest(diff_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("diff id \"", diff_id, "\" is not sha256:<64 hex>"));
+  }
+  if (parent_chain_id.empty()) return std::string(diff_id);
+  if (!IsSha256Digest(parent_chain_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chain id \"", parent_chain_id, "\" is not sha256:<64 hex>"));
+  }
+  return Sha256Digest(absl::StrCat(parent_chain_id, " ", diff_id));
+}
+
+std::string NewCacheId() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    // Fall back to the kernel directly; RAND_bytes only fails without entropy.
+    base::UniqueFd fd(::open("/dev/urandom", O_RDONLY | O_CLOEXEC));
+    if (!fd || ::read(fd.get(), bytes, sizeof(bytes)) != sizeof(bytes)) std::abort();
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+const char* LayerKindName(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::kCommitted: return "committed";
+    case LayerKind::kActive: return "active";
+    case LayerKind::kView: return "view";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS meta(
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers(
+  cache_id TEXT PRIMARY KEY,
+  name TEXT UNIQUE,
+  kind INTEGER NOT NULL,
+  parent TEXT REFERENCES layers(cache_id),
+  init_id TEXT,
+  diff_id TEXT NOT NULL DEFAULT '',
+  chain_id TEXT NOT NULL DEFAULT '',
+  size INTEGER NOT NULL DEFAULT 0,
+  tar_size INTEGER NOT NULL DEFAULT 0,
+  refs INTEGER NOT NULL DEFAULT 1,
+  state TEXT NOT NULL CHECK(state IN ('creating', 'ready', 'removing')),
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+CREATE TABLE IF NOT EXISTS labels(
+  cache_id TEXT NOT NULL REFERENCES layers(cache_id) ON DELETE CASCADE,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(cache_id, key));
+)sql";
+
+constexpr char kColumns[] =
+    "l.cache_id, l.name, l.kind, l.parent, l.init_id, l.diff_id, l.chain_id, "
+    "l.size, l.tar_size, l.refs, l.state, l.created, l.updated, "
+    "(SELECT name FROM layers p WHERE p.cache_id = l.parent), "
+    "(SELECT count(*) FROM layers c WHERE c.parent = l.cache_id)";
+
+struct Row {
+  LayerInfo info;
+  std::string parent_cache;
+  std::string state;
+};
+
+Row ReadRow(const Stmt& s) {
+  Row r;
+  r.info.cache_id = s.Text(0);
+  r.info.name = s.Text(1);
+  r.info.kind = static_cast<LayerKind>(s.Int(2));
+  r.parent_cache = s.Text(3);
+  r.info.init_id = s.Text(4);
+  r.info.diff_id = s.Text(5);
+  r.info.chain_id = s.Text(6);
+  r.info.size = s.Int(7);
+  r.info.tar_size = static_cast<uint64_t>(s.Int(8));
+  r.info.refs = s.Int(9);
+  r.state = s.Text(10);
+  r.info.created = absl::FromUnixNanos(s.Int(11));
+  r.info.updated = absl::FromUnixNanos(s.Int(12));
+  r.info.parent = s.Text(13);
+  r.info.children = s.Int(14);
+  return r;
+}
+
+int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
+
+absl::Status ValidateName(absl::string_view name) {
+  if (name.empty() || name.size() > 4096 || name.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid layer name \"", absl::CHexEscape(name.substr(0, 80)),
+                     "\": want 1..4096 bytes without NUL"));
+  }
+  return absl::OkStatus();
+}
+
+bool GoneOrNotFound(const absl::Status& s) {
+  return absl::IsNotFound(s) || base::HasErrno(s, ENOENT);
+}
+
+// Counts bytes read for the import progress callback.
+class ProgressSource : public ByteSource {
+ public:
+  ProgressSource(ByteSource& inner, const std::function<void(uint64_t)>& progress)
+      : inner_(inner), progress_(progress) {}
+  absl::StatusOr<size_t> Read(void* buf, size_t len) override {
+    absl::StatusOr<size_t> n = inner_.Read(buf, len);
+    if (n.ok()) {
+      total_ += *n;
+      if (progress_ && (total_ - reported_ >= (1u << 20) || *n == 0)) {
+        reported_ = total_;
+        progress_(total_);
+      }
+    }
+    return n;
+  }
+
+ private:
+  ByteSource& inner_;
+  const std::function<void(uint64_t)>& progress_;
+  uint64_t total_ = 0;
+  uint64_t reported_ = 0;
+};
+
+// An exclusive flock on `root`/locks/<cache_id>, held while a layer is being
+// created or removed so that Check(repair) in another process can tell an
+// operation in progress from an interrupted one.
+class OpLock {
+ public:
+  static absl::StatusOr<OpLock> Acquire(const std::string& locks_dir,
+                                        const std::string& cache_id, bool wait) {
+    OpLock lock;
+    lock.path_ = absl::StrCat(locks_dir, "/", cache_id);
+    lock.fd_.reset(::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!lock.fd_) return base::ErrnoError(errno, absl::StrCat("open lock ", lock.path_));
+    if (::flock(lock.fd_.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+      return base::ErrnoError(errno, absl::StrCat("lock ", lock.path_));
+    }
+    return lock;
+  }
+  // Removes the lock file (while still holding the lock) and releases it.
+  void Release() {
+    if (fd_) {
+      ::unlink(path_.c_str());
+      fd_.reset();
+    }
+  }
+
+ private:
+  std::string path_;
+  base::UniqueFd fd_;
+};
+
+}  // namespace
+
+class LayerStore::Impl {
+ public:
+  std::unique_ptr<Db> db;
+  std::string locks_dir;
+
+  absl::StatusOr<std::map<std::string, std::string>> Labels(const std::string& cache_id) {
+    ASSIGN_OR_RETURN(Stmt s, db->Prepare("SELECT key, value FROM labels WHERE cache_id = ?"));
+    s.Bind(1, cache_id);
+    std::map<std::string, std::string> labels;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      labels[s.Text(0)] = s.Text(1);
+    }
+    return labels;
+  }
+
+  absl::Status SetLabels(const std::string& cache_id,
+                         const std::map<std::string, std::string>& labels) {
+    ASSIGN_OR_RETURN(Stmt del, db->Prepare("DELETE FROM labels WHERE cache_id = ?"));
+    RETURN_IF_ERROR(del.Bind(1, cache_id).Run());
+    for (const auto& [k, v] : labels) {
+      ASSIGN_OR_RETURN(Stmt ins, db->Prepare(
+                                     "INSERT INTO labels(cache_id, key, value) VALUES(?, ?, ?)"));
+      RETURN_IF_ERROR(ins.Bind(1, cache_id).Bind(2, k).Bind(3, v).Run());
+    }
+    return absl::OkStatus();
+  }
+
+  // A visible (ready) layer by name, with labels.
+  absl::StatusOr<Row> Find(const std::string& name) {
+    ASSIGN_OR_RETURN(Stmt s, db->Prepare(absl::StrCat(
+                                 "SELECT ", kColumns,
+                                 " FROM layers l WHERE l.name = ? AND l.state = 'ready'")));
+    s.Bind(1, name);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("layer \"", name, "\" not found"));
+    Row r = ReadRow(s);
+    ASSIGN_OR_RETURN(r.info.labels, Labels(r.info.cache_id));
+    return r;
+  }
+
+  absl::StatusOr<std::vector<Row>> AllRows() {
+    ASSIGN_OR_RETURN(Stmt s, db->Prepare(absl::StrCat("SELECT ", kColumns, " FROM layers l")));
+    std::vector<Row> rows;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      rows.push_back(ReadRow(s));
+    }
+    return rows;
+  }
+
+  absl::Status DeleteRow(const std::string& cache_id) {
+    ASSIGN_OR_RETURN(Stmt s, db->Prepare("DELETE FROM layers WHERE cache_id = ?"));
+    return s.Bind(1, cache_id).Run();
+  }
+};
+
+LayerStore::LayerStore(std::string root, std::unique_ptr<Driver> driver)
+    : root_(std::move(root)), driver_(std::move(driver)), impl_(std::make_unique<Impl>()) {}
+
+LayerStore::~LayerStore() = default;
+
+namespace {
+absl::Status MakeDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return base::ErrnoError(errno, absl::StrCat("mkdir ", path));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::Open(const std::string& root,
+                                                             std::unique_ptr<Driver> driver) {
+  if (driver == nullptr) return absl::InvalidArgumentError("layer store needs a driver");
+  if (root.empty()) return absl::InvalidArgumentError("layer store needs a root directory");
+  RETURN_IF_ERROR(MakeDir(root, 0700));
+  std::unique_ptr<LayerStore> store(new LayerStore(root, std::move(driver)));
+  store->impl_->locks_dir = root + "/locks";
+  RETURN_IF_ERROR(MakeDir(store->impl_->locks_dir, 0700));
+  ASSIGN_OR_RETURN(store->impl_->db, Db::Open(root + "/layers.db"));
+  Db& db = *store->impl_->db;
+  RETURN_IF_ERROR(db.Exec(kSchema));
+  ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+  ASSIGN_OR_RETURN(Stmt get, db.Prepare("SELECT value FROM meta WHERE key = 'driver'"));
+  ASSIGN_OR_RETURN(bool have, get.Step());
+  std::string name = store->driver_->Name();
+  if (have) {
+    if (get.Text(0) != name) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer store ", root, " was created with driver \"", get.Text(0),
+                       "\", not \"", name, "\""));
+    }
+  } else {
+    ASSIGN_OR_RETURN(Stmt put, db.Prepare("INSERT INTO meta(key, value) VALUES('driver', ?)"));
+    RETURN_IF_ERROR(put.Bind(1, name).Run());
+  }
+  RETURN_IF_ERROR(txn->Commit());
+  return store;
+}
+
+absl::StatusOr<std::string> LayerStore::RecordedDriver(const std::string& root) {
+  std::string path = root + "/layers.db";
+  if (::access(path.c_str(), F_OK) != 0) {
+    if (errno == ENOENT) return std::string();
+    return base::ErrnoError(errno, absl::StrCat("access ", path));
+  }
+  ASSIGN_OR_RETURN(auto db, Db::Open(path));
+  RETURN_IF_ERROR(db->Exec(kSchema));
+  ASSIGN_OR_RETURN(Stmt get, db->Prepare("SELECT value FROM meta WHERE key = 'driver'"));
+  ASSIGN_OR_RETURN(bool have, get.Step());
+  return have ? get.Text(0) : std::string();
+}
+
+absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOptions& options) {
+  Db& db = *impl_->db;
+  std::string parent_cache, parent_chain;
+  if (!options.parent.empty()) {
+    ASSIGN_OR_RETURN(Row parent, impl_->Find(options.parent));
+    if (parent.info.chain_id.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "parent \"", options.parent, "\" is not an imported layer (it has no chain id)"));
+    }
+    parent_cache = parent.info.cache_id;
+    parent_chain = parent.info.chain_id;
+  }
+  const std::string cache_id = NewCacheId();
+  ASSIGN_OR_RETURN(OpLock lock, OpLock::Acquire(impl_->locks_dir, cache_id, true));
+  {
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    // The parent may have been removed since we looked.
+    if (!parent_cache.empty()) RETURN_IF_ERROR(impl_->Find(options.parent).status());
+    ASSIGN_OR_RETURN(Stmt ins, db.Prepare(
+        "INSERT INTO layers(cache_id, name, kind, parent, state, created, updated) "
+        "VALUES(?, NULL, ?, ?, 'creating', ?, ?)"));
+    int64_t now = NowNanos();
+    RETURN_IF_ERROR(ins.Bind(1, cache_id)
+                        .Bind(2, static_cast<int64_t>(LayerKind::kCommitted))
+                        .BindOrNull(3, parent_cache)
+                        .Bind(4, now)
+                        .Bind(5, now)
+                        .Run());
+    RETURN_IF_ERROR(txn->Commit());
+  }
+  // Undo on any failure below: driver layer, then the record.
+  auto undo = [&](absl::Status cause) {
+    absl::Status rm = driver_->Remove(cache_id);
+    if (rm.ok() || GoneOrNotFound(rm)) {
+      (void)impl_->DeleteRow(cache_id);
+      lock.Release();
+    }
+    return cause;
+  };
+
+  CreateOptions create;
+  create.read_write = false;
+  if (absl::Status s = driver_->Create(cache_id, parent_cache, create); !s.ok()) {
+    return undo(base::Annotate(s, "import: create layer"));
+  }
+  ProgressSource source(tar, options.progress);
+  absl::StatusOr<ApplyDiffResult> applied = driver_->ApplyDiff(cache_id, parent_cache, source);
+  if (!applied.ok()) return undo(base::Annotate(applied.status(), "import: apply layer tar"));
+  absl::StatusOr<std::string> chain = ChainId(parent_chain, applied->diff_id);
+  if (!chain.ok()) return undo(chain.status());
+
+  absl::Status finish = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    absl::StatusOr<Row> existing = impl_->Find(*chain);
+    if (existing.ok()) {
+      ASSIGN_OR_RETURN(Stmt ref, db.Prepare("UPDATE layers SET refs = refs + 1 WHERE cache_id = ?"));
+      RETURN_IF_ERROR(ref.Bind(1, existing->info.cache_id).Run());
+      ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
+                                      "UPDATE layers SET state = 'removing' WHERE cache_id = ?"));
+      RETURN_IF_ERROR(hide.Bind(1, cache_id).Run());
+      RETURN_IF_ERROR(txn->Commit());
+      return absl::AlreadyExistsError("");  // tells the caller to drop our copy
+    }
+    if (!absl::IsNotFound(existing.status())) return existing.status();
+    ASSIGN_OR_RETURN(Stmt up, db.Prepare(
+        "UPDATE layers SET name = ?, diff_id = ?, chain_id = ?, size = ?, tar_size = ?, "
+        "state = 'ready', updated = created WHERE cache_id = ?"));
+    RETURN_IF_ERROR(up.Bind(1, *chain)
+                        .Bind(2, applied->diff_id)
+                        .Bind(3, *chain)
+                        .Bind(4, applied->size)
+                        .Bind(5, static_cast<int64_t>(applied->tar_bytes))
+                        .Bind(6, cache_id)
+                        .Run());
+    RETURN_IF_ERROR(impl_->SetLabels(cache_id, options.labels));
+    return txn->Commit();
+  }();
+  if (absl::IsAlreadyExists(finish)) {
+    (void)undo(absl::OkStatus());
+    return Stat(*chain);
+  }
+  if (!finish.ok()) return undo(finish);
+  lock.Release();
+  return Stat(*chain);
+}
+
+absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std::string& parent,
+                                             const CreateLayerOptions& options) {
+  RETURN_IF_ERROR(ValidateName(name));
+  if (options.kind == LayerKind::kCommitted) {
+    return absl::InvalidArgumentError("Create makes active or view layers; commit makes committed ones");
+  }
+  if (options.init_layer && options.kind != LayerKind::kActive) {
+    return absl::InvalidArgumentError("an init layer only goes under an active layer");
+  }
+  Db& db = *impl_->db;
+  const std::string cache_id = NewCacheId();
+  const std::string init_id = options.init_layer ? cache_id + "-init" : "";
+  std::string parent_cache;
+  ASSIGN_OR_RETURN(OpLock lock, OpLock::Acquire(impl_->locks_dir, cache_id, true));
+  {
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    if (!parent.empty()) {
+      ASSIGN_OR_RETURN(Row p, impl_->Find(parent));
+      if (p.info.kind != LayerKind::kCommitted) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "parent \"", parent, "\" is ", LayerKindName(p.info.kind), ", not committed"));
+      }
+      parent_cache = p.info.cache_id;
+    }
+    ASSIGN_OR_RETURN(Stmt taken, db.Prepare("SELECT state FROM layers WHERE name = ?"));
+    ASSIGN_OR_RETURN(bool exists, taken.Bind(1, name).Step());
+    if (exists) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "layer \"", name, "\" already exists",
+          taken.Text(0) == "ready" ? "" : absl::StrCat(" (", taken.Text(0), ")")));
+    }
+    ASSIGN_OR_RETURN(Stmt ins, db.Prepare(
+        "INSERT INTO layers(cache_id, name, kind, parent, init_id, state, created, updated) "
+        "VALUES(?, ?, ?, ?, ?, 'creating', ?, ?)"));
+    int64_t now = NowNanos();
+    RETURN_IF_ERROR(ins.Bind(1, cache_id)
+                        .Bind(2, name)
+                        .Bind(3, static_cast<int64_t>(options.kind))
+                        .BindOrNull(4, parent_cache)
+                        .BindOrNull(5, init_id)
+                        .Bind(6, now)
+                        .Bind(7, now)
+                        .Run());
+    RETURN_IF_ERROR(impl_->SetLabels(cache_id, options.labels));
+    RETURN_IF_ERROR(txn->Commit());
+  }
+  auto undo = [&](absl::Status cause) {
+    absl::Status rm = driver_->Remove(cache_id);
+    absl::Status rm_init = init_id.empty() ? absl::OkStatus() : driver_->Remove(init_id);
+    if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
+      (void)impl_->DeleteRow(cache_id);
+      lock.Release();
+    }
+    return cause;
+  };
+  std::string below = parent_cache;
+  if (!init_id.empty()) {
+    CreateOptions init_opts;
+    init_opts.read_write = false;
+    if (absl::Status s = driver_->Create(init_id, parent_cache, init_opts); !s.ok()) {
+      return undo(base::Annotate(s, "create init layer"));
+    }
+    absl::StatusOr<std::string> dir = driver_->Get(init_id, "");
+    if (!dir.ok()) return undo(base::Annotate(dir.status(), "mount init layer"));
+    absl::Status populated = store::PopulateInitLayer(*dir);
+    absl::Status put = driver_->Put(init_id);
+    if (!populated.ok()) return undo(base::Annotate(populated, "populate init layer"));
+    if (!put.ok()) return undo(base::Annotate(put, "unmount init layer"));
+    below = init_id;
+  }
+  CreateOptions opts;
+  opts.read_write = options.kind == LayerKind::kActive;
+  opts.storage_options = options.storage_options;
+  if (absl::Status s = driver_->Create(cache_id, below, opts); !s.ok()) {
+    return undo(base::Annotate(s, absl::StrCat("create layer \"", name, "\"")));
+  }
+  absl::Status ready = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Stmt up, db.Prepare(
+                                  "UPDATE layers SET state = 'ready' WHERE cache_id = ?"));
+    return up.Bind(1, cache_id).Run();
+  }();
+  if (!ready.ok()) return undo(ready);
+  lock.Release();
+  return Stat(name);
+}
+
+absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std::string& key,
+                                             const std::map<std::string, std::string>& labels) {
+  RETURN_IF_ERROR(ValidateName(name));
+  Db& db = *impl_->db;
+  {
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Row row, impl_->Find(key));
+    if (row.info.kind != LayerKind::kActive) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot commit \"", key, "\": it is ", LayerKindName(row.info.kind), ", not active"));
+    }
+    ASSIGN_OR_RETURN(Stmt taken, db.Prepare("SELECT 1 FROM layers WHERE name = ?"));
+    ASSIGN_OR_RETURN(bool exists, taken.Bind(1, name).Step());
+    if (exists) return absl::AlreadyExistsError(absl::StrCat("layer \"", name, "\" already exists"));
+    ASSIGN_OR_RETURN(Stmt up, db.Prepare(
+        "UPDATE layers SET name = ?, kind = ?, created = ?, updated = ? WHERE cache_id = ?"));
+    int64_t now = NowNanos();
+    RETURN_IF_ERROR(up.Bind(1, name)
+                        .Bind(2, static_cast<int64_t>(LayerKind::kCommitted))
+                        .Bind(3, now)
+                        .Bind(4, now)
+                        .Bind(5, row.info.cache_id)
+                        .Run());
+    std::map<std::string, std::string> merged = row.info.labels;
+    for (const auto& [k, v] : labels) merged[k] = v;
+    RETURN_IF_ERROR(impl_->SetLabels(row.info.cache_id, merged));
+    RETURN_IF_ERROR(txn->Commit());
+  }
+  return Stat(name);
+}
+
+absl::StatusOr<LayerInfo> LayerStore::Stat(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return row.info;
+}
+
+absl::StatusOr<LayerInfo> LayerStore::Update(const std::string& name,
+                                             const std::map<std::string, std::string>& labels,
+                                             const std::vector<std::string>& field_paths) {
+  Db& db = *impl_->db;
+  {
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+    std::map<std::string, std::string> result = row.info.labels;
+    if (field_paths.empty()) {
+      result = labels;
+    } else {
+      for (const std::string& path : field_paths) {
+        absl::string_view p = path;
+        if (p == "labels") {
+          result = labels;
+        } else if (absl::ConsumePrefix(&p, "labels.") && !p.empty()) {
+          auto it = labels.find(std::string(p));
+          if (it == labels.end()) {
+            result.erase(std::string(p));
+          } else {
+            result[it->first] = it->second;
+          }
+        } else {
+          return absl::InvalidArgumentError(
+              absl::StrCat("cannot update field \"", path, "\": only labels are mutable"));
+        }
+      }
+    }
+    RETURN_IF_ERROR(impl_->SetLabels(row.info.cache_id, result));
+    ASSIGN_OR_RETURN(Stmt up, db.Prepare("UPDATE layers SET updated = ? WHERE cache_id = ?"));
+    RETURN_IF_ERROR(up.Bind(1, NowNanos()).Bind(2, row.info.cache_id).Run());
+    RETURN_IF_ERROR(txn->Commit());
+  }
+  return Stat(name);
+}
+
+absl::StatusOr<std::vector<LayerInfo>> LayerStore::List() {
+  ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
+  std::vector<LayerInfo> out;
+  for (Row& r : rows) {
+    if (r.state != "ready") continue;
+    ASSIGN_OR_RETURN(r.info.labels, impl_->Labels(r.info.cache_id));
+    out.push_back(std::move(r.info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const LayerInfo& a, const LayerInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::Status LayerStore::Remove(const std::string& name) {
+  Db& db = *impl_->db;
+  Row row;
+  std::optional<OpLock> lock;
+  {
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(row, impl_->Find(name));
+    if (row.info.refs > 1) {
+      ASSIGN_OR_RETURN(Stmt down, db.Prepare("UPDATE layers SET refs = refs - 1 WHERE cache_id = ?"));
+      RETURN_IF_ERROR(down.Bind(1, row.info.cache_id).Run());
+      return txn->Commit();
+    }
+    if (row.info.children > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot remove layer \"", name, "\": it has ", row.info.children,
+          row.info.children == 1 ? " child" : " children"));
+    }
+    ASSIGN_OR_RETURN(lock, OpLock::Acquire(impl_->locks_dir, row.info.cache_id, true));
+    ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
+        "UPDATE layers SET name = NULL, state = 'removing' WHERE cache_id = ?"));
+    RETURN_IF_ERROR(hide.Bind(1, row.info.cache_id).Run());
+    RETURN_IF_ERROR(txn->Commit());
+  }
+  // Hidden: from here on the layer is gone for every reader; reap it.
+  absl::Status rm = driver_->Remove(row.info.cache_id);
+  if (!rm.ok() && !GoneOrNotFound(rm)) {
+    return base::Annotate(rm, absl::StrCat("remove layer \"", name, "\" (check --repair retries)"));
+  }
+  if (!row.info.init_id.empty()) {
+    absl::Status rm_init = driver_->Remove(row.info.init_id);
+    if (!rm_init.ok() && !GoneOrNotFound(rm_init)) {
+      return base::Annotate(rm_init, absl::StrCat("remove init layer of \"", name, "\""));
+    }
+  }
+  RETURN_IF_ERROR(impl_->DeleteRow(row.info.cache_id));
+  lock->Release();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> LayerStore::Mount(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return driver_->Get(row.info.cache_id, "");
+}
+
+absl::Status LayerStore::Unmount(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return driver_->Put(row.info.cache_id);
+}
+
+absl::StatusOr<std::vector<MountSpec>> LayerStore::Mounts(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(std::vector<MountSpec> mounts, driver_->Mounts(row.info.cache_id));
+  if (row.info.kind != LayerKind::kActive) {
+    for (MountSpec& m : mounts) {
+      m.options.erase(std::remove(m.options.begin(), m.options.end(), "rw"), m.options.end());
+      if (std::find(m.options.begin(), m.options.end(), "ro") == m.options.end()) {
+        m.options.push_back("ro");
+      }
+    }
+  }
+  return mounts;
+}
+
+namespace {
+std::string DiffBase(const Row& row) {
+  return row.info.init_id.empty() ? row.parent_cache : row.info.init_id;
+}
+}  // namespace
+
+absl::StatusOr<DiffResult> LayerStore::Diff(const std::string& name, ByteSink& sink) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return driver_->Diff(row.info.cache_id, DiffBase(row), sink);
+}
+
+absl::StatusOr<std::vector<Change>> LayerStore::Changes(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return driver_->Changes(row.info.cache_id, DiffBase(row));
+}
+
+absl::StatusOr<int64_t> LayerStore::Usage(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return driver_->DiffSize(row.info.cache_id, DiffBase(row));
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LayerStore::Metadata(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  return driver_->Metadata(row.info.cache_id);
+}
+
+absl::StatusOr<std::map<std::string, int64_t>> LayerStore::Counts() {
+  ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
+  std::map<std::string, int64_t> counts = {
+      {"committed", 0}, {"active", 0}, {"view", 0}, {"incomplete", 0}};
+  for (const Row& r : rows) {
+    if (r.state == "ready") {
+      counts[LayerKindName(r.info.kind)]++;
+    } else {
+      counts["incomplete"]++;
+    }
+  }
+  return counts;
+}
+
+absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
+  CheckReport report;
+  Db& db = *impl_->db;
+  ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
+
+  // 1. Interrupted creates and removes: reap children before parents.
+  std::vector<Row> stale;
+  for (const Row& r : rows) {
+    if (r.state == "ready") continue;
+    absl::StatusOr<OpLock> probe = OpLock::Acquire(impl_->locks_dir, r.info.cache_id, false);
+    if (!probe.ok()) {
+      if (base::HasErrno(probe.status(), EWOULDBLOCK)) {
+        report.skipped.push_back(absl::StrCat("layer ", r.info.cache_id, " is being ",
+                                              r.state == "creating" ? "created" : "removed",
+                                              " by another process"));
+        continue;
+      }
+      return probe.status();
+    }
+    report.problems.push_back(absl::StrCat(
+        "interrupted ", r.state == "creating" ? "create" : "remove", " of layer ",
+        r.info.name.empty() ? r.info.cache_id : absl::StrCat("\"", r.info.name, "\" (", r.info.cache_id, ")")));
+    if (repair) {
+      bool reaped = false;
+      absl::Status rm = driver_->Remove(r.info.cache_id);
+      absl::Status rm_init = r.info.init_id.empty() ? absl::OkStatus() : driver_->Remove(r.info.init_id);
+      if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
+        absl::Status del = [&]() -> absl::Status {
+          ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+          // Re-read under the transaction: only reap what is still stale.
+          ASSIGN_OR_RETURN(Stmt s, db.Prepare(
+              "SELECT count(*) FROM layers WHERE parent = ?"));
+          ASSIGN_OR_RETURN(bool any, s.Bind(1, r.info.cache_id).Step());
+          if (any && s.Int(0) > 0) {
+            return absl::FailedPreconditionError("layers are built on it");
+          }
+          RETURN_IF_ERROR(impl_->DeleteRow(r.info.cache_id));
+          return txn->Commit();
+        }();
+        reaped = del.ok();
+        if (!del.ok()) {
+          report.problems.push_back(absl::StrCat("cannot reap ", r.info.cache_id, ": ", del.message()));
+        }
+      } else {
+        report.problems.push_back(absl::StrCat(
+            "cannot remove driver layer ", r.info.cache_id, ": ", (!rm.ok() ? rm : rm_init).message()));
+      }
+      if (reaped) {
+        report.repaired.push_back(absl::StrCat("reaped ", r.info.cache_id));
+        probe->Release();
+      }
+    }
+  }
+
+  // 2. Records whose driver layers are gone; dangling parents.
+  std::set<std::string> known;
+  for (const Row& r : rows) {
+    known.insert(r.info.cache_id);
+    if (!r.info.init_id.empty()) known.insert(r.info.init_id);
+  }
+  for (const Row& r : rows) {
+    if (r.state != "ready") continue;
+    bool missing = !driver_->Exists(r.info.cache_id) ||
+                   (!r.info.init_id.empty() && !driver_->Exists(r.info.init_id));
+    if (!r.parent_cache.empty() && known.count(r.parent_cache) == 0) {
+      report.problems.push_back(absl::StrCat("layer \"", r.info.name, "\": parent ",
+                                             r.parent_cache, " is not recorded"));
+    }
+    if (!missing) continue;
+    report.problems.push_back(absl::StrCat("layer \"", r.info.name, "\": driver layer ",
+                                           r.info.cache_id, " is missing"));
+    if (!repair) continue;
+    if (r.info.children > 0) {
+      report.problems.push_back(absl::StrCat("cannot drop record of \"", r.info.name, "\": it has ",
+                                             r.info.children, " children"));
+      continue;
+    }
+    (void)driver_->Remove(r.info.cache_id);
+    if (!r.info.init_id.empty()) (void)driver_->Remove(r.info.init_id);
+    if (absl::Status s = impl_->DeleteRow(r.info.cache_id); s.ok()) {
+      report.repaired.push_back(absl::StrCat("dropped record of \"", r.info.name, "\""));
+    } else {
+      report.problems.push_back(absl::StrCat("drop record of \"", r.info.name, "\": ", s.message()));
+    }
+  }
+
+  // 3. Driver layers no record owns (a crash between Create and the record's
+  //    removal, or foreign ids). Re-read the records first: another process
+  //    may have created layers since.
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, driver_->List());
+  ASSIGN_OR_RETURN(std::vector<Row> now_rows, impl_->AllRows());
+  for (const Row& r : now_rows) {
+    known.insert(r.info.cache_id);
+    if (!r.info.init_id.empty()) known.insert(r.info.init_id);
+  }
+  for (const std::string& id : ids) {
+    if (known.count(id) != 0) continue;
+    report.problems.push_back(absl::StrCat("driver layer ", id, " has no record"));
+    if (!repair) continue;
+    absl::Status rm = driver_->Remove(id);
+    if (rm.ok() || GoneOrNotFound(rm)) {
+      report.repaired.push_back(absl::StrCat("removed driver layer ", id));
+    } else {
+      report.problems.push_back(absl::StrCat("remove driver layer ", id, ": ", rm.message()));
+    }
+  }
+  return report;
+}
+
+}  // namespace graph
