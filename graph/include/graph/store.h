@@ -37,7 +37,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "graph/digest.h"
 #include "graph/driver.h"
 #include "graph/stream.h"
 
