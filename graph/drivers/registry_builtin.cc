@@ -13,11 +13,13 @@
 namespace graph {
 
 // Each defined in graph/drivers/<name>.cc.
+DriverInfo VfsDriverInfo();
 
 namespace internal {
 
 std::vector<DriverInfo> BuiltinDrivers() {
   std::vector<DriverInfo> drivers;
+  drivers.push_back(VfsDriverInfo());
   return drivers;
 }
 

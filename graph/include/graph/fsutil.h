@@ -32,6 +32,13 @@ struct CopyStats {
 absl::StatusOr<CopyStats> CopyTree(const std::string& src,
                                    const std::string& dst);
 
+// Name of the filesystem holding `path` ("ext4", "xfs", "btrfs", "tmpfs",
+// "overlayfs", ... or "0x<magic>"), from statfs.
+absl::StatusOr<std::string> BackingFsName(const std::string& path);
+
+// True if `path` is the root of a mount (statx STATX_ATTR_MOUNT_ROOT).
+absl::StatusOr<bool> IsMountPoint(const std::string& path);
+
 }  // namespace graph
 
 #endif  // DMTHIN_GRAPH_FSUTIL_H_

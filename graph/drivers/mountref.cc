@@ -1,0 +1,108 @@
+#include "graph/drivers/mountref.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+
+namespace graph {
+namespace {
+
+// An open, exclusively locked count file.
+struct Locked {
+  base::UniqueFd fd;
+  int count = 0;
+};
+
+absl::StatusOr<Locked> Lock(const std::string& dir, const std::string& id, bool create) {
+  if (create && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return base::ErrnoError(errno, absl::StrCat("creating ", dir));
+  }
+  std::string path = absl::StrCat(dir, "/", id);
+  Locked l;
+  l.fd.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600));
+  if (!l.fd) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  while (::flock(l.fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return base::ErrnoError(errno, absl::StrCat("locking ", path));
+  }
+  char buf[32] = {};
+  ssize_t n = ::pread(l.fd.get(), buf, sizeof buf - 1, 0);
+  if (n < 0) return base::ErrnoError(errno, absl::StrCat("reading ", path));
+  l.count = n > 0 ? std::atoi(buf) : 0;
+  if (l.count < 0) l.count = 0;
+  return l;
+}
+
+absl::Status Store(Locked& l, int count) {
+  std::string text = std::to_string(count);
+  if (::ftruncate(l.fd.get(), 0) != 0 ||
+      ::pwrite(l.fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+    return base::ErrnoError(errno, "writing mount reference count");
+  }
+  l.count = count;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MountRefs::Acquire(const std::string& id, const std::function<bool()>& is_mounted,
+                                const std::function<absl::Status()>& mount) {
+  ASSIGN_OR_RETURN(Locked l, Lock(dir_, id, true));
+  int count = l.count;
+  if (count > 0 && !is_mounted()) count = 0;  // stale: a crash or a reboot
+  if (count == 0) RETURN_IF_ERROR(mount());
+  return Store(l, count + 1);
+}
+
+absl::Status MountRefs::Release(const std::string& id, const std::function<absl::Status()>& unmount) {
+  absl::StatusOr<Locked> l = Lock(dir_, id, false);
+  if (!l.ok()) {
+    if (base::HasErrno(l.status(), ENOENT)) {
+      return absl::FailedPreconditionError(absl::StrCat("layer ", id, " is not mounted (Put without Get)"));
+    }
+    return l.status();
+  }
+  if (l->count <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat("layer ", id, " is not mounted (Put without Get)"));
+  }
+  if (l->count == 1) RETURN_IF_ERROR(unmount());
+  return Store(*l, l->count - 1);
+}
+
+absl::Status MountRefs::Reset(const std::string& id, const std::function<absl::Status()>& unmount) {
+  absl::StatusOr<Locked> l = Lock(dir_, id, false);
+  if (!l.ok()) {
+    if (base::HasErrno(l.status(), ENOENT)) return absl::OkStatus();
+    return l.status();
+  }
+  if (l->count > 0) RETURN_IF_ERROR(unmount());
+  RETURN_IF_ERROR(Store(*l, 0));
+  std::string path = absl::StrCat(dir_, "/", id);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return base::ErrnoError(errno, absl::StrCat("removing ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> MountRefs::Count(const std::string& id) const {
+  std::string path = absl::StrCat(dir_, "/", id);
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return 0;
+    return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  }
+  char buf[32] = {};
+  ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
+  if (n < 0) return base::ErrnoError(errno, absl::StrCat("reading ", path));
+  return n > 0 ? std::atoi(buf) : 0;
+}
+
+}  // namespace graph
