@@ -25,6 +25,7 @@ SBINDIR ?= $(PREFIX)/sbin
 DOCDIR  ?= $(PREFIX)/share/doc/dmthin
 UDEVDIR ?= $(PREFIX)/lib/udev/rules.d
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+STATE_DIR ?= /var/lib/dmthin
 
 comma := ,
 # Quiet by default ("CXX file"); `make V=1` shows the full commands.
@@ -188,8 +189,12 @@ install: all
 	      > $(DESTDIR)$(LIBDIR)/pkgconfig/$$(basename $${pc%.in}); \
 	done
 	$(if $(TOOL_BINS),install -m 755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/)
-	$(if $(wildcard udev-rules/*.rules),install -m 644 $(wildcard udev-rules/*.rules) $(DESTDIR)$(UDEVDIR)/)
-	$(if $(wildcard udev-rules/*.service udev-rules/*.timer),install -m 644 $(wildcard udev-rules/*.service udev-rules/*.timer) $(DESTDIR)$(UNITDIR)/)
+	for f in $(wildcard udev-rules/*.in); do \
+	  out=$$(basename $${f%.in}); \
+	  case $$out in *.rules) dir=$(DESTDIR)$(UDEVDIR) ;; *) dir=$(DESTDIR)$(UNITDIR) ;; esac; \
+	  sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@STATE_DIR@|$(STATE_DIR)|g' \
+	      -e 's|@DOCDIR@|$(DOCDIR)|g' $$f > $$dir/$$out && chmod 644 $$dir/$$out; \
+	done
 	install -m 644 README.md $(wildcard docs/*.md) $(DESTDIR)$(DOCDIR)/
 
 # clean keeps build/vm (the downloaded kernel and initramfs cache).
