@@ -13,12 +13,14 @@
 namespace graph {
 
 // Each defined in graph/drivers/<name>.cc.
+DriverInfo OverlayDriverInfo();
 DriverInfo VfsDriverInfo();
 
 namespace internal {
 
 std::vector<DriverInfo> BuiltinDrivers() {
   std::vector<DriverInfo> drivers;
+  drivers.push_back(OverlayDriverInfo());
   drivers.push_back(VfsDriverInfo());
   return drivers;
 }
