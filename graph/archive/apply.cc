@@ -27,6 +27,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <set>
 #include <string>
 #include <vector>
@@ -73,23 +74,41 @@ class LayerReader {
   }
 
   absl::Status Open() {
-    outer_ = archive_read_new();
     inner_ = archive_read_new();
-    if (outer_ == nullptr || inner_ == nullptr) return absl::ResourceExhaustedError("archive_read_new");
-    // Decompression: OCI allows gzip and zstd; xz and bzip2 are cheap to
-    // accept. Never the "program" filter (no external processes).
-    archive_read_support_filter_gzip(outer_);
-    archive_read_support_filter_zstd(outer_);
-    archive_read_support_filter_xz(outer_);
-    archive_read_support_filter_bzip2(outer_);
-    archive_read_support_format_raw(outer_);
-    if (archive_read_open(outer_, this, nullptr, &LayerReader::OuterRead, nullptr) != ARCHIVE_OK) {
-      return OuterError("opening layer stream");
+    if (inner_ == nullptr) return absl::ResourceExhaustedError("archive_read_new");
+    // Look at the first bytes: a plain tar skips libarchive's filter layer
+    // (and a copy) entirely.
+    while (prefetched_ < 6) {
+      absl::StatusOr<size_t> n = source_.Read(src_buf_.data() + prefetched_, src_buf_.size() - prefetched_);
+      if (!n.ok()) return base::Annotate(n.status(), "reading layer stream");
+      if (*n == 0) break;
+      prefetched_ += *n;
     }
-    struct archive_entry* raw = nullptr;
-    int r = archive_read_next_header(outer_, &raw);
-    if (r == ARCHIVE_EOF) return absl::InvalidArgumentError("layer stream is empty");
-    if (r < ARCHIVE_WARN) return OuterError("reading layer stream");
+    if (prefetched_ == 0) return absl::InvalidArgumentError("layer stream is empty");
+    const unsigned char* m = reinterpret_cast<const unsigned char*>(src_buf_.data());
+    bool compressed = prefetched_ >= 6 &&
+                      ((m[0] == 0x1f && m[1] == 0x8b) ||                                  // gzip
+                       (m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd) ||  // zstd
+                       (m[0] == 0xfd && m[1] == '7' && m[2] == 'z' && m[3] == 'X' && m[4] == 'Z') ||  // xz
+                       (m[0] == 'B' && m[1] == 'Z' && m[2] == 'h'));                     // bzip2
+    if (compressed) {
+      outer_ = archive_read_new();
+      if (outer_ == nullptr) return absl::ResourceExhaustedError("archive_read_new");
+      // Decompression: OCI allows gzip and zstd; xz and bzip2 are cheap to
+      // accept. Never the "program" filter (no external processes).
+      archive_read_support_filter_gzip(outer_);
+      archive_read_support_filter_zstd(outer_);
+      archive_read_support_filter_xz(outer_);
+      archive_read_support_filter_bzip2(outer_);
+      archive_read_support_format_raw(outer_);
+      if (archive_read_open(outer_, this, nullptr, &LayerReader::OuterRead, nullptr) != ARCHIVE_OK) {
+        return OuterError("opening layer stream");
+      }
+      struct archive_entry* raw = nullptr;
+      int r = archive_read_next_header(outer_, &raw);
+      if (r == ARCHIVE_EOF) return absl::InvalidArgumentError("layer stream is empty");
+      if (r < ARCHIVE_WARN) return OuterError("reading layer stream");
+    }
 
     for (int i = 0; i < kBuffers; ++i) {
       pool_.emplace_back(kReadBlock);
@@ -154,9 +173,70 @@ class LayerReader {
     return Classify(archive_error_string(outer_), what);
   }
 
+  // A free block, or -1 when told to stop.
+  int TakeFree() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !free_.empty() || stop_; });
+    if (stop_) return -1;
+    int idx = free_.front();
+    free_.pop_front();
+    return idx;
+  }
+
+  void PushFull(int idx) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      full_.push_back(idx);
+    }
+    cv_.notify_all();
+  }
+
+  // Plain tar: read straight into the pool's blocks and hash them there.
+  absl::Status ProducePlain() {
+    int idx = TakeFree();
+    if (idx < 0) return absl::OkStatus();
+    std::memcpy(pool_[idx].data.data(), src_buf_.data(), prefetched_);
+    pool_[idx].len = prefetched_;
+    for (;;) {
+      Block& blk = pool_[idx];
+      // Fill the block (short reads from pipes) so blocks stay large.
+      bool eof = false;
+      while (blk.len < blk.data.size()) {
+        absl::StatusOr<size_t> n = source_.Read(blk.data.data() + blk.len, blk.data.size() - blk.len);
+        if (!n.ok()) return base::Annotate(n.status(), "reading layer stream");
+        if (*n == 0) {
+          eof = true;
+          break;
+        }
+        blk.len += *n;
+      }
+      if (blk.len > 0) {
+        hash_.Update(blk.data.data(), blk.len);
+        bytes_ += blk.len;
+        PushFull(idx);
+      } else {
+        Release(idx);
+      }
+      if (eof) return absl::OkStatus();
+      idx = TakeFree();
+      if (idx < 0) return absl::OkStatus();
+      pool_[idx].len = 0;
+    }
+  }
+
   // Producer thread: decompress, hash, hand over.
   void Produce() {
     absl::Status status;
+    if (outer_ == nullptr) {
+      status = ProducePlain();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        producer_status_ = status;
+        done_ = true;
+      }
+      cv_.notify_all();
+      return;
+    }
     for (;;) {
       const void* b;
       size_t n;
@@ -229,6 +309,10 @@ class LayerReader {
 
   static la_ssize_t OuterRead(struct archive* a, void* ctx, const void** out) {
     auto* self = static_cast<LayerReader*>(ctx);
+    if (self->prefetched_ > 0) {  // the bytes Open() looked at
+      *out = self->src_buf_.data();
+      return static_cast<la_ssize_t>(std::exchange(self->prefetched_, 0));
+    }
     absl::StatusOr<size_t> n = self->source_.Read(self->src_buf_.data(), self->src_buf_.size());
     if (!n.ok()) {
       self->source_status_ = n.status();
@@ -261,6 +345,7 @@ class LayerReader {
 
   ByteSource& source_;
   std::vector<char> src_buf_;
+  size_t prefetched_ = 0;
   struct archive* outer_ = nullptr;
   struct archive* inner_ = nullptr;
   absl::Status source_status_;  // producer thread only until done_
@@ -520,16 +605,19 @@ absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDif
   ASSIGN_OR_RETURN(int dirfd, OpenParent(parent, true));
   const bool is_dir = type == AE_IFDIR && hardlink == nullptr;
   bool was_whiteout = false;
-  struct stat st;
-  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (!(is_dir && S_ISDIR(st.st_mode))) {
-      was_whiteout = S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
-      Invalidate(path);
-      RETURN_IF_ERROR(RemoveTree(dirfd, name));
-    }
-  } else if (errno != ENOENT) {
-    return base::ErrnoError(errno, "stat");
-  }
+  // Called when creating the entry failed with EEXIST (rare: layers are
+  // usually applied into empty or copied trees, and checking first would
+  // cost a syscall per entry): keeps an existing directory for a directory
+  // entry, removes anything else. Returns whether it kept a directory.
+  auto make_room = [&]() -> absl::StatusOr<bool> {
+    struct stat st;
+    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return base::ErrnoError(errno, "stat");
+    if (is_dir && S_ISDIR(st.st_mode)) return true;
+    was_whiteout = S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
+    Invalidate(path);
+    RETURN_IF_ERROR(RemoveTree(dirfd, name));
+    return false;
+  };
   MarkUnpacked(path);
 
   if (hardlink != nullptr) {
@@ -539,7 +627,12 @@ absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDif
     std::string tparent = ts == std::string::npos ? "" : target.substr(0, ts);
     std::string tname = ts == std::string::npos ? target : target.substr(ts + 1);
     base::UniqueFd tdir(Openat2(root_, tparent, O_PATH | O_DIRECTORY, kInRoot));
-    if (!tdir || ::linkat(tdir.get(), tname.c_str(), dirfd, name.c_str(), 0) != 0) {
+    bool linked = tdir && ::linkat(tdir.get(), tname.c_str(), dirfd, name.c_str(), 0) == 0;
+    if (!linked && tdir && errno == EEXIST) {
+      RETURN_IF_ERROR(make_room().status());
+      linked = ::linkat(tdir.get(), tname.c_str(), dirfd, name.c_str(), 0) == 0;
+    }
+    if (!linked) {
       return base::ErrnoError(errno, absl::StrCat("hardlink to ", Quote(target),
                                                   " (the target must be an earlier entry of this layer)"));
     }
@@ -553,7 +646,12 @@ absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDif
         return absl::InvalidArgumentError(
             absl::StrCat("file size ", size, " exceeds the limit of ", opts_.max_file_size, " bytes"));
       }
-      base::UniqueFd fd(::openat(dirfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+      base::UniqueFd fd(::openat(dirfd, name.c_str(), kCreate, 0600));
+      if (!fd && errno == EEXIST) {
+        RETURN_IF_ERROR(make_room().status());
+        fd.reset(::openat(dirfd, name.c_str(), kCreate, 0600));
+      }
       if (!fd) return base::ErrnoError(errno, "creating file");
       int64_t end = 0;
       for (;;) {
@@ -593,8 +691,10 @@ absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDif
       return absl::OkStatus();
     }
     case AE_IFDIR: {
-      if (::mkdirat(dirfd, name.c_str(), 0700) != 0 && errno != EEXIST) {
-        return base::ErrnoError(errno, "mkdir");
+      if (::mkdirat(dirfd, name.c_str(), 0700) != 0) {
+        if (errno != EEXIST) return base::ErrnoError(errno, "mkdir");
+        ASSIGN_OR_RETURN(bool kept, make_room());
+        if (!kept && ::mkdirat(dirfd, name.c_str(), 0700) != 0) return base::ErrnoError(errno, "mkdir");
       }
       base::UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd) return base::ErrnoError(errno, "opening directory");
@@ -614,7 +714,11 @@ absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDif
       if (target == nullptr) target = archive_entry_symlink_utf8(e);
       if (target == nullptr || *target == 0) return absl::InvalidArgumentError("symlink without a target");
       RETURN_IF_ERROR(archive_internal::CheckSymlinkTarget(parent, target));
-      if (::symlinkat(target, dirfd, name.c_str()) != 0) return base::ErrnoError(errno, "creating symlink");
+      if (::symlinkat(target, dirfd, name.c_str()) != 0) {
+        if (errno != EEXIST) return base::ErrnoError(errno, "creating symlink");
+        RETURN_IF_ERROR(make_room().status());
+        if (::symlinkat(target, dirfd, name.c_str()) != 0) return base::ErrnoError(errno, "creating symlink");
+      }
       RETURN_IF_ERROR(Chown(e, dirfd, name, -1));
       RETURN_IF_ERROR(SetXattrs(e, -1, dirfd, name));
       if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -627,7 +731,11 @@ absl::Status Applier::Entry(struct archive* a, struct archive_entry* e, ApplyDif
     case AE_IFIFO: {
       dev_t dev = type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
       if (::mknodat(dirfd, name.c_str(), type | perm, dev) != 0) {
-        return base::ErrnoError(errno, "creating device node");
+        if (errno != EEXIST) return base::ErrnoError(errno, "creating device node");
+        RETURN_IF_ERROR(make_room().status());
+        if (::mknodat(dirfd, name.c_str(), type | perm, dev) != 0) {
+          return base::ErrnoError(errno, "creating device node");
+        }
       }
       RETURN_IF_ERROR(Chown(e, dirfd, name, -1));
       if (::fchmodat(dirfd, name.c_str(), perm, 0) != 0) return base::ErrnoError(errno, "chmod");

@@ -9,6 +9,7 @@
 // reported. Prints a markdown table row per tool and the ratio
 // (tar time / graph time: > 1 means graph is faster).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +30,12 @@ namespace {
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double CpuSeconds(int who) {
+  struct rusage ru;
+  getrusage(who, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 double Median(std::vector<double> v) {
@@ -76,7 +83,7 @@ int main(int argc, char** argv) {
     std::perror(tarball.c_str());
     return 1;
   }
-  std::vector<double> graph_t, tar_t;
+  std::vector<double> graph_t, tar_t, graph_cpu, tar_cpu;
   std::string diff_id;
   for (int r = 0; r < runs; ++r) {
     for (int tool = 0; tool < 2; ++tool) {
@@ -90,6 +97,7 @@ int main(int argc, char** argv) {
       }
       sync();
       double t0 = Now();
+      double c0 = CpuSeconds(which == 0 ? RUSAGE_SELF : RUSAGE_CHILDREN);
       if (which == 0) {
         base::UniqueFd in(open(tarball.c_str(), O_RDONLY | O_CLOEXEC));
         base::UniqueFd root(open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -102,6 +110,7 @@ int main(int argc, char** argv) {
         }
         diff_id = res->diff_id;
         graph_t.push_back(Now() - t0);
+        graph_cpu.push_back(CpuSeconds(RUSAGE_SELF) - c0);
       } else {
         int rc = RunTar({"tar", "-xf", tarball, "-C", dir});
         if (rc != 0) {
@@ -109,17 +118,24 @@ int main(int argc, char** argv) {
           return 1;
         }
         tar_t.push_back(Now() - t0);
+        tar_cpu.push_back(CpuSeconds(RUSAGE_CHILDREN) - c0);
       }
       (void)graph::RemoveTree(dir);
     }
   }
-  if (only_graph) tar_t.push_back(0);
+  if (only_graph) {
+    tar_t.push_back(0);
+    tar_cpu.push_back(0);
+  }
   double g = Median(graph_t), t = Median(tar_t);
   std::printf("tarball: %s (%.1f MB), %d runs, median\n", tarball.c_str(), st.st_size / 1e6, runs);
   std::printf("diff id: %s\n", diff_id.c_str());
-  std::printf("| tool | seconds | MB/s |\n|---|---|---|\n");
-  std::printf("| graph::ApplyLayer (+sha256 diff id) | %.3f | %.0f |\n", g, st.st_size / 1e6 / g);
-  std::printf("| GNU tar -x | %.3f | %.0f |\n", t, st.st_size / 1e6 / t);
-  std::printf("ratio (tar / graph): %.2f\n", t / g);
+  double gc = Median(graph_cpu), tc = Median(tar_cpu);
+  std::printf("| tool | wall s | MB/s | CPU s (user+sys) |\n|---|---|---|---|\n");
+  std::printf("| graph::ApplyLayer (+sha256 diff id) | %.3f | %.0f | %.3f |\n", g, st.st_size / 1e6 / g, gc);
+  std::printf("| GNU tar -x | %.3f | %.0f | %.3f |\n", t, st.st_size / 1e6 / t, tc);
+  std::printf("ratio wall (tar / graph): %.2f   ratio CPU (tar / graph): %.2f   load avg at end: ", t / g, tc / gc);
+  std::fflush(stdout);
+  RunTar({"cat", "/proc/loadavg"});
   return 0;
 }
