@@ -184,7 +184,11 @@ void Walk(const std::string& dir, const std::string& rel, std::vector<std::strin
     std::string r = rel.empty() ? n : rel + "/" + n;
     struct stat st;
     if (::lstat(p.c_str(), &st) != 0) continue;
-    std::string line = r + " " + std::to_string(st.st_mode) + " " + std::to_string(st.st_size);
+    // A directory's st_size depends on the order its entries were created.
+    std::string line = r + " " + std::to_string(st.st_mode) + " " + std::to_string(st.st_uid) + ":" +
+                       std::to_string(st.st_gid) + " " +
+                       (S_ISDIR(st.st_mode) ? std::string("-") : std::to_string(st.st_size));
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) line += " dev " + std::to_string(st.st_rdev);
     if (S_ISREG(st.st_mode)) line += " " + graph::Sha256Digest(ReadFileOrEmpty(p));
     if (S_ISLNK(st.st_mode)) {
       char buf[4096];
@@ -196,6 +200,18 @@ void Walk(const std::string& dir, const std::string& rel, std::vector<std::strin
   }
 }
 }  // namespace
+
+std::string FirstDifference(const std::string& a, const std::string& b) {
+  std::istringstream x(a), y(b);
+  std::string la, lb;
+  for (int n = 1;; ++n) {
+    bool ea = !std::getline(x, la), eb = !std::getline(y, lb);
+    if (ea && eb) return "";
+    if (ea || eb || la != lb) {
+      return "line " + std::to_string(n) + ": \"" + (ea ? "<end>" : la) + "\" vs \"" + (eb ? "<end>" : lb) + "\"";
+    }
+  }
+}
 
 std::string TreeFingerprint(const std::string& dir) {
   std::vector<std::string> lines;

@@ -70,6 +70,8 @@ void WriteFileOrDie(const std::string& path, const std::string& data);
 // Every path under `dir` with type/mode/size/content hash: a fingerprint to
 // prove a directory was not touched.
 std::string TreeFingerprint(const std::string& dir);
+// "" when equal, else the first differing line of two fingerprints.
+std::string FirstDifference(const std::string& a, const std::string& b);
 
 }  // namespace testsupport
 
