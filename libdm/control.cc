@@ -89,9 +89,7 @@ absl::Status IoctlError(int err, const CommandInfo& info, absl::string_view devi
   absl::Status s = base::ErrnoError(
       err, device.empty() ? absl::string_view(info.name)
                           : absl::StrCat(info.name, " ", device));
-  s.SetPayload(kHeaderPayload,
-               absl::Cord(absl::string_view(reinterpret_cast<const char*>(&header),
-                                            sizeof header)));
+  s.SetPayload(kHeaderPayload, absl::Cord(wire::DescribeHeader(header)));
   s.SetPayload(kCommandPayload, absl::Cord(info.name));
   return s;
 }
@@ -146,13 +144,10 @@ DeviceInfo DeviceInfo::FromHeader(const struct dm_ioctl& h) {
   return d;
 }
 
-std::optional<struct dm_ioctl> GetReturnedHeader(const absl::Status& status) {
+std::optional<std::string> GetReturnedHeader(const absl::Status& status) {
   auto p = status.GetPayload(kHeaderPayload);
-  if (!p.has_value() || p->size() != sizeof(struct dm_ioctl)) return std::nullopt;
-  struct dm_ioctl h;
-  std::string bytes(*p);
-  std::memcpy(&h, bytes.data(), sizeof h);
-  return h;
+  if (!p.has_value()) return std::nullopt;
+  return std::string(*p);
 }
 
 std::optional<std::string> GetCommand(const absl::Status& status) {
@@ -222,9 +217,11 @@ absl::Status Control::RunOn(int fd, const wire::Request& request,
   for (;;) {
     RETURN_IF_ERROR(WithContext(wire::Encode(request, need, size, &buf), info, device));
     int r;
+    // EINTR is retried, except for DEV_WAIT: a signal is how a caller
+    // interrupts a wait.
     do {
       r = ::ioctl(fd, info.request, buf.data());
-    } while (r < 0 && errno == EINTR);
+    } while (r < 0 && errno == EINTR && request.command != Command::kDevWait);
     if (r < 0) return IoctlError(errno, info, device, *buf.header());
     if (buf.header()->flags & DM_BUFFER_FULL_FLAG) {
       size_t next = std::max(buf.size(), wire::kInitialBufferSize) * 2;
@@ -236,9 +233,7 @@ absl::Status Control::RunOn(int fd, const wire::Request& request,
           "result does not fit in ", buf.size(), " bytes",
           info.retry_when_full ? " (the buffer cap)"
                                : " (the command ran; its answer was cut short)"));
-      s.SetPayload(kHeaderPayload,
-                   absl::Cord(absl::string_view(reinterpret_cast<const char*>(buf.data()),
-                                                wire::kHeaderSize)));
+      s.SetPayload(kHeaderPayload, absl::Cord(wire::DescribeHeader(*buf.header())));
       return WithContext(s, info, device);
     }
     absl::StatusOr<wire::Response> response = wire::ParseResponse(buf.bytes());
@@ -391,31 +386,42 @@ absl::StatusOr<Removal> Control::Remove(const DevId& id, const RemoveOptions& op
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, options.max_backoff);
   }
-  if (h.flags & DM_DEFERRED_REMOVE) return Removal::kDeferred;
-  if (node_mode_ == NodeMode::kNone) return Removal::kRemoved;
-  DevNum dev = DevNum::FromKernel(h.dev);
+  const Removal removal = (h.flags & DM_DEFERRED_REMOVE) ? Removal::kDeferred : Removal::kRemoved;
+  if (node_mode_ == NodeMode::kNone) return removal;
+  // Under udev, the link goes with the kernel's remove event, whenever the
+  // (deferred) removal happens.
+  if (removal == Removal::kDeferred && node_mode_ == NodeMode::kUdev) return removal;
   std::string name = HeaderString(h.name, sizeof h.name);
-  if (name.empty()) return Removal::kRemoved;
+  if (name.empty()) return removal;
   std::string path = NodePath(name);
-  if (waiter && (h.flags & DM_UEVENT_GENERATED_FLAG)) {
+  // A deferred removal takes the node away now: current holders keep their
+  // fds, no new opener finds a device that is going, and nothing stale is
+  // left when the last holder closes. CancelDeferredRemove puts it back.
+  if (removal == Removal::kRemoved && waiter && (h.flags & DM_UEVENT_GENERATED_FLAG)) {
     auto done = waiter->Wait([&] { return !internal::PathExists(path); }, options_.udev_timeout);
-    if (done.ok() && *done) return Removal::kRemoved;
+    if (done.ok() && *done) return removal;
   }
-  // Remove our node (or a stale link); never one that names another device.
   struct stat st;
-  if (::lstat(path.c_str(), &st) == 0) {
-    bool ours = S_ISLNK(st.st_mode) || (S_ISBLK(st.st_mode) && st.st_rdev == dev.ToDevT());
-    if (ours) {
-      absl::Status s = internal::RemoveNode(path);
-      if (!s.ok())
-        return base::Annotate(s, absl::StrCat("device ", name, " removed, but its node"));
-    }
+  if (::lstat(path.c_str(), &st) != 0) return removal;
+  if (!S_ISLNK(st.st_mode) && !S_ISBLK(st.st_mode)) return removal;  // not ours to touch
+  if (S_ISBLK(st.st_mode) && removal == Removal::kRemoved) {
+    // Keep it only if it names a live device of this very name (recreated
+    // meanwhile by someone else).
+    absl::StatusOr<std::optional<DeviceInfo>> now = Find(DevNum::FromDevT(st.st_rdev));
+    if (now.ok() && now->has_value() && (*now)->name == name) return removal;
   }
-  return Removal::kRemoved;
+  absl::Status rs = internal::RemoveNode(path);
+  if (!rs.ok())
+    return base::Annotate(rs, absl::StrCat("device ", name, " removed, but its node"));
+  return removal;
 }
 
 absl::Status Control::CancelDeferredRemove(const DevId& id) const {
-  return Message(id, Sectors(0), "@cancel_deferred_remove").status();
+  RETURN_IF_ERROR(Message(id, Sectors(0), "@cancel_deferred_remove").status());
+  if (node_mode_ != NodeMode::kManual) return absl::OkStatus();
+  ASSIGN_OR_RETURN(DeviceInfo info, Info(id));
+  if (!info.live_table()) return absl::OkStatus();
+  return internal::MakeNode(NodePath(info.name), info.dev);
 }
 
 absl::Status Control::RemoveAll(bool deferred) const {
@@ -462,21 +468,19 @@ absl::Status Control::Rename(const DevId& id, const Name& new_name) const {
   }
   ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, absl::StrCat("name=", old_name)));
   if (node_mode_ == NodeMode::kNone) return absl::OkStatus();
-  DevNum dev = DevNum::FromKernel(h.dev);
   std::string old_path = NodePath(old_name), new_path = NodePath(new_name.str());
-  bool had_node = internal::NodeIs(old_path, dev) || internal::NodeIs(new_path, dev);
   if (waiter && (h.flags & DM_UEVENT_GENERATED_FLAG)) {
     auto done = waiter->Wait(
-        [&] { return internal::NodeIs(new_path, dev) && !internal::PathExists(old_path); },
+        [&] { return internal::PathExists(new_path) && !internal::PathExists(old_path); },
         options_.udev_timeout);
     if (done.ok() && *done) return absl::OkStatus();
   }
-  if (had_node) RETURN_IF_ERROR(internal::MakeNode(new_path, dev));
   struct stat st;
-  if (::lstat(old_path.c_str(), &st) == 0 &&
-      (S_ISLNK(st.st_mode) || (S_ISBLK(st.st_mode) && st.st_rdev == dev.ToDevT())))
-    RETURN_IF_ERROR(internal::RemoveNode(old_path));
-  return absl::OkStatus();
+  if (::lstat(old_path.c_str(), &st) != 0 || !(S_ISLNK(st.st_mode) || S_ISBLK(st.st_mode)))
+    return absl::OkStatus();  // no node to move (device without a table)
+  ASSIGN_OR_RETURN(DeviceInfo info, Info(new_name));
+  RETURN_IF_ERROR(internal::MakeNode(new_path, info.dev));
+  return internal::RemoveNode(old_path);
 }
 
 absl::Status Control::SetUuid(const DevId& id, const Uuid& uuid) const {
@@ -621,7 +625,7 @@ absl::StatusOr<Version> Control::TargetVersion(const std::string& type) const {
   if (version_ >= GetCommandInfo(Command::kGetTargetVersion).min_version) {
     wire::Request req;
     req.command = Command::kGetTargetVersion;
-    req.text = type;
+    req.name = type;
     RETURN_IF_ERROR(Run(
         req,
         [&](const wire::Response& r) -> absl::Status {

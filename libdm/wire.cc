@@ -145,7 +145,6 @@ absl::StatusOr<size_t> EncodedSize(const Request& request) {
       break;
     case Command::kDevRename:
     case Command::kDevSetGeometry:
-    case Command::kGetTargetVersion:
       size += Align8(request.text.size() + 1);
       break;
     case Command::kTargetMsg:
@@ -176,7 +175,10 @@ absl::Status Encode(const Request& request, const Version& version,
         return absl::InvalidArgumentError("DM_DEV_RENAME needs a new name or uuid");
       break;
     case Command::kGetTargetVersion:
-      RETURN_IF_ERROR(CheckField("target type", request.text, DM_MAX_TYPE_NAME));
+      // The kernel reads the target type from the header's name field.
+      RETURN_IF_ERROR(CheckField("target type", request.name, DM_MAX_TYPE_NAME));
+      if (request.name.empty())
+        return absl::InvalidArgumentError("DM_GET_TARGET_VERSION needs a target type");
       break;
     case Command::kDevSetGeometry:
     case Command::kTargetMsg:
@@ -234,7 +236,6 @@ absl::Status Encode(const Request& request, const Version& version,
     }
     case Command::kDevRename:
     case Command::kDevSetGeometry:
-    case Command::kGetTargetVersion:
       std::memcpy(out, request.text.data(), request.text.size());
       break;
     case Command::kTargetMsg: {
@@ -259,11 +260,13 @@ absl::StatusOr<Response> ParseResponse(std::span<const uint8_t> buffer) {
   r.buffer = buffer;
   std::memcpy(&r.header, buffer.data(), kHeaderSize);
   r.data_start = r.header.data_start;
-  r.data_end = std::min<size_t>(r.header.data_size, buffer.size());
-  if (r.data_start < kHeaderSize || r.data_start > r.data_end)
+  if (r.data_start < kHeaderSize || r.data_start > buffer.size())
     return absl::DataLossError(absl::StrCat(
         "malformed dm ioctl result: data_start ", r.header.data_start,
-        " outside [", kHeaderSize, ", ", r.data_end, "]"));
+        " outside [", kHeaderSize, ", ", buffer.size(), "]"));
+  // Header-only replies carry data_size = offsetof(struct dm_ioctl, data)
+  // (305), less than data_start: no data at all.
+  r.data_end = std::max(r.data_start, std::min<size_t>(r.header.data_size, buffer.size()));
   return r;
 }
 

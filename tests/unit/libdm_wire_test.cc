@@ -322,6 +322,15 @@ TEST(WireDecode, ResponseHeaderChecks) {
   r2.h()->data_start = 2000;
   r2.h()->data_size = 4000;  // beyond the buffer: clamped, then data_start is outside
   EXPECT_FALSE(r2.Parse().ok());
+  // Header-only replies: the kernel copies back offsetof(dm_ioctl, data).
+  Reply hdr;
+  hdr.h()->data_size = offsetof(struct dm_ioctl, data);
+  auto p = hdr.Parse();
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->data_end, p->data_start);
+  EXPECT_TRUE(DecodeTargets(*p)->empty());
+  EXPECT_TRUE(DecodeDeviceList(*p)->empty());
+  EXPECT_FALSE(DecodeDeps(*p).ok());
 }
 
 TEST(WireDecode, Deps) {

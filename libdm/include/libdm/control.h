@@ -246,8 +246,10 @@ class EventPoller {
   const Control* control_;
 };
 
-// The kernel's returned header attached to an ioctl error, if any.
-std::optional<struct dm_ioctl> GetReturnedHeader(const absl::Status& status);
+// The header as the kernel left it, attached to an ioctl error (described:
+// "version 4.47.0 flags 0x... open_count N event_nr N ... name '...'"). On
+// failure the kernel updates only its version fields.
+std::optional<std::string> GetReturnedHeader(const absl::Status& status);
 // The command name ("DM_DEV_REMOVE") attached to an ioctl error, if any.
 std::optional<std::string> GetCommand(const absl::Status& status);
 

@@ -119,14 +119,16 @@ struct TargetSpec {
 // Everything one ioctl sends. Only the fields the command uses are encoded.
 struct Request {
   Command command = Command::kVersion;
-  std::string name;  // header name (device name; new device's name on create)
+  // Header name: the device's name (the new one on create), or the target
+  // type for GET_TARGET_VERSION.
+  std::string name;
   std::string uuid;  // header uuid
   uint64_t dev = 0;  // header dev, kernel encoding
   uint32_t flags = 0;
   uint32_t event_nr = 0;  // DEV_WAIT event number, or udev cookie
   std::vector<TargetSpec> targets;  // TABLE_LOAD
-  // DEV_RENAME new name/uuid, DEV_SET_GEOMETRY "c h s start",
-  // GET_TARGET_VERSION target name, TARGET_MSG message text.
+  // DEV_RENAME new name/uuid, DEV_SET_GEOMETRY "c h s start", TARGET_MSG
+  // message text.
   std::string text;
   uint64_t message_sector = 0;  // TARGET_MSG
 };
