@@ -346,13 +346,13 @@ absl::StatusOr<std::vector<PoolRecord>> Registry::ListPools() {
   return out;
 }
 
-absl::Status Registry::RemovePool(absl::string_view name) {
+absl::Status Registry::RemovePool(absl::string_view name, bool even_if_pending) {
   std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begin());
   RETURN_IF_ERROR(GetPoolLocked(name).status());
   ASSIGN_OR_RETURN(auto pending, GetPendingLocked(name));
-  if (pending) {
+  if (pending && !even_if_pending) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", name, "' has a pending ", OpKindName(pending->kind),
         " of device ", pending->dev_id, "; open the pool to reconcile first"));
@@ -585,6 +585,10 @@ absl::Status Registry::CommitOp(const PendingOp& op) {
     Stmt s(db_, "DELETE FROM thins WHERE pool=? AND dev_id=?");
     s.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
     RETURN_IF_ERROR(s.Run());
+    // Snapshots outlive their origin; the id may be reused, so forget it.
+    Stmt orphans(db_, "UPDATE thins SET parent_id=NULL WHERE pool=? AND parent_id=?");
+    orphans.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
+    RETURN_IF_ERROR(orphans.Run());
   } else {
     Stmt s(db_, "UPDATE thins SET state='ready' WHERE pool=? AND dev_id=?");
     s.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));

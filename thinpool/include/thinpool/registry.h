@@ -96,8 +96,8 @@ class Registry {
   absl::StatusOr<PoolRecord> GetPool(absl::string_view name);  // NotFound
   absl::StatusOr<std::vector<PoolRecord>> ListPools();
   // Removes the pool with its thins and quarantine; refuses while an
-  // operation is pending.
-  absl::Status RemovePool(absl::string_view name);
+  // operation is pending unless `even_if_pending`.
+  absl::Status RemovePool(absl::string_view name, bool even_if_pending = false);
   absl::Status SetPoolSizes(absl::string_view name, uint64_t data_bytes,
                             uint64_t metadata_bytes);
 

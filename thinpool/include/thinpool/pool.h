@@ -1,0 +1,206 @@
+// Thin pools and thin devices.
+//
+// A pool is a thin-pool target over a metadata and a data device: either two
+// sparse files in the state dir attached to loop devices (the default), or
+// two block devices. Thin devices are allocated in the pool by messages and
+// recorded in the registry; every change follows one protocol:
+//
+//   1. record intent + next transaction id in the registry  [after_intent]
+//   2. send the message(s) (idempotent: EEXIST/ENODATA on retry are fine)
+//                                                            [after_message]
+//   3. set_transaction_id OLD NEW (compare-and-swap)         [after_set_txid]
+//   4. mark done in the registry; activate if asked          [after_activate]
+//
+// Whoever takes the pool next (Open/Activate, or the next operation, always
+// under the pool lock) compares the kernel's transaction id with the
+// registry's pending operation: kernel at NEW → roll forward (mark done);
+// kernel at OLD → a delete is finished (roll forward), a create is undone
+// (roll back; the id is freed, or quarantined if it could not be removed).
+//
+// Failure injection for tests: DMTHIN_FAILPOINT=<name> makes the process
+// _exit(77) at that point (names in brackets above, plus after_suspend: the
+// origin of a snapshot suspended, message not yet sent).
+//
+// Device-mapper names: pool "dmthin-<pool>", thin "dmthin-<pool>-<thin>";
+// uuids "DMTHIN-POOL-<pool>", "DMTHIN-THIN-<pool>-<id>" so udev rules can
+// recognise them.
+#ifndef DMTHIN_THINPOOL_POOL_H_
+#define DMTHIN_THINPOOL_POOL_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "libdm/control.h"
+#include "thinpool/registry.h"
+#include "thinpool/state_dir.h"
+
+namespace thinpool {
+
+inline constexpr uint64_t kDefaultBlockBytes = 64 * 1024;
+inline constexpr uint64_t kMinMetadataBytes = 2ull << 20;
+// The kernel uses at most this much metadata (THIN_METADATA_MAX_SECTORS).
+inline constexpr uint64_t kMaxMetadataBytes = 16320ull << 20;
+
+// The kernel guide's metadata size: 48 bytes per data block, clamped to
+// [2 MiB, ~16 GiB], rounded up to 4 KiB.
+uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes);
+
+enum class DiscardMode { kPassdown, kNoPassdown, kIgnore };
+
+struct PoolOptions {
+  // Sparse files in <state>/pools/<name>/ (default), or block devices when
+  // both data_device and metadata_device are given.
+  uint64_t data_bytes = 0;      // required for file-backed pools
+  uint64_t metadata_bytes = 0;  // 0: DefaultMetadataBytes
+  std::string data_device;      // block device (device-backed pools)
+  std::string metadata_device;
+  // Device-backed: wipe a metadata device whose first 4 KiB are not zero
+  // (otherwise refused: it may hold another pool).
+  bool force_wipe = false;
+
+  uint64_t block_bytes = kDefaultBlockBytes;  // 64 KiB .. 1 GiB, x 64 KiB
+  // Free data blocks below which the kernel raises an event; 0: 20% of the
+  // data blocks.
+  uint64_t low_water_blocks = 0;
+  bool skip_block_zeroing = false;
+  DiscardMode discard = DiscardMode::kPassdown;
+  bool error_if_no_space = false;  // else queue I/O until the pool grows
+};
+
+struct PoolStatus {
+  std::string name;
+  bool active = false;
+  std::string device;  // pool's dm name
+  // From the kernel (set when active and healthy).
+  std::optional<dm::ThinPoolStatus> kernel;
+  uint64_t transaction_id = 0;  // kernel's when active, else registry's
+  uint64_t block_bytes = 0;
+  uint64_t data_used_bytes = 0;
+  uint64_t data_total_bytes = 0;
+  uint64_t metadata_used_bytes = 0;
+  uint64_t metadata_total_bytes = 0;
+  bool failed = false;          // "Fail"/"Error" status
+  bool read_only = false;       // metadata switched the pool read-only
+  bool out_of_data_space = false;
+  bool needs_check = false;
+  std::optional<DiscardMode> discard;
+  bool error_if_no_space = false;
+  size_t thin_count = 0;
+  std::optional<PendingOp> pending;
+  // One line: "pool p: data 12% (...), metadata 3%, rw, ..." for tools.
+  std::string Summary() const;
+};
+
+struct ThinInfo {
+  std::string name;
+  uint32_t dev_id = 0;
+  uint64_t size_bytes = 0;
+  std::optional<uint32_t> parent_id;
+  std::optional<std::string> parent_name;
+  ThinState state = ThinState::kReady;
+  bool active = false;
+  std::string device;      // /dev/mapper/<dm name> (or /dev/dm-N), when active
+  dm::DevNum devnum;       // when active
+  std::optional<uint64_t> mapped_bytes;  // when active
+  std::string dm_name;
+  std::string dm_uuid;
+};
+
+struct DeleteOptions {
+  // Discard the device's blocks first, so a file-backed pool with discard
+  // passdown gives the space back to the host filesystem.
+  bool discard = false;
+};
+
+class Pool {
+ public:
+  // Creates the pool (files, registry record, zeroed metadata) and activates
+  // it. `state` and `dm` must outlive the Pool.
+  static absl::StatusOr<std::unique_ptr<Pool>> Create(StateDir& state,
+                                                      const dm::Control& dm,
+                                                      absl::string_view name,
+                                                      const PoolOptions& options);
+  // Opens a registered pool. If it is active, reconciles a pending operation
+  // left by a crashed process.
+  static absl::StatusOr<std::unique_ptr<Pool>> Open(StateDir& state,
+                                                    const dm::Control& dm,
+                                                    absl::string_view name);
+
+  const std::string& name() const { return name_; }
+  std::string dm_name() const;
+  std::string dm_uuid() const;
+  // The registry's record (refreshed by every call that changes it).
+  absl::StatusOr<PoolRecord> Record() const;
+
+  // Re-attaches loops, runs thin_check when available (refusing a pool that
+  // fails it), loads the pool and reconciles. Idempotent.
+  absl::Status Activate();
+  // Removes the pool device (and detaches its loops). Refuses while thin
+  // devices are active unless `force`, which deactivates them first.
+  absl::Status Deactivate(bool force = false);
+  // Deactivates and forgets the pool; file-backed pools lose their files.
+  // Refuses while thin devices are active unless `force`.
+  absl::Status Destroy(bool force = false);
+  absl::StatusOr<bool> IsActive() const;
+  absl::StatusOr<PoolStatus> Status() const;
+  // Grows data and/or metadata online (file: grow the file, refresh the
+  // loop; device: use the grown device) and reloads the pool table.
+  absl::Status Resize(std::optional<uint64_t> data_bytes,
+                      std::optional<uint64_t> metadata_bytes);
+
+  absl::StatusOr<ThinInfo> CreateThin(absl::string_view name, uint64_t size_bytes,
+                                      bool activate = false);
+  // Snapshot of `origin` (active or not; an active origin is suspended
+  // around create_snap and always resumed).
+  absl::StatusOr<ThinInfo> Snapshot(absl::string_view origin,
+                                    absl::string_view name, bool activate = false);
+  absl::Status DeleteThin(absl::string_view name, const DeleteOptions& options = {});
+  absl::StatusOr<ThinInfo> ActivateThin(absl::string_view name);
+  absl::Status DeactivateThin(absl::string_view name);
+  absl::StatusOr<ThinInfo> GetThinInfo(absl::string_view name) const;
+  absl::StatusOr<std::vector<ThinInfo>> ListThins() const;
+
+  // Reconciles a pending operation with the kernel (needs the pool active).
+  // Returns what it did ("rolled forward create_thin of 5", ...), or "".
+  absl::StatusOr<std::string> Reconcile();
+
+ private:
+  Pool(StateDir& state, const dm::Control& dm, std::string name)
+      : state_(state), dm_(dm), name_(std::move(name)) {}
+
+  absl::Status ActivateLocked();
+  absl::Status DeactivateLocked(bool force);
+  absl::StatusOr<std::string> ReconcileLocked();
+  absl::StatusOr<dm::ThinPoolStatus> KernelStatus() const;
+  absl::StatusOr<dm::DevNum> PoolDevNum() const;
+  absl::StatusOr<dm::Table> PoolTable(const PoolRecord& record, dm::DevNum meta,
+                                      dm::DevNum data) const;
+  absl::Status SendMessage(const dm::ThinPoolMessage& message) const;
+  absl::Status SetTransactionId(uint64_t old_txid, uint64_t new_txid) const;
+  absl::Status RollBackCreate(const PendingOp& op);
+  absl::Status FinishDelete(const PendingOp& op);
+  absl::StatusOr<ThinInfo> CreateLocked(absl::string_view name, uint64_t size,
+                                        std::optional<uint32_t> origin_id,
+                                        bool activate);
+  absl::StatusOr<ThinInfo> ActivateThinLocked(const ThinRecord& thin);
+  absl::Status DeactivateThinLocked(const ThinRecord& thin);
+  absl::StatusOr<ThinInfo> Describe(const ThinRecord& thin) const;
+  // Names of this pool's active thin dm devices.
+  absl::StatusOr<std::vector<std::string>> ActiveThinDmNames() const;
+  std::string ThinDmName(absl::string_view thin) const;
+  std::string ThinDmUuid(uint32_t dev_id) const;
+
+  StateDir& state_;
+  const dm::Control& dm_;
+  std::string name_;
+};
+
+}  // namespace thinpool
+
+#endif  // DMTHIN_THINPOOL_POOL_H_

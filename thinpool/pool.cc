@@ -1,0 +1,982 @@
+#include "thinpool/pool.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "thinpool/exec.h"
+#include "thinpool/loop_device.h"
+
+namespace thinpool {
+namespace {
+
+constexpr uint64_t kSector = 512;
+constexpr uint64_t kMinBlockBytes = 64 * 1024;
+constexpr uint64_t kMaxBlockBytes = 1ull << 30;
+
+// DMTHIN_FAILPOINT=<name>: die here, as a crash would, for the crash tests.
+void Failpoint(absl::string_view name) {
+  const char* want = std::getenv("DMTHIN_FAILPOINT");
+  if (want != nullptr && name == want) ::_exit(77);
+}
+
+std::string DataFile(const StateDir& state, absl::string_view pool) {
+  return state.PoolDir(pool) + "/data";
+}
+std::string MetadataFile(const StateDir& state, absl::string_view pool) {
+  return state.PoolDir(pool) + "/metadata";
+}
+
+absl::Status CreateSparseFile(const std::string& path, uint64_t size) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return base::ErrnoError(errno, absl::StrCat("creating ", path));
+  base::UniqueFd f(fd);
+  if (::ftruncate(fd, static_cast<off_t>(size)) < 0) {
+    return base::ErrnoError(errno, absl::StrCat("sizing ", path, " to ", size, " bytes"));
+  }
+  if (::fsync(fd) < 0) return base::ErrnoError(errno, absl::StrCat("fsync ", path));
+  return absl::OkStatus();
+}
+
+absl::Status GrowFile(const std::string& path, uint64_t size) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  base::UniqueFd f(fd);
+  struct stat st;
+  if (::fstat(fd, &st) < 0) return base::ErrnoError(errno, absl::StrCat("stat ", path));
+  if (static_cast<uint64_t>(st.st_size) >= size) return absl::OkStatus();
+  if (::ftruncate(fd, static_cast<off_t>(size)) < 0) {
+    return base::ErrnoError(errno, absl::StrCat("growing ", path, " to ", size, " bytes"));
+  }
+  if (::fsync(fd) < 0) return base::ErrnoError(errno, absl::StrCat("fsync ", path));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> DeviceSize(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  base::UniqueFd f(fd);
+  struct stat st;
+  if (::fstat(fd, &st) < 0) return base::ErrnoError(errno, absl::StrCat("stat ", path));
+  if (!S_ISBLK(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a block device"));
+  }
+  uint64_t size = 0;
+  if (::ioctl(fd, BLKGETSIZE64, &size) < 0) {
+    return base::ErrnoError(errno, absl::StrCat("BLKGETSIZE64 on ", path));
+  }
+  return size;
+}
+
+// Whether the first 4 KiB of `path` are all zero (a new, empty pool).
+absl::StatusOr<bool> FirstBlockIsZero(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  base::UniqueFd f(fd);
+  char buf[4096];
+  ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+  if (n < 0) return base::ErrnoError(errno, absl::StrCat("reading ", path));
+  return std::all_of(buf, buf + n, [](char c) { return c == 0; });
+}
+
+absl::Status ZeroFirstBlock(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  base::UniqueFd f(fd);
+  char zeros[4096] = {};
+  if (::pwrite(fd, zeros, sizeof zeros, 0) != ssize_t(sizeof zeros)) {
+    return base::ErrnoError(errno, absl::StrCat("zeroing metadata header of ", path));
+  }
+  if (::fsync(fd) < 0) return base::ErrnoError(errno, absl::StrCat("fsync ", path));
+  return absl::OkStatus();
+}
+
+std::vector<std::string> FeatureList(const PoolOptions& o) {
+  std::vector<std::string> f;
+  if (o.skip_block_zeroing) f.push_back("skip_block_zeroing");
+  if (o.discard == DiscardMode::kIgnore) f.push_back("ignore_discard");
+  if (o.discard == DiscardMode::kNoPassdown) f.push_back("no_discard_passdown");
+  if (o.error_if_no_space) f.push_back("error_if_no_space");
+  return f;
+}
+
+bool HasFeature(const PoolRecord& r, absl::string_view f) {
+  return std::find(r.features.begin(), r.features.end(), f) != r.features.end();
+}
+
+absl::StatusOr<dm::Name> DmName(const std::string& s) { return dm::Name::Create(s); }
+
+// A device node for a dm device: /dev/mapper/NAME if it exists, else
+// /dev/dm-MINOR.
+std::string NodeFor(const dm::Control& dm, const std::string& name, dm::DevNum dev) {
+  std::string mapper = dm.NodePath(name);
+  if (::access(mapper.c_str(), F_OK) == 0) return mapper;
+  return absl::StrCat("/dev/dm-", dev.minor);
+}
+
+}  // namespace
+
+uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes) {
+  if (block_bytes == 0) block_bytes = kDefaultBlockBytes;
+  uint64_t bytes = 48 * (data_bytes / block_bytes);
+  bytes = std::clamp(bytes, kMinMetadataBytes, kMaxMetadataBytes);
+  return (bytes + 4095) / 4096 * 4096;
+}
+
+std::string PoolStatus::Summary() const {
+  if (!active) {
+    return absl::StrCat("pool ", name, ": inactive, ", thin_count,
+                        " thin devices, transaction ", transaction_id);
+  }
+  if (failed) return absl::StrCat("pool ", name, ": FAILED (kernel reports Fail/Error)");
+  auto pct = [](uint64_t used, uint64_t total) {
+    return total ? absl::StrFormat("%.1f%%", 100.0 * used / total) : std::string("-");
+  };
+  std::string mode = read_only ? "READ-ONLY (metadata error or full)"
+                     : out_of_data_space ? "OUT OF DATA SPACE"
+                                         : "rw";
+  return absl::StrCat(
+      "pool ", name, ": data ", pct(data_used_bytes, data_total_bytes), " of ",
+      data_total_bytes, " bytes, metadata ",
+      pct(metadata_used_bytes, metadata_total_bytes), " of ", metadata_total_bytes,
+      " bytes, ", mode, needs_check ? ", NEEDS CHECK (run thin_check)" : "",
+      error_if_no_space ? ", error_if_no_space" : ", queue_if_no_space", ", ",
+      thin_count, " thin devices, transaction ", transaction_id,
+      pending ? absl::StrCat(", pending ", OpKindName(pending->kind), " of ",
+                             pending->dev_id)
+              : "");
+}
+
+// ---------------------------------------------------------------- naming ---
+
+std::string Pool::dm_name() const { return absl::StrCat("dmthin-", name_); }
+std::string Pool::dm_uuid() const { return absl::StrCat("DMTHIN-POOL-", name_); }
+std::string Pool::ThinDmName(absl::string_view thin) const {
+  return absl::StrCat("dmthin-", name_, "-", thin);
+}
+std::string Pool::ThinDmUuid(uint32_t dev_id) const {
+  return absl::StrCat("DMTHIN-THIN-", name_, "-", dev_id);
+}
+
+absl::StatusOr<PoolRecord> Pool::Record() const {
+  return state_.registry().GetPool(name_);
+}
+
+// ---------------------------------------------------------- create/open ---
+
+absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
+                                                   const dm::Control& dm,
+                                                   absl::string_view name,
+                                                   const PoolOptions& options) {
+  RETURN_IF_ERROR(ValidatePoolName(name));
+  const bool devices = !options.data_device.empty() || !options.metadata_device.empty();
+  if (devices && (options.data_device.empty() || options.metadata_device.empty())) {
+    return absl::InvalidArgumentError(
+        "a device-backed pool needs both a data and a metadata device");
+  }
+  const uint64_t block = options.block_bytes;
+  if (block < kMinBlockBytes || block > kMaxBlockBytes || block % kMinBlockBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "block size ", block, " bytes is invalid: must be a multiple of 64 KiB "
+        "between 64 KiB and 1 GiB"));
+  }
+  PoolRecord rec;
+  rec.name = std::string(name);
+  rec.block_sectors = static_cast<uint32_t>(block / kSector);
+  rec.features = FeatureList(options);
+
+  if (devices) {
+    rec.backing = PoolBacking::kDevices;
+    rec.data_path = options.data_device;
+    rec.metadata_path = options.metadata_device;
+    ASSIGN_OR_RETURN(uint64_t data_dev, DeviceSize(options.data_device));
+    ASSIGN_OR_RETURN(uint64_t meta_dev, DeviceSize(options.metadata_device));
+    if (options.data_device == options.metadata_device) {
+      return absl::InvalidArgumentError("data and metadata devices must differ");
+    }
+    rec.data_bytes = options.data_bytes ? options.data_bytes : data_dev;
+    rec.metadata_bytes = options.metadata_bytes ? options.metadata_bytes : meta_dev;
+    if (rec.data_bytes > data_dev || rec.metadata_bytes > meta_dev) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "requested sizes exceed the devices (data ", data_dev, ", metadata ",
+          meta_dev, " bytes)"));
+    }
+  } else {
+    rec.backing = PoolBacking::kFiles;
+    rec.data_bytes = options.data_bytes;
+    rec.metadata_bytes = options.metadata_bytes
+                             ? options.metadata_bytes
+                             : DefaultMetadataBytes(options.data_bytes, block);
+    rec.data_path = DataFile(state, name);
+    rec.metadata_path = MetadataFile(state, name);
+  }
+  if (rec.data_bytes < block) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data size ", rec.data_bytes, " bytes is smaller than one block (", block,
+        " bytes)"));
+  }
+  rec.data_bytes -= rec.data_bytes % block;
+  if (rec.metadata_bytes < kMinMetadataBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata size ", rec.metadata_bytes, " bytes is below the minimum of 2 MiB"));
+  }
+  if (rec.metadata_bytes > kMaxMetadataBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata size ", rec.metadata_bytes, " bytes is above the kernel's maximum of ",
+        kMaxMetadataBytes, " bytes"));
+  }
+  rec.metadata_bytes -= rec.metadata_bytes % 4096;
+  const uint64_t data_blocks = rec.data_bytes / block;
+  rec.low_water_blocks = options.low_water_blocks ? options.low_water_blocks
+                                                  : std::max<uint64_t>(1, data_blocks / 5);
+  if (rec.low_water_blocks >= data_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "low water mark ", rec.low_water_blocks, " blocks is not below the pool's ",
+        data_blocks, " data blocks"));
+  }
+
+  ASSIGN_OR_RETURN(PoolLock lock, state.LockPool(name));
+  if (state.registry().GetPool(name).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat("pool '", name, "' already exists"));
+  }
+  std::unique_ptr<Pool> pool(new Pool(state, dm, std::string(name)));
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(pool->dm_name()));
+  ASSIGN_OR_RETURN(auto existing, dm.Find(dmname));
+  if (existing.has_value()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "a device-mapper device named ", pool->dm_name(), " already exists"));
+  }
+
+  bool files_made = false;
+  auto undo_files = absl::MakeCleanup([&] {
+    if (!files_made) return;
+    std::error_code ec;
+    std::filesystem::remove_all(state.PoolDir(name), ec);
+  });
+  if (rec.backing == PoolBacking::kFiles) {
+    std::string dir = state.PoolDir(name);
+    // Not in the registry: anything there is left from a create that crashed.
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (::mkdir(dir.c_str(), 0700) < 0) {
+      return base::ErrnoError(errno, absl::StrCat("creating ", dir));
+    }
+    files_made = true;
+    RETURN_IF_ERROR(CreateSparseFile(rec.data_path, rec.data_bytes));
+    RETURN_IF_ERROR(CreateSparseFile(rec.metadata_path, rec.metadata_bytes));
+  } else {
+    ASSIGN_OR_RETURN(bool blank, FirstBlockIsZero(rec.metadata_path));
+    if (!blank && !options.force_wipe) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "metadata device ", rec.metadata_path,
+          " is not blank (its first 4 KiB are not zero; it may hold another "
+          "pool); wipe it or pass force_wipe"));
+    }
+  }
+  // A zeroed first metadata block is what makes the kernel format a new pool.
+  RETURN_IF_ERROR(ZeroFirstBlock(rec.metadata_path));
+  RETURN_IF_ERROR(state.registry().AddPool(rec));
+  absl::Status activated = pool->ActivateLocked();
+  if (!activated.ok()) {
+    (void)state.registry().RemovePool(name, /*even_if_pending=*/true);
+    return activated;
+  }
+  std::move(undo_files).Cancel();
+  return pool;
+}
+
+absl::StatusOr<std::unique_ptr<Pool>> Pool::Open(StateDir& state,
+                                                 const dm::Control& dm,
+                                                 absl::string_view name) {
+  RETURN_IF_ERROR(ValidatePoolName(name));
+  RETURN_IF_ERROR(state.registry().GetPool(name).status());
+  std::unique_ptr<Pool> pool(new Pool(state, dm, std::string(name)));
+  ASSIGN_OR_RETURN(bool active, pool->IsActive());
+  if (active) RETURN_IF_ERROR(pool->Reconcile().status());
+  return pool;
+}
+
+absl::StatusOr<bool> Pool::IsActive() const {
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  ASSIGN_OR_RETURN(auto info, dm_.Find(dmname));
+  return info.has_value() && info->live_table();
+}
+
+absl::StatusOr<dm::DevNum> Pool::PoolDevNum() const {
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.Info(dmname));
+  return info.dev;
+}
+
+absl::StatusOr<dm::ThinPoolStatus> Pool::KernelStatus() const {
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  return dm_.GetThinPoolStatus(dmname);
+}
+
+absl::StatusOr<dm::Table> Pool::PoolTable(const PoolRecord& rec, dm::DevNum meta,
+                                          dm::DevNum data) const {
+  dm::ThinPoolTarget t;
+  t.metadata = meta;
+  t.data = data;
+  t.block_size = dm::Sectors(rec.block_sectors);
+  t.low_water_mark = dm::DataBlocks(rec.low_water_blocks);
+  t.skip_block_zeroing = HasFeature(rec, "skip_block_zeroing");
+  t.ignore_discard = HasFeature(rec, "ignore_discard");
+  t.no_discard_passdown = HasFeature(rec, "no_discard_passdown");
+  t.error_if_no_space = HasFeature(rec, "error_if_no_space");
+  uint64_t block = uint64_t{rec.block_sectors} * kSector;
+  uint64_t sectors = (rec.data_bytes / block) * rec.block_sectors;
+  return dm::Table::Single(dm::Sectors(sectors), t);
+}
+
+// ------------------------------------------------------------ activation ---
+
+absl::Status Pool::Activate() {
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  return ActivateLocked();
+}
+
+absl::Status Pool::ActivateLocked() {
+  ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  ASSIGN_OR_RETURN(auto existing, dm_.Find(dmname));
+  if (existing.has_value()) {
+    if (existing->uuid != dm_uuid()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device-mapper device ", dm_name(), " exists but is not ours (uuid '",
+          existing->uuid, "', expected '", dm_uuid(), "')"));
+    }
+    if (existing->live_table()) {
+      if (existing->suspended()) RETURN_IF_ERROR(dm_.Resume(dmname).status());
+      return ReconcileLocked().status();
+    }
+    // Created but never loaded (a crash mid-activation): start over.
+    RETURN_IF_ERROR(dm_.Remove(dmname).status());
+  }
+
+  // The metadata and data devices.
+  std::vector<LoopDevice> loops;  // held until the pool has them open
+  dm::DevNum meta_dev, data_dev;
+  std::string meta_node;
+  if (rec.backing == PoolBacking::kFiles) {
+    for (const std::string* file : {&rec.metadata_path, &rec.data_path}) {
+      ASSIGN_OR_RETURN(auto found, LoopDevice::FindByBackingFile(*file));
+      if (found.has_value()) {
+        loops.push_back(std::move(*found));
+      } else {
+        LoopOptions lo;
+        lo.autoclear = true;  // the loop goes away with the pool
+        ASSIGN_OR_RETURN(LoopDevice loop, LoopDevice::Attach(*file, lo));
+        loops.push_back(std::move(loop));
+      }
+      ASSIGN_OR_RETURN(uint64_t size, loops.back().SizeBytes());
+      uint64_t want = file == &rec.data_path ? rec.data_bytes : rec.metadata_bytes;
+      if (size < want) {
+        RETURN_IF_ERROR(loops.back().RefreshCapacity());
+        ASSIGN_OR_RETURN(size, loops.back().SizeBytes());
+        if (size < want) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              *file, " is ", size, " bytes, smaller than the registered ", want));
+        }
+      }
+    }
+    meta_dev = dm::DevNum::FromDevT(loops[0].devnum());
+    data_dev = dm::DevNum::FromDevT(loops[1].devnum());
+    meta_node = loops[0].path();
+  } else {
+    ASSIGN_OR_RETURN(meta_dev, dm::DevNum::FromPath(rec.metadata_path));
+    ASSIGN_OR_RETURN(data_dev, dm::DevNum::FromPath(rec.data_path));
+    meta_node = rec.metadata_path;
+  }
+
+  // thin_check an existing pool's metadata before the kernel trusts it.
+  ASSIGN_OR_RETURN(bool fresh, FirstBlockIsZero(meta_node));
+  if (!fresh) {
+    if (auto thin_check = FindProgram("thin_check")) {
+      ASSIGN_OR_RETURN(ExecResult r, RunProgram({*thin_check, "-q", meta_node}));
+      if (r.exit_code != 0) {
+        return absl::DataLossError(absl::StrCat(
+            "pool '", name_, "': metadata ", rec.metadata_path,
+            " failed thin_check (exit ", r.exit_code, "): ", r.output,
+            "; repair it with: thin_repair -i ", rec.metadata_path,
+            " -o <new metadata file>, then put the repaired file in its place"));
+      }
+    }
+  }
+
+  ASSIGN_OR_RETURN(dm::Table table, PoolTable(rec, meta_dev, data_dev));
+  dm::CreateOptions create;
+  ASSIGN_OR_RETURN(dm::Uuid uuid, dm::Uuid::Create(dm_uuid()));
+  create.uuid = uuid;
+  ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.CreateDevice(dmname, table, create));
+  (void)info;
+  // The pool holds the loops open now; with autoclear they go with it.
+  for (auto& loop : loops) loop.Release();
+  Failpoint("after_pool_activate");
+  return ReconcileLocked().status();
+}
+
+absl::StatusOr<std::vector<std::string>> Pool::ActiveThinDmNames() const {
+  ASSIGN_OR_RETURN(auto devices, dm_.List());
+  std::string prefix = absl::StrCat(dm_name(), "-");
+  std::vector<std::string> out;
+  for (const auto& d : devices) {
+    if (absl::StartsWith(d.name, prefix)) out.push_back(d.name);
+  }
+  return out;
+}
+
+absl::Status Pool::Deactivate(bool force) {
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  return DeactivateLocked(force);
+}
+
+absl::Status Pool::DeactivateLocked(bool force) {
+  ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
+  if (!thins.empty() && !force) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", name_, "' has ", thins.size(), " active thin device(s) (",
+        absl::StrJoin(thins.begin(), thins.begin() + std::min<size_t>(thins.size(), 5), ", "),
+        thins.size() > 5 ? ", ..." : "", "); deactivate them first or force"));
+  }
+  for (const auto& t : thins) {
+    ASSIGN_OR_RETURN(dm::Name n, DmName(t));
+    auto removed = dm_.Remove(n);
+    if (!removed.ok()) {
+      return base::Annotate(removed.status(),
+                            absl::StrCat("deactivating thin device ", t));
+    }
+  }
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  ASSIGN_OR_RETURN(auto existing, dm_.Find(dmname));
+  if (existing.has_value()) {
+    auto removed = dm_.Remove(dmname);
+    if (!removed.ok()) {
+      return base::Annotate(removed.status(), absl::StrCat("removing pool ", dm_name()));
+    }
+  }
+  if (rec.backing == PoolBacking::kFiles) {
+    for (const std::string& file : {rec.metadata_path, rec.data_path}) {
+      auto found = LoopDevice::FindByBackingFile(file);
+      if (found.ok() && found->has_value()) {
+        absl::Status detached = (*found)->Detach();
+        if (!detached.ok()) {
+          return base::Annotate(detached, absl::StrCat("detaching the loop of ", file));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pool::Destroy(bool force) {
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  ASSIGN_OR_RETURN(bool active, IsActive());
+  if (active) RETURN_IF_ERROR(DeactivateLocked(force));
+  RETURN_IF_ERROR(state_.registry().RemovePool(name_, /*even_if_pending=*/true));
+  if (rec.backing == PoolBacking::kFiles) {
+    std::error_code ec;
+    std::filesystem::remove_all(state_.PoolDir(name_), ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("removing ", state_.PoolDir(name_),
+                                              ": ", ec.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- status ---
+
+absl::StatusOr<PoolStatus> Pool::Status() const {
+  ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  PoolStatus st;
+  st.name = name_;
+  st.device = dm_name();
+  st.block_bytes = uint64_t{rec.block_sectors} * kSector;
+  st.transaction_id = rec.transaction_id;
+  st.error_if_no_space = HasFeature(rec, "error_if_no_space");
+  st.data_total_bytes = rec.data_bytes;
+  st.metadata_total_bytes = rec.metadata_bytes;
+  ASSIGN_OR_RETURN(auto thins, state_.registry().ListThins(name_));
+  st.thin_count = thins.size();
+  ASSIGN_OR_RETURN(st.pending, state_.registry().GetPending(name_));
+  ASSIGN_OR_RETURN(st.active, IsActive());
+  if (!st.active) return st;
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
+  st.kernel = k;
+  if (!k.ok()) {
+    st.failed = true;
+    return st;
+  }
+  st.transaction_id = k.transaction_id;
+  st.data_used_bytes = k.used_data.value() * st.block_bytes;
+  st.data_total_bytes = k.total_data.value() * st.block_bytes;
+  st.metadata_used_bytes = k.used_metadata.value() * dm::kMetaBlockSize;
+  st.metadata_total_bytes = k.total_metadata.value() * dm::kMetaBlockSize;
+  st.read_only = k.mode == dm::ThinPoolStatus::Mode::kReadOnly;
+  st.out_of_data_space = k.mode == dm::ThinPoolStatus::Mode::kOutOfDataSpace;
+  st.needs_check = k.needs_check;
+  if (k.discard) {
+    switch (*k.discard) {
+      case dm::ThinPoolStatus::Discard::kPassdown: st.discard = DiscardMode::kPassdown; break;
+      case dm::ThinPoolStatus::Discard::kNoPassdown: st.discard = DiscardMode::kNoPassdown; break;
+      case dm::ThinPoolStatus::Discard::kIgnore: st.discard = DiscardMode::kIgnore; break;
+    }
+  }
+  if (k.no_space) st.error_if_no_space = *k.no_space == dm::ThinPoolStatus::NoSpace::kError;
+  return st;
+}
+
+// ---------------------------------------------------------------- resize ---
+
+absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
+                          std::optional<uint64_t> metadata_bytes) {
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  const uint64_t block = uint64_t{rec.block_sectors} * kSector;
+  uint64_t new_data = data_bytes.value_or(rec.data_bytes);
+  new_data -= new_data % block;
+  uint64_t new_meta = metadata_bytes.value_or(rec.metadata_bytes);
+  new_meta -= new_meta % 4096;
+  if (new_data < rec.data_bytes || new_meta < rec.metadata_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", name_, "': shrinking is not supported (data ", rec.data_bytes,
+        " -> ", new_data, ", metadata ", rec.metadata_bytes, " -> ", new_meta, ")"));
+  }
+  if (new_meta > kMaxMetadataBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata size ", new_meta, " is above the kernel's maximum of ",
+        kMaxMetadataBytes, " bytes"));
+  }
+  if (new_data == rec.data_bytes && new_meta == rec.metadata_bytes) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(bool active, IsActive());
+  if (rec.backing == PoolBacking::kFiles) {
+    RETURN_IF_ERROR(GrowFile(rec.data_path, new_data));
+    RETURN_IF_ERROR(GrowFile(rec.metadata_path, new_meta));
+    if (active) {
+      for (const std::string& file : {rec.metadata_path, rec.data_path}) {
+        ASSIGN_OR_RETURN(auto loop, LoopDevice::FindByBackingFile(file));
+        if (!loop.has_value()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("pool is active but ", file, " has no loop device"));
+        }
+        RETURN_IF_ERROR(loop->RefreshCapacity());
+      }
+    }
+  } else {
+    ASSIGN_OR_RETURN(uint64_t data_dev, DeviceSize(rec.data_path));
+    ASSIGN_OR_RETURN(uint64_t meta_dev, DeviceSize(rec.metadata_path));
+    if (new_data > data_dev || new_meta > meta_dev) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pool '", name_, "': grow the devices first (data device ", data_dev,
+          " bytes, metadata device ", meta_dev, " bytes)"));
+    }
+  }
+  RETURN_IF_ERROR(state_.registry().SetPoolSizes(name_, new_data, new_meta));
+  if (!active) return absl::OkStatus();
+  rec.data_bytes = new_data;
+  rec.metadata_bytes = new_meta;
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  ASSIGN_OR_RETURN(dm::Table live, dm_.GetTable(dmname));
+  if (live.targets().size() != 1 ||
+      !std::holds_alternative<dm::ThinPoolTarget>(live.targets()[0].params)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dm_name(), " does not have a single thin-pool target"));
+  }
+  const auto& t = std::get<dm::ThinPoolTarget>(live.targets()[0].params);
+  ASSIGN_OR_RETURN(dm::Table table, PoolTable(rec, t.metadata, t.data));
+  // Same devices and features, new length; the kernel picks up a grown
+  // metadata device when it resumes.
+  RETURN_IF_ERROR(dm_.Reload(dmname, table).status());
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------- protocol ---
+
+absl::Status Pool::SendMessage(const dm::ThinPoolMessage& message) const {
+  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
+  return dm_.SendThinPoolMessage(dmname, message);
+}
+
+absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const {
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
+  if (!k.ok()) {
+    return absl::UnavailableError(absl::StrCat("pool '", name_, "' has failed"));
+  }
+  if (k.transaction_id == new_txid) return absl::OkStatus();  // retried
+  if (k.transaction_id != old_txid) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", name_, "': kernel transaction id is ", k.transaction_id,
+        ", expected ", old_txid));
+  }
+  return SendMessage(dm::thin_msg::SetTransactionId{old_txid, new_txid});
+}
+
+absl::StatusOr<std::string> Pool::Reconcile() {
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  return ReconcileLocked();
+}
+
+absl::StatusOr<std::string> Pool::ReconcileLocked() {
+  ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
+  if (!k.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", name_, "' has failed in the kernel; deactivate it and run "
+        "thin_check on ", rec.metadata_path));
+  }
+  // A crash while a snapshot's origin was suspended leaves it suspended.
+  ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
+  for (const auto& t : thins) {
+    ASSIGN_OR_RETURN(dm::Name n, DmName(t));
+    ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.Info(n));
+    if (info.suspended()) RETURN_IF_ERROR(dm_.Resume(n).status());
+  }
+
+  ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
+  if (!pending.has_value()) {
+    if (k.transaction_id != rec.transaction_id) {
+      return absl::DataLossError(absl::StrCat(
+          "pool '", name_, "': registry is at transaction ", rec.transaction_id,
+          " but the pool metadata at ", k.transaction_id,
+          " with no operation pending; the registry and the pool disagree"));
+    }
+    return std::string();
+  }
+  const PendingOp& op = *pending;
+  const std::string what = absl::StrCat(OpKindName(op.kind), " of device ", op.dev_id);
+  if (k.transaction_id == op.new_txid) {
+    RETURN_IF_ERROR(state_.registry().CommitOp(op));
+    return absl::StrCat("rolled forward ", what);
+  }
+  if (k.transaction_id != op.old_txid) {
+    return absl::DataLossError(absl::StrCat(
+        "pool '", name_, "': pending ", what, " expects transaction ", op.old_txid,
+        " or ", op.new_txid, " but the pool metadata is at ", k.transaction_id));
+  }
+  if (op.kind == OpKind::kDelete) {
+    RETURN_IF_ERROR(FinishDelete(op));
+    return absl::StrCat("rolled forward ", what);
+  }
+  RETURN_IF_ERROR(RollBackCreate(op));
+  return absl::StrCat("rolled back ", what);
+}
+
+// The kernel is at op.old_txid: undo a create whose message may have landed.
+absl::Status Pool::RollBackCreate(const PendingOp& op) {
+  absl::Status deleted = SendMessage(dm::thin_msg::Delete{op.dev_id});
+  if (deleted.ok() || base::HasErrno(deleted, ENODATA)) {
+    return state_.registry().AbortOp(op, std::nullopt);
+  }
+  // The device is in an unknown state: never hand its id out again.
+  return state_.registry().AbortOp(
+      op, absl::StrCat("rolling back ", OpKindName(op.kind), " failed: ",
+                       deleted.message()));
+}
+
+// The kernel is at op.old_txid: (re)send the delete and commit.
+absl::Status Pool::FinishDelete(const PendingOp& op) {
+  absl::Status deleted = SendMessage(dm::thin_msg::Delete{op.dev_id});
+  if (!deleted.ok() && !base::HasErrno(deleted, ENODATA)) {
+    // Restore the device in the registry; the id stays.
+    RETURN_IF_ERROR(state_.registry().AbortOp(op, std::nullopt));
+    return base::Annotate(deleted, absl::StrCat("deleting thin device ", op.dev_id));
+  }
+  RETURN_IF_ERROR(SetTransactionId(op.old_txid, op.new_txid));
+  return state_.registry().CommitOp(op);
+}
+
+// ----------------------------------------------------------------- thins ---
+
+absl::StatusOr<ThinInfo> Pool::CreateThin(absl::string_view name, uint64_t size_bytes,
+                                          bool activate) {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  if (size_bytes == 0 || size_bytes % kSector != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "thin device size ", size_bytes, " bytes must be a positive multiple of 512"));
+  }
+  if (size_bytes > (uint64_t{1} << 60)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("thin device size ", size_bytes, " bytes is too large"));
+  }
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  return CreateLocked(name, size_bytes, std::nullopt, activate);
+}
+
+absl::StatusOr<ThinInfo> Pool::Snapshot(absl::string_view origin, absl::string_view name,
+                                        bool activate) {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  RETURN_IF_ERROR(ValidateThinName(origin));
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(ThinRecord o, state_.registry().GetThin(name_, origin));
+  if (o.state != ThinState::kReady) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "origin '", origin, "' is ", ThinStateName(o.state)));
+  }
+  return CreateLocked(name, o.size_bytes, o.dev_id, activate);
+}
+
+absl::StatusOr<ThinInfo> Pool::CreateLocked(absl::string_view name, uint64_t size,
+                                            std::optional<uint32_t> origin_id,
+                                            bool activate) {
+  ASSIGN_OR_RETURN(bool active, IsActive());
+  if (!active) {
+    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
+  }
+  RETURN_IF_ERROR(ReconcileLocked().status());
+  std::optional<ThinRecord> origin;
+  if (origin_id) {
+    ASSIGN_OR_RETURN(origin, state_.registry().GetThinById(name_, *origin_id));
+  }
+  // A fresh id the kernel already has (an orphan from outside the registry)
+  // is quarantined and the next id tried.
+  for (int attempt = 0;; ++attempt) {
+    ASSIGN_OR_RETURN(PendingOp op,
+                     state_.registry().BeginCreate(name_, name, size, origin_id));
+    Failpoint("after_intent");
+    absl::Status sent;
+    if (origin) {
+      ASSIGN_OR_RETURN(dm::Name origin_dm, DmName(ThinDmName(origin->name)));
+      ASSIGN_OR_RETURN(auto origin_info, dm_.Find(origin_dm));
+      bool suspend = origin_info.has_value() && origin_info->live_table() &&
+                     !origin_info->suspended();
+      if (suspend) {
+        // Flush and freeze the origin so the snapshot is consistent.
+        absl::Status s = dm_.Suspend(origin_dm).status();
+        if (!s.ok()) {
+          (void)ReconcileLocked();
+          return base::Annotate(s, absl::StrCat("suspending origin ", origin->name));
+        }
+      }
+      {
+        absl::Cleanup resume = [&] {
+          if (suspend) {
+            absl::Status r = dm_.Resume(origin_dm).status();
+            if (!r.ok() && sent.ok()) {
+              sent = base::Annotate(r, absl::StrCat("resuming origin ", origin->name));
+            }
+          }
+        };
+        Failpoint("after_suspend");
+        sent = SendMessage(dm::thin_msg::CreateSnap{op.dev_id, origin->dev_id});
+      }
+    } else {
+      sent = SendMessage(dm::thin_msg::CreateThin{op.dev_id});
+    }
+    if (base::HasErrno(sent, EEXIST) && attempt < 3) {
+      RETURN_IF_ERROR(state_.registry().AbortOp(
+          op, "the kernel already had this id when it was allocated (orphan)"));
+      continue;
+    }
+    if (!sent.ok()) {
+      (void)ReconcileLocked();  // rolls the intent back
+      return base::Annotate(sent, absl::StrCat("creating thin device '", name,
+                                               "' (id ", op.dev_id, ") in pool '",
+                                               name_, "'"));
+    }
+    Failpoint("after_message");
+    absl::Status txid = SetTransactionId(op.old_txid, op.new_txid);
+    if (!txid.ok()) {
+      (void)ReconcileLocked();
+      return txid;
+    }
+    Failpoint("after_set_txid");
+    RETURN_IF_ERROR(state_.registry().CommitOp(op));
+    ASSIGN_OR_RETURN(ThinRecord rec, state_.registry().GetThinById(name_, op.dev_id));
+    if (activate) {
+      ASSIGN_OR_RETURN(ThinInfo info, ActivateThinLocked(rec));
+      Failpoint("after_activate");
+      return info;
+    }
+    return Describe(rec);
+  }
+}
+
+absl::Status Pool::DeleteThin(absl::string_view name, const DeleteOptions& options) {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(bool active, IsActive());
+  if (!active) {
+    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
+  }
+  RETURN_IF_ERROR(ReconcileLocked().status());
+  ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
+  if (options.discard) {
+    ASSIGN_OR_RETURN(ThinInfo info, ActivateThinLocked(thin));
+    int fd = ::open(info.device.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", info.device));
+    base::UniqueFd f(fd);
+    uint64_t range[2] = {0, thin.size_bytes};
+    if (::ioctl(fd, BLKDISCARD, range) < 0 && errno != EOPNOTSUPP) {
+      return base::ErrnoError(errno, absl::StrCat("BLKDISCARD on ", info.device));
+    }
+  }
+  RETURN_IF_ERROR(DeactivateThinLocked(thin));
+  ASSIGN_OR_RETURN(PendingOp op, state_.registry().BeginDelete(name_, name));
+  Failpoint("after_intent");
+  absl::Status sent = SendMessage(dm::thin_msg::Delete{op.dev_id});
+  if (!sent.ok() && !base::HasErrno(sent, ENODATA)) {
+    (void)state_.registry().AbortOp(op, std::nullopt);
+    return base::Annotate(sent, absl::StrCat("deleting thin device '", name, "'"));
+  }
+  Failpoint("after_message");
+  absl::Status txid = SetTransactionId(op.old_txid, op.new_txid);
+  if (!txid.ok()) {
+    (void)ReconcileLocked();
+    return txid;
+  }
+  Failpoint("after_set_txid");
+  return state_.registry().CommitOp(op);
+}
+
+absl::StatusOr<ThinInfo> Pool::ActivateThin(absl::string_view name) {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
+  if (thin.state != ThinState::kReady) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "thin device '", name, "' is ", ThinStateName(thin.state)));
+  }
+  return ActivateThinLocked(thin);
+}
+
+absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin) {
+  ASSIGN_OR_RETURN(dm::Name n, DmName(ThinDmName(thin.name)));
+  ASSIGN_OR_RETURN(auto existing, dm_.Find(n));
+  if (existing.has_value() && existing->live_table()) {
+    if (existing->uuid != ThinDmUuid(thin.dev_id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device-mapper device ", ThinDmName(thin.name), " exists with uuid '",
+          existing->uuid, "', expected '", ThinDmUuid(thin.dev_id), "'"));
+    }
+    return Describe(thin);
+  }
+  if (existing.has_value()) RETURN_IF_ERROR(dm_.Remove(n).status());
+  ASSIGN_OR_RETURN(bool active, IsActive());
+  if (!active) {
+    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
+  }
+  ASSIGN_OR_RETURN(dm::DevNum pool_dev, PoolDevNum());
+  dm::ThinTarget target;
+  target.pool = pool_dev;
+  target.device_id = thin.dev_id;
+  dm::Table table = dm::Table::Single(dm::Sectors(thin.size_bytes / kSector), target);
+  dm::CreateOptions create;
+  ASSIGN_OR_RETURN(dm::Uuid uuid, dm::Uuid::Create(ThinDmUuid(thin.dev_id)));
+  create.uuid = uuid;
+  auto created = dm_.CreateDevice(n, table, create);
+  if (!created.ok()) {
+    return base::Annotate(created.status(),
+                          absl::StrCat("activating thin device '", thin.name, "'"));
+  }
+  return Describe(thin);
+}
+
+absl::Status Pool::DeactivateThin(absl::string_view name) {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
+  return DeactivateThinLocked(thin);
+}
+
+absl::Status Pool::DeactivateThinLocked(const ThinRecord& thin) {
+  ASSIGN_OR_RETURN(dm::Name n, DmName(ThinDmName(thin.name)));
+  ASSIGN_OR_RETURN(auto existing, dm_.Find(n));
+  if (!existing.has_value()) return absl::OkStatus();
+  if (existing->open_count > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "thin device '", thin.name, "' is in use (open count ", existing->open_count,
+        "; mounted?)"));
+  }
+  auto removed = dm_.Remove(n);
+  if (!removed.ok()) {
+    return base::Annotate(removed.status(),
+                          absl::StrCat("deactivating thin device '", thin.name, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ThinInfo> Pool::Describe(const ThinRecord& thin) const {
+  ThinInfo info;
+  info.name = thin.name;
+  info.dev_id = thin.dev_id;
+  info.size_bytes = thin.size_bytes;
+  info.parent_id = thin.parent_id;
+  info.state = thin.state;
+  info.dm_name = ThinDmName(thin.name);
+  info.dm_uuid = ThinDmUuid(thin.dev_id);
+  if (thin.parent_id) {
+    auto parent = state_.registry().GetThinById(name_, *thin.parent_id);
+    if (parent.ok()) info.parent_name = parent->name;
+  }
+  ASSIGN_OR_RETURN(dm::Name n, DmName(info.dm_name));
+  ASSIGN_OR_RETURN(auto dev, dm_.Find(n));
+  if (dev.has_value() && dev->live_table()) {
+    info.active = true;
+    info.devnum = dev->dev;
+    info.device = NodeFor(dm_, info.dm_name, dev->dev);
+    auto st = dm_.GetThinStatus(n);
+    if (st.ok() && st->ok()) info.mapped_bytes = dm::BytesOf(st->mapped);
+  }
+  return info;
+}
+
+absl::StatusOr<ThinInfo> Pool::GetThinInfo(absl::string_view name) const {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
+  return Describe(thin);
+}
+
+absl::StatusOr<std::vector<ThinInfo>> Pool::ListThins() const {
+  ASSIGN_OR_RETURN(auto thins, state_.registry().ListThins(name_));
+  ASSIGN_OR_RETURN(auto active_names, ActiveThinDmNames());
+  std::sort(active_names.begin(), active_names.end());
+  std::vector<ThinInfo> out;
+  out.reserve(thins.size());
+  for (const auto& t : thins) {
+    if (std::binary_search(active_names.begin(), active_names.end(), ThinDmName(t.name))) {
+      ASSIGN_OR_RETURN(ThinInfo info, Describe(t));
+      out.push_back(std::move(info));
+    } else {
+      ThinInfo info;
+      info.name = t.name;
+      info.dev_id = t.dev_id;
+      info.size_bytes = t.size_bytes;
+      info.parent_id = t.parent_id;
+      info.state = t.state;
+      info.dm_name = ThinDmName(t.name);
+      info.dm_uuid = ThinDmUuid(t.dev_id);
+      out.push_back(std::move(info));
+    }
+  }
+  // Parent names from the same listing (no per-device lookups).
+  for (auto& info : out) {
+    if (!info.parent_id) continue;
+    for (const auto& t : thins) {
+      if (t.dev_id == *info.parent_id) info.parent_name = t.name;
+    }
+  }
+  return out;
+}
+
+}  // namespace thinpool
