@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
@@ -324,9 +325,10 @@ absl::StatusOr<dm::DevNum> Pool::PoolDevNum() const {
   return info.dev;
 }
 
-absl::StatusOr<dm::ThinPoolStatus> Pool::KernelStatus() const {
+absl::StatusOr<dm::ThinPoolStatus> Pool::KernelStatus(bool commit) const {
   ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
-  return dm_.GetThinPoolStatus(dmname);
+  // Without noflush the kernel commits the pool's metadata before answering.
+  return dm_.GetThinPoolStatus(dmname, /*noflush=*/!commit);
 }
 
 absl::StatusOr<dm::Table> Pool::PoolTable(const PoolRecord& rec, dm::DevNum meta,
@@ -364,7 +366,8 @@ absl::Status Pool::ActivateLocked() {
     }
     if (existing->live_table()) {
       if (existing->suspended()) RETURN_IF_ERROR(dm_.Resume(dmname).status());
-      return ReconcileLocked().status();
+      RETURN_IF_ERROR(ReconcileLocked().status());
+      return CleanUpQuarantined();
     }
     // Created but never loaded (a crash mid-activation): start over.
     RETURN_IF_ERROR(dm_.Remove(dmname).status());
@@ -429,7 +432,8 @@ absl::Status Pool::ActivateLocked() {
   // The pool holds the loops open now; with autoclear they go with it.
   for (auto& loop : loops) loop.Release();
   Failpoint("after_pool_activate");
-  return ReconcileLocked().status();
+  RETURN_IF_ERROR(ReconcileLocked().status());
+  return CleanUpQuarantined();
 }
 
 absl::StatusOr<std::vector<std::string>> Pool::ActiveThinDmNames() const {
@@ -606,8 +610,19 @@ absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
   const auto& t = std::get<dm::ThinPoolTarget>(live.targets()[0].params);
   ASSIGN_OR_RETURN(dm::Table table, PoolTable(rec, t.metadata, t.data));
   // Same devices and features, new length; the kernel picks up a grown
-  // metadata device when it resumes.
-  RETURN_IF_ERROR(dm_.Reload(dmname, table).status());
+  // metadata device when it resumes. Suspend without flushing: a pool that
+  // ran out of space holds queued writes that can only finish once it has
+  // grown, so a flushing suspend would wait for them (until the kernel's
+  // no_space_timeout fails them).
+  RETURN_IF_ERROR(dm_.Load(dmname, table));
+  dm::SuspendOptions noflush;
+  noflush.noflush = true;
+  absl::Status suspended = dm_.Suspend(dmname, noflush).status();
+  if (!suspended.ok()) {
+    (void)dm_.ClearInactive(dmname);
+    return base::Annotate(suspended, absl::StrCat("suspending ", dm_name(), " to grow it"));
+  }
+  RETURN_IF_ERROR(dm_.Resume(dmname).status());
   return absl::OkStatus();
 }
 
@@ -615,7 +630,25 @@ absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
 
 absl::Status Pool::SendMessage(const dm::ThinPoolMessage& message) const {
   ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
-  return dm_.SendThinPoolMessage(dmname, message);
+  absl::Status sent = dm_.SendThinPoolMessage(dmname, message);
+  if (sent.ok() || base::HasErrno(sent, EEXIST) || base::HasErrno(sent, ENODATA)) {
+    return sent;
+  }
+  // Say why the pool refused, when its status tells.
+  auto k = dm_.GetThinPoolStatus(dmname, /*noflush=*/true);
+  if (k.ok() && !k->ok()) {
+    return base::Annotate(sent, absl::StrCat("pool '", name_, "' has failed"));
+  }
+  if (k.ok() && k->mode == dm::ThinPoolStatus::Mode::kReadOnly) {
+    bool full = k->used_metadata.value() + 8 >= k->total_metadata.value();
+    return base::Annotate(
+        sent, full ? absl::StrCat("pool '", name_, "' metadata is full (",
+                                  k->used_metadata.value(), "/", k->total_metadata.value(),
+                                  " blocks); grow its metadata (Resize)")
+                   : absl::StrCat("pool '", name_, "' is read-only (metadata error?); "
+                                  "deactivate it and run thin_check"));
+  }
+  return sent;
 }
 
 absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const {
@@ -629,12 +662,40 @@ absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const 
         "pool '", name_, "': kernel transaction id is ", k.transaction_id,
         ", expected ", old_txid));
   }
-  return SendMessage(dm::thin_msg::SetTransactionId{old_txid, new_txid});
+  RETURN_IF_ERROR(SendMessage(dm::thin_msg::SetTransactionId{old_txid, new_txid}));
+  // A status without noflush commits the pool's metadata: the new id (and
+  // the change it stands for) is on disk before the registry says done.
+  ASSIGN_OR_RETURN(k, KernelStatus(/*commit=*/true));
+  if (!k.ok() || k.transaction_id != new_txid) {
+    return absl::DataLossError(absl::StrCat(
+        "pool '", name_, "': committing transaction ", new_txid, " failed (kernel at ",
+        k.ok() ? absl::StrCat(k.transaction_id) : std::string("Fail"), ")"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Pool::Reconcile() {
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
-  return ReconcileLocked();
+  ASSIGN_OR_RETURN(std::string done, ReconcileLocked());
+  RETURN_IF_ERROR(CleanUpQuarantined());
+  return done;
+}
+
+// Quarantined ids are never handed out again, but a device the kernel still
+// has under such an id only wastes space: delete it once the pool can.
+absl::Status Pool::CleanUpQuarantined() {
+  ASSIGN_OR_RETURN(auto quarantined, state_.registry().ListQuarantined(name_));
+  if (quarantined.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
+  if (!k.ok() || k.mode != dm::ThinPoolStatus::Mode::kReadWrite) return absl::OkStatus();
+  for (const auto& q : quarantined) {
+    absl::Status deleted = SendMessage(dm::thin_msg::Delete{q.dev_id});
+    if (!deleted.ok() && !base::HasErrno(deleted, ENODATA)) {
+      return base::Annotate(deleted, absl::StrCat("removing quarantined device ", q.dev_id));
+    }
+  }
+  (void)KernelStatus(/*commit=*/true);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Pool::ReconcileLocked() {
@@ -645,15 +706,16 @@ absl::StatusOr<std::string> Pool::ReconcileLocked() {
         "pool '", name_, "' has failed in the kernel; deactivate it and run "
         "thin_check on ", rec.metadata_path));
   }
-  // A crash while a snapshot's origin was suspended leaves it suspended.
-  ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
-  for (const auto& t : thins) {
-    ASSIGN_OR_RETURN(dm::Name n, DmName(t));
-    ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.Info(n));
-    if (info.suspended()) RETURN_IF_ERROR(dm_.Resume(n).status());
-  }
-
   ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
+  if (pending.has_value() && pending->kind == OpKind::kCreateSnap) {
+    // A crash while a snapshot's origin was suspended leaves it suspended.
+    ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
+    for (const auto& t : thins) {
+      ASSIGN_OR_RETURN(dm::Name n, DmName(t));
+      ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.Info(n));
+      if (info.suspended()) RETURN_IF_ERROR(dm_.Resume(n).status());
+    }
+  }
   if (!pending.has_value()) {
     if (k.transaction_id != rec.transaction_id) {
       return absl::DataLossError(absl::StrCat(
@@ -970,11 +1032,12 @@ absl::StatusOr<std::vector<ThinInfo>> Pool::ListThins() const {
     }
   }
   // Parent names from the same listing (no per-device lookups).
+  std::map<uint32_t, std::string> names;
+  for (const auto& t : thins) names[t.dev_id] = t.name;
   for (auto& info : out) {
     if (!info.parent_id) continue;
-    for (const auto& t : thins) {
-      if (t.dev_id == *info.parent_id) info.parent_name = t.name;
-    }
+    auto it = names.find(*info.parent_id);
+    if (it != names.end()) info.parent_name = it->second;
   }
   return out;
 }

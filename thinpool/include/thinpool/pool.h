@@ -166,8 +166,9 @@ class Pool {
   absl::StatusOr<ThinInfo> GetThinInfo(absl::string_view name) const;
   absl::StatusOr<std::vector<ThinInfo>> ListThins() const;
 
-  // Reconciles a pending operation with the kernel (needs the pool active).
-  // Returns what it did ("rolled forward create_thin of 5", ...), or "".
+  // Reconciles a pending operation with the kernel (needs the pool active)
+  // and deletes devices left in the kernel under quarantined ids. Returns
+  // what it did ("rolled forward create_thin of 5", ...), or "".
   absl::StatusOr<std::string> Reconcile();
 
  private:
@@ -177,7 +178,8 @@ class Pool {
   absl::Status ActivateLocked();
   absl::Status DeactivateLocked(bool force);
   absl::StatusOr<std::string> ReconcileLocked();
-  absl::StatusOr<dm::ThinPoolStatus> KernelStatus() const;
+  absl::StatusOr<dm::ThinPoolStatus> KernelStatus(bool commit = false) const;
+  absl::Status CleanUpQuarantined();
   absl::StatusOr<dm::DevNum> PoolDevNum() const;
   absl::StatusOr<dm::Table> PoolTable(const PoolRecord& record, dm::DevNum meta,
                                       dm::DevNum data) const;
