@@ -260,12 +260,21 @@ TEST_F(RegistryTest, IdsReusedAfterDeleteQuarantinedNeverReused) {
   EXPECT_EQ(r.Quarantine("p", kMaxDeviceId + 1, "x").code(),
             absl::StatusCode::kInvalidArgument);
 
+  // A freed id quarantined by hand is taken off the free list.
+  del = r.BeginDelete("p", "t5");
+  ASSERT_TRUE(del.ok());
+  ASSERT_TRUE(r.CommitOp(*del).ok());
+  ASSERT_TRUE(r.Quarantine("p", 5, "seen in the kernel after a crash").ok());
+  EXPECT_EQ(Create(r, "p", "t11"), 11u);
+  EXPECT_FALSE(r.Quarantine("nope", 1, "x").ok());
+
   std::set<uint32_t> ids;
   auto thins = r.ListThins("p");
   ASSERT_TRUE(thins.ok());
   for (const auto& t : *thins) EXPECT_TRUE(ids.insert(t.dev_id).second);
   EXPECT_EQ(ids.count(3), 0u);
   EXPECT_EQ(ids.count(6), 0u);
+  EXPECT_EQ(ids.count(5), 0u);
 }
 
 TEST_F(RegistryTest, PendingSurvivesReopen) {
