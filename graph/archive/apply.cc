@@ -57,7 +57,14 @@ int Openat2(int dirfd, const std::string& path, int flags, uint64_t resolve) {
       syscall(SYS_openat2, dirfd, path.empty() ? "." : path.c_str(), &how, sizeof how));
 }
 
-std::string Quote(absl::string_view s) { return absl::StrCat("\"", absl::CHexEscape(s), "\""); }
+// A path for an error message: escaped, and cut short when hostile input
+// made it huge.
+std::string Quote(absl::string_view s) {
+  if (s.size() > 200) {
+    return absl::StrCat("\"", absl::CHexEscape(s.substr(0, 200)), "...\" (", s.size(), " bytes)");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(s), "\"");
+}
 
 // The two stacked readers, with the outer one (read, decompress, hash) on
 // its own thread so that hashing and decompression overlap with the file

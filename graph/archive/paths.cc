@@ -18,7 +18,8 @@ absl::StatusOr<std::string> CleanPath(absl::string_view raw) {
     if (comp.empty() || comp == ".") continue;
     if (comp == "..") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "path \"", absl::CHexEscape(raw), "\" has a \"..\" component"));
+          "path \"", absl::CHexEscape(raw.substr(0, 200)), raw.size() > 200 ? "..." : "",
+          "\" has a \"..\" component"));
     }
     if (comp.size() > 255) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -46,7 +47,8 @@ absl::Status CheckSymlinkTarget(absl::string_view parent, absl::string_view targ
     if (comp == "..") {
       if (--depth < 0) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "symlink target \"", absl::CHexEscape(target), "\" leads out of the layer"));
+            "symlink target \"", absl::CHexEscape(target.substr(0, 200)), target.size() > 200 ? "..." : "",
+            "\" leads out of the layer"));
       }
     } else {
       ++depth;

@@ -307,7 +307,11 @@ class OverlayDriver : public Driver {
         refs_(absl::StrCat(root_, "/.refs")), plain_options_(PlainDiffOptions()) {}
 
   absl::Status Init() {
-    RETURN_IF_ERROR(Mkdir(root_, 0700));
+    // mkdir -p the root.
+    for (size_t pos = 1; pos != std::string::npos;) {
+      pos = root_.find('/', pos + 1);
+      RETURN_IF_ERROR(Mkdir(root_.substr(0, pos), 0700));
+    }
     RETURN_IF_ERROR(Mkdir(absl::StrCat(root_, "/l"), 0700));
     // Reap half-created / half-removed layers, and restore missing links.
     DIR* d = ::opendir(root_.c_str());
