@@ -40,7 +40,7 @@ TEST_F(VmRunnerTest, SeparatesStreamsPropagatesStatusAndHasDmThin) {
 }
 
 TEST_F(VmRunnerTest, HungGuestIsKilledAtTheTimeout) {
-  auto r = testsupport::Run({runner_, "--timeout", "25", "--", "sleep", "600"});
+  auto r = testsupport::Run({runner_, "--timeout", "12", "--", "sleep", "600"});
   EXPECT_EQ(r.exit_code, 124) << r.Describe();
   EXPECT_NE(r.err.find("timed out"), std::string::npos) << r.err;
 }
