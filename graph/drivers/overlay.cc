@@ -338,6 +338,9 @@ class OverlayDriver : public Driver {
 
   absl::Status Create(const std::string& id, const std::string& parent, const CreateOptions& options) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
+    if (id == "l" || id[0] == '.') {
+      return absl::InvalidArgumentError(absl::StrCat("overlay: layer id \"", id, "\" is reserved"));
+    }
     for (const auto& kv : options.storage_options) {
       return absl::InvalidArgumentError(absl::StrCat("overlay: unsupported storage option \"", kv.first, "\""));
     }
