@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -42,9 +43,11 @@ absl::StatusOr<Locked> Lock(const std::string& dir, const std::string& id, bool 
 }
 
 absl::Status Store(Locked& l, int count) {
-  std::string text = std::to_string(count);
-  if (::ftruncate(l.fd.get(), 0) != 0 ||
-      ::pwrite(l.fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+  // Fixed width, overwritten in place: truncating first would make ext4
+  // flush the file on close (its replace-via-truncate heuristic), ~4 ms.
+  char text[16];
+  int n = std::snprintf(text, sizeof text, "%010d\n", count);
+  if (::pwrite(l.fd.get(), text, static_cast<size_t>(n), 0) != n) {
     return base::ErrnoError(errno, "writing mount reference count");
   }
   l.count = count;
