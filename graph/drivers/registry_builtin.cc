@@ -13,6 +13,8 @@
 namespace graph {
 
 // Each defined in graph/drivers/<name>.cc.
+DriverInfo AufsDriverInfo();
+DriverInfo BtrfsDriverInfo();
 DriverInfo OverlayDriverInfo();
 DriverInfo VfsDriverInfo();
 
@@ -20,6 +22,8 @@ namespace internal {
 
 std::vector<DriverInfo> BuiltinDrivers() {
   std::vector<DriverInfo> drivers;
+  drivers.push_back(AufsDriverInfo());
+  drivers.push_back(BtrfsDriverInfo());
   drivers.push_back(OverlayDriverInfo());
   drivers.push_back(VfsDriverInfo());
   return drivers;

@@ -1,7 +1,6 @@
 #include "graph/store.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -18,29 +17,11 @@
 #include "absl/strings/str_join.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "graph/digest.h"
 #include "graph/store/init_layer.h"
 #include "graph/store/sqlite.h"
 
 namespace graph {
-namespace {
-
-// Store-private until graph/digest.h is shared (graphcore).
-std::string StoreSha256(absl::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(
-                                     reinterpret_cast<const char*>(md), len)));
-}
-
-bool IsSha256Digest(absl::string_view d) {
-  if (!absl::ConsumePrefix(&d, "sha256:") || d.size() != 64) return false;
-  return std::all_of(d.begin(), d.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
-}
-
-}  // namespace
 
 using store::Db;
 using store::Stmt;
@@ -57,7 +38,7 @@ absl::StatusOr<std::string> ChainId(absl::string_view parent_chain_id,
     return absl::InvalidArgumentError(
         absl::StrCat("chain id \"", parent_chain_id, "\" is not sha256:<64 hex>"));
   }
-  return StoreSha256(absl::StrCat(parent_chain_id, " ", diff_id));
+  return Sha256Digest(absl::StrCat(parent_chain_id, " ", diff_id));
 }
 
 std::string NewCacheId() {

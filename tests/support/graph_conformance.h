@@ -5,12 +5,17 @@
 #ifndef DMTHIN_TESTS_SUPPORT_GRAPH_CONFORMANCE_H_
 #define DMTHIN_TESTS_SUPPORT_GRAPH_CONFORMANCE_H_
 
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "graph/driver.h"
 
 namespace graph::testing {
 
@@ -64,6 +69,74 @@ bool KernelHasFilesystem(const std::string& fstype);
 
 // A unique short name for devices, dirs and ids: "<prefix>-<pid>-<n>".
 std::string UniqueName(const std::string& prefix);
+
+// ------------------------------------------------------------ filesystems ---
+
+// One step of building a tree (containerd's fstest appliers). Paths are
+// relative to the tree root ("/etc/hosts" and "etc/hosts" are the same).
+struct FsOp {
+  enum Kind { kFile, kDir, kRemoveAll, kChown, kRename, kLink, kSymlink, kChmod };
+  Kind kind;
+  std::string path;
+  std::string arg;  // kFile: content; kRename/kLink: new path; kSymlink: target
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+using Applier = std::vector<FsOp>;
+
+FsOp CreateFile(const std::string& path, const std::string& content, mode_t mode);
+FsOp CreateDir(const std::string& path, mode_t mode);
+FsOp RemoveAll(const std::string& path);
+FsOp Chown(const std::string& path, uid_t uid, gid_t gid);
+FsOp Chmod(const std::string& path, mode_t mode);
+FsOp Rename(const std::string& from, const std::string& to);
+FsOp Link(const std::string& existing, const std::string& link);
+FsOp Symlink(const std::string& target, const std::string& link);
+
+// Applies `ops` in order under `root` (modes exactly as given: no umask).
+absl::Status Apply(const Applier& ops, const std::string& root);
+
+// Compares two trees entry by entry: type, permission bits (with setuid,
+// setgid, sticky), owner, size and content of files, symlink targets,
+// device numbers. Times and the roots' own metadata are not compared. The
+// error names the first difference.
+absl::Status CheckDirectoryEqual(const std::string& expected, const std::string& actual);
+
+// Mounts `mounts` (as described by Driver::Mounts / LayerStore::Mounts) on
+// `target`: "bind"/"rbind" binds (re-mounted read-only for "ro"); other
+// types pass their options as mount data, with "ro"/"rw" etc. turned into
+// flags. overlay data longer than a page is shortened by mounting from the
+// lower dirs' common parent with relative paths.
+absl::Status MountAll(const std::vector<MountSpec>& mounts, const std::string& target);
+// Unmounts everything stacked on `target`.
+absl::Status UnmountAll(const std::string& target);
+
+// ----------------------------------------------------------- conformance ---
+
+// A driver to run the conformance suite against.
+struct ConformanceTarget {
+  std::string name;    // test suite becomes "Conformance_<name>"
+  std::string driver;  // registry name passed to graph::OpenDriver
+  std::map<std::string, std::string> options;
+  // Where per-test scratch directories go (the driver root lives there, so
+  // its filesystem is what the driver sees); "" = $TMPDIR or /tmp. An error
+  // skips every case with its message (e.g. no btrfs on this kernel).
+  std::function<absl::StatusOr<std::string>()> scratch_parent;
+  // Renaming a directory that came from a lower layer fails with EXDEV
+  // (overlay without redirect_dir, aufs): the Rename case leaves that step
+  // out, as containerd's suite does for overlayfs.
+  bool lower_dir_rename_unsupported = false;
+  // Layers for the deep-stack cases (containerd: 128; graphtest: 50).
+  int deep_layers = 128;
+};
+
+// Registers one gtest per conformance case for `target`. Call from a
+// static initialiser of the test binary (before RUN_ALL_TESTS).
+void RegisterConformanceSuite(const ConformanceTarget& target);
+
+// The names of the cases, in order.
+std::vector<std::string> ConformanceCaseNames();
 
 }  // namespace graph::testing
 

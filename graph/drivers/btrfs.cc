@@ -1,0 +1,230 @@
+// btrfs graph driver: one subvolume per layer under <root>/subvolumes/<id>;
+// a child layer is a writable snapshot of its parent (BTRFS_IOC_* ioctls,
+// no btrfs-progs). Nothing is mounted: Get returns the subvolume directory.
+// Diff/ApplyDiff/Changes use the naive (tree-compare) path with whiteouts
+// applied as deletions, as Docker's btrfs driver does.
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "graph/driver.h"
+#include "graph/drivers/btrfs_subvol.h"
+#include "graph/drivers/naive_diff.h"
+
+namespace graph {
+namespace {
+
+// mkdir -p `path` (0700 for what it creates).
+absl::Status MakeDirs(const std::string& path) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::ErrnoError(errno, absl::StrCat("btrfs: mkdir ", prefix));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The nearest existing ancestor of `path` (the driver root may not exist yet
+// when probed).
+std::string ExistingAncestor(std::string path) {
+  struct stat st;
+  while (!path.empty() && ::stat(path.c_str(), &st) != 0) {
+    auto slash = path.rfind('/');
+    if (slash == std::string::npos) return ".";
+    path = slash == 0 ? "/" : path.substr(0, slash);
+  }
+  return path.empty() ? "." : path;
+}
+
+absl::Status ProbeBtrfs(const DriverOptions& options) {
+  for (const auto& [key, value] : options.options) {
+    if (key.rfind("btrfs.", 0) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("btrfs: unknown option \"", key, "\""));
+    }
+  }
+  if (::geteuid() != 0) {
+    return UnsupportedError(Unsupported::kPrivilege,
+                            "btrfs: deleting subvolumes needs root");
+  }
+  std::string where = ExistingAncestor(options.root.empty() ? "." : options.root);
+  absl::Status on = btrfs::CheckOnBtrfs(where);
+  if (!on.ok()) {
+    if (absl::IsFailedPrecondition(on)) {
+      return UnsupportedError(Unsupported::kBackingFilesystem,
+                              absl::StrCat("btrfs: ", on.message()));
+    }
+    return on;
+  }
+  return absl::OkStatus();
+}
+
+class BtrfsDriver : public Driver {
+ public:
+  explicit BtrfsDriver(std::string root)
+      : root_(std::move(root)), subvols_(root_ + "/subvolumes") {}
+
+  absl::Status Init() {
+    RETURN_IF_ERROR(MakeDirs(subvols_));
+    return btrfs::CheckOnBtrfs(subvols_);
+  }
+
+  std::string Name() const override { return "btrfs"; }
+
+  absl::Status Create(const std::string& id, const std::string& parent,
+                      const CreateOptions& options) override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    for (const auto& [key, value] : options.storage_options) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "btrfs: storage option \"", key, "\" is not supported (no quota groups)"));
+    }
+    if (Exists(id)) {
+      return absl::AlreadyExistsError(absl::StrCat("btrfs: layer ", id, " already exists"));
+    }
+    if (parent.empty()) return btrfs::CreateSubvolume(subvols_, id);
+    RETURN_IF_ERROR(ValidateLayerId(parent));
+    if (!Exists(parent)) {
+      return absl::NotFoundError(absl::StrCat("btrfs: parent layer ", parent, " not found"));
+    }
+    return btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false);
+  }
+
+  absl::Status Remove(const std::string& id) override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      refs_.erase(id);
+    }
+    return btrfs::DeleteSubvolume(Dir(id));
+  }
+
+  absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    if (!mount_label.empty()) {
+      return absl::InvalidArgumentError("btrfs: mount labels need a mount; btrfs layers are not mounted");
+    }
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    std::lock_guard<std::mutex> lock(mu_);
+    refs_[id]++;
+    return Dir(id);
+  }
+
+  absl::Status Put(const std::string& id) override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    std::lock_guard<std::mutex> lock(mu_);
+    // Nothing to unmount; tolerate a Put from another process's Get.
+    auto it = refs_.find(id);
+    if (it != refs_.end() && --it->second <= 0) refs_.erase(it);
+    return absl::OkStatus();
+  }
+
+  bool Exists(const std::string& id) const override {
+    if (!ValidateLayerId(id).ok()) return false;
+    absl::StatusOr<bool> sub = btrfs::IsSubvolume(Dir(id));
+    return sub.ok() && *sub;
+  }
+
+  absl::StatusOr<std::vector<std::string>> List() const override {
+    DIR* dir = ::opendir(subvols_.c_str());
+    if (dir == nullptr) return base::ErrnoError(errno, absl::StrCat("btrfs: opendir ", subvols_));
+    std::vector<std::string> ids;
+    errno = 0;
+    while (struct dirent* e = ::readdir(dir)) {
+      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+      ids.emplace_back(e->d_name);
+    }
+    int err = errno;
+    ::closedir(dir);
+    if (err != 0) return base::ErrnoError(err, absl::StrCat("btrfs: readdir ", subvols_));
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  std::vector<std::pair<std::string, std::string>> Status() const override {
+    std::vector<std::pair<std::string, std::string>> out;
+    out.emplace_back("Backing Filesystem", "btrfs");
+    out.emplace_back("Supports d_type", "true");
+    out.emplace_back("Native Diff", "false");
+    out.emplace_back("Subvolume Root", subvols_);
+    absl::StatusOr<std::vector<std::string>> ids = List();
+    out.emplace_back("Layers", ids.ok() ? std::to_string(ids->size()) : "?");
+    struct statfs st;
+    if (::statfs(subvols_.c_str(), &st) == 0) {
+      out.emplace_back("Space Available",
+                       std::to_string(static_cast<uint64_t>(st.f_bavail) * st.f_bsize));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::map<std::string, std::string>> Metadata(const std::string& id) const override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    return std::map<std::string, std::string>{{"Dir", Dir(id)}};
+  }
+
+  absl::Status Cleanup() override { return absl::OkStatus(); }
+
+  absl::StatusOr<DiffResult> Diff(const std::string& id, const std::string& parent,
+                                  ByteSink& sink) override {
+    return NaiveDiff(*this, id, parent, sink);
+  }
+
+  absl::StatusOr<ApplyDiffResult> ApplyDiff(const std::string& id, const std::string& parent,
+                                            ByteSource& source) override {
+    (void)parent;  // the snapshot already holds the parent's files
+    return NaiveApplyDiff(*this, id, source, WhiteoutFormat::kDelete);
+  }
+
+  absl::StatusOr<std::vector<Change>> Changes(const std::string& id,
+                                              const std::string& parent) override {
+    return NaiveChanges(*this, id, parent);
+  }
+
+  absl::StatusOr<int64_t> DiffSize(const std::string& id, const std::string& parent) override {
+    return NaiveDiffSize(*this, id, parent);
+  }
+
+  absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& id) const override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    return std::vector<MountSpec>{{"bind", Dir(id), "", {"rbind", "rw"}}};
+  }
+
+ private:
+  std::string Dir(const std::string& id) const { return absl::StrCat(subvols_, "/", id); }
+
+  std::string root_;
+  std::string subvols_;
+  std::mutex mu_;
+  std::map<std::string, int> refs_;
+};
+
+}  // namespace
+
+DriverInfo BtrfsDriverInfo() {
+  DriverInfo info;
+  info.name = "btrfs";
+  info.priority = 20;
+  info.probe = ProbeBtrfs;
+  info.create = [](const DriverOptions& options) -> absl::StatusOr<std::unique_ptr<Driver>> {
+    RETURN_IF_ERROR(ProbeBtrfs(options));
+    auto driver = std::make_unique<BtrfsDriver>(options.root);
+    RETURN_IF_ERROR(driver->Init());
+    return std::unique_ptr<Driver>(std::move(driver));
+  };
+  return info;
+}
+
+}  // namespace graph
