@@ -775,4 +775,20 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
   return report;
 }
 
+absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
+    const std::string& root, const std::string& driver_name,
+    const std::map<std::string, std::string>& options) {
+  if (root.empty()) return absl::InvalidArgumentError("layer store needs a root directory");
+  ASSIGN_OR_RETURN(std::string recorded, LayerStore::RecordedDriver(root));
+  std::string name = driver_name;
+  if (name.empty()) name = recorded;
+  if (!recorded.empty() && name != recorded) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "layer store ", root, " was created with driver \"", recorded, "\", not \"", name, "\""));
+  }
+  RETURN_IF_ERROR(MakeDir(root, 0700));
+  ASSIGN_OR_RETURN(std::unique_ptr<Driver> driver, OpenDriver(name, root, options));
+  return LayerStore::Open(root, std::move(driver));
+}
+
 }  // namespace graph

@@ -178,6 +178,15 @@ class LayerStore {
   std::unique_ptr<Impl> impl_;
 };
 
+// Opens the store kept in `root`: the registry in `root` itself and the
+// driver in `root`/<driver>. `driver_name` "" means the driver the store
+// was created with, or, for a new store, the first driver in priority order
+// that this machine supports (graph::OpenDriver). Asking for a driver other
+// than the recorded one is FailedPrecondition.
+absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
+    const std::string& root, const std::string& driver_name,
+    const std::map<std::string, std::string>& options = {});
+
 }  // namespace graph
 
 #endif  // DMTHIN_GRAPH_STORE_H_

@@ -1,0 +1,142 @@
+/* libgraph C ABI: container image and container layers for runtimes in any
+ * language.
+ *
+ * A store lives in one root directory: the layer registry (layers.db) and
+ * one directory per graph driver (overlay, btrfs, vfs, aufs, devicemapper).
+ * Image layers are imported from OCI layer tarballs and named by chain id
+ * ("sha256:<hex>"); container layers ("active", read-write) and views
+ * (read-only) are named by the caller and sit on a committed layer.
+ *
+ * Conventions:
+ *  - Every call returns GRAPH_OK (0) or a graph_error code; the message of
+ *    the last failure on the calling thread is graph_last_error().
+ *  - Strings handed out by the library are malloc'd; free them with
+ *    graph_free() (or the matching *_free function for structures).
+ *  - No C++ types cross this boundary; handles are opaque.
+ *  - A graph_store handle may be used by one thread at a time; several
+ *    handles (in one or several processes) may share a root.
+ */
+#ifndef DMTHIN_GRAPH_C_H_
+#define DMTHIN_GRAPH_C_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GRAPH_ABI_VERSION 1
+
+typedef enum graph_error {
+  GRAPH_OK = 0,
+  GRAPH_EINVAL = 1,        /* bad argument (name, option, tarball path) */
+  GRAPH_ENOTFOUND = 2,     /* no such layer / driver */
+  GRAPH_EEXIST = 3,        /* name already taken */
+  GRAPH_EPRECONDITION = 4, /* not now: layer has children, wrong kind, ... */
+  GRAPH_EUNSUPPORTED = 5,  /* the kernel or filesystem cannot serve the driver */
+  GRAPH_EPERM = 6,         /* permission denied */
+  GRAPH_EDATA = 7,         /* corrupt or hostile input (tarball), data loss */
+  GRAPH_EBUSY = 8,         /* resource busy / temporarily unavailable */
+  GRAPH_ENOSPC = 9,        /* out of space */
+  GRAPH_EIO = 10,          /* anything else: I/O or internal error */
+  GRAPH_ENOMEM = 11
+} graph_error;
+
+/* A short fixed description of a code ("not found"). Never NULL. */
+const char* graph_strerror(int code);
+
+/* The message of the last failed call on this thread ("" if none). Valid
+ * until the next libgraph call on this thread. */
+const char* graph_last_error(void);
+
+/* "0.1.0" */
+const char* graph_version(void);
+
+void graph_free(void* p);
+
+typedef struct graph_store graph_store;
+
+/* Opens (creating if needed) the store at `root` with driver `driver`
+ * ("overlay", "btrfs", "vfs", "aufs", ...). NULL or "" uses the driver the
+ * store was created with, or else the first driver, in priority order, that
+ * this machine supports. */
+int graph_store_open(const char* root, const char* driver, graph_store** out);
+
+/* Unmounts what this handle mounted and frees it. NULL is fine. */
+void graph_store_close(graph_store* store);
+
+/* The driver's name ("overlay"); valid while the store is open. */
+const char* graph_store_driver(const graph_store* store);
+
+/* Imports an OCI layer tar (plain, gzip or zstd) read from `fd` on image
+ * layer `parent` (a chain id, or NULL for a base layer). On success
+ * *chain_id gets the new (or existing) layer's chain id. */
+int graph_import_fd(graph_store* store, int fd, const char* parent, char** chain_id);
+
+enum {
+  GRAPH_LAYER_ACTIVE = 0,   /* read-write layer (containerd Prepare) */
+  GRAPH_LAYER_VIEW = 1,     /* read-only view (containerd View) */
+  GRAPH_CREATE_INIT = 0x10  /* with ACTIVE: Docker-style init layer below */
+};
+
+/* Creates layer `name` of `flags` kind on committed layer `parent` (NULL =
+ * empty). */
+int graph_create(graph_store* store, const char* name, const char* parent, int flags);
+
+/* Active layer `key` becomes committed layer `name`. */
+int graph_commit(graph_store* store, const char* name, const char* key);
+
+/* Drops a reference to layer `name`; the last one removes it. */
+int graph_remove(graph_store* store, const char* name);
+
+/* Mounts the full view of `name`; *path gets the directory. Each mount
+ * needs one graph_umount. */
+int graph_mount(graph_store* store, const char* name, char** path);
+int graph_umount(graph_store* store, const char* name);
+
+/* Writes layer `name`'s own changes as an uncompressed OCI layer tar to
+ * `fd`; *diff_id (may be NULL) gets its "sha256:<hex>". */
+int graph_diff_fd(graph_store* store, const char* name, int fd, char** diff_id);
+
+enum { GRAPH_CHANGE_MODIFY = 0, GRAPH_CHANGE_ADD = 1, GRAPH_CHANGE_DELETE = 2 };
+
+typedef struct graph_change {
+  char* path; /* "/etc/hosts" */
+  int kind;   /* GRAPH_CHANGE_* */
+} graph_change;
+
+/* Layer `name`'s changes against what is below it, sorted by path. */
+int graph_changes(graph_store* store, const char* name, graph_change** changes, size_t* count);
+void graph_changes_free(graph_change* changes, size_t count);
+
+typedef struct graph_layer_info {
+  char* name;
+  char* kind;      /* "committed", "active", "view" */
+  char* parent;    /* "" for a base layer */
+  char* cache_id;  /* the driver's id */
+  char* diff_id;   /* imported layers, else "" */
+  char* chain_id;  /* imported layers, else "" */
+  int64_t size;    /* imported layers: bytes of content */
+  int64_t refs;
+  int64_t children;
+  int64_t created_unix_nanos;
+} graph_layer_info;
+
+int graph_layer_stat(graph_store* store, const char* name, graph_layer_info** info);
+void graph_layer_info_free(graph_layer_info* info);
+
+/* Every visible layer, sorted by name. */
+int graph_list(graph_store* store, char*** names, size_t* count);
+void graph_strings_free(char** strings, size_t count);
+
+/* Compares registry and driver; with `repair` non-zero, reaps interrupted
+ * operations and orphans. *problems (may be NULL) gets how many problems
+ * were found; *report (may be NULL) a human-readable report. */
+int graph_check(graph_store* store, int repair, size_t* problems, char** report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DMTHIN_GRAPH_C_H_ */

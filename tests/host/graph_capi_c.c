@@ -1,0 +1,169 @@
+/* C11 test program for libgraph's C ABI (graph.h), linked against
+ * libgraph.so. Usage: graph_capi_c ROOT DRIVER
+ * Builds a layer through the API, exports it as a tar, imports the tar as an
+ * image layer, runs a container layer (with init layer) on it, and checks
+ * mount, changes, diff, errors and cleanup. Prints "PASS" and exits 0, or
+ * prints what failed and exits 1. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "graph.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "%s:%d: check failed: %s (last error: %s)\n", __FILE__, \
+              __LINE__, #cond, graph_last_error());                          \
+      failures++;                                                            \
+    }                                                                        \
+  } while (0)
+
+#define MUST(call)                                                            \
+  do {                                                                        \
+    int rc_ = (call);                                                         \
+    if (rc_ != GRAPH_OK) {                                                    \
+      fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #call, \
+              graph_strerror(rc_), graph_last_error());                       \
+      return 1;                                                               \
+    }                                                                         \
+  } while (0)
+
+static int write_file(const char* dir, const char* name, const char* content) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  FILE* f = fopen(path, "w");
+  if (f == NULL) return -1;
+  fputs(content, f);
+  return fclose(f);
+}
+
+static int file_exists(const char* dir, const char* name) {
+  char path[4096];
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  return lstat(path, &st) == 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s ROOT DRIVER\n", argv[0]);
+    return 2;
+  }
+  const char* root = argv[1];
+  const char* driver = argv[2];
+  graph_store* store = NULL;
+
+  /* Errors come back as codes with messages. */
+  CHECK(graph_store_open(root, "no-such-driver", &store) == GRAPH_ENOTFOUND);
+  CHECK(store == NULL);
+  CHECK(strstr(graph_last_error(), "no-such-driver") != NULL);
+  CHECK(graph_store_open(NULL, driver, &store) == GRAPH_EINVAL);
+  CHECK(strcmp(graph_strerror(GRAPH_EEXIST), "already exists") == 0);
+
+  MUST(graph_store_open(root, driver, &store));
+  CHECK(strcmp(graph_store_driver(store), driver) == 0);
+  CHECK(strlen(graph_version()) > 0);
+
+  /* Build a layer by hand and export it. */
+  MUST(graph_create(store, "build", NULL, GRAPH_LAYER_ACTIVE));
+  char* dir = NULL;
+  MUST(graph_mount(store, "build", &dir));
+  CHECK(write_file(dir, "hello.txt", "hello from C\n") == 0);
+  {
+    char sub[4096];
+    snprintf(sub, sizeof(sub), "%s/etc", dir);
+    CHECK(mkdir(sub, 0755) == 0);
+  }
+  CHECK(write_file(dir, "etc/os-release", "ID=capi\n") == 0);
+  graph_free(dir);
+  MUST(graph_umount(store, "build"));
+  MUST(graph_commit(store, "built", "build"));
+
+  char tar_path[] = "/tmp/graph-capi-XXXXXX";
+  int fd = mkstemp(tar_path);
+  CHECK(fd >= 0);
+  unlink(tar_path);
+  char* diff_id = NULL;
+  MUST(graph_diff_fd(store, "built", fd, &diff_id));
+  CHECK(strncmp(diff_id, "sha256:", 7) == 0 && strlen(diff_id) == 71);
+
+  /* Import it: a base layer's chain id is its diff id. */
+  CHECK(lseek(fd, 0, SEEK_SET) == 0);
+  char* chain = NULL;
+  MUST(graph_import_fd(store, fd, NULL, &chain));
+  CHECK(strcmp(chain, diff_id) == 0);
+  close(fd);
+
+  graph_layer_info* info = NULL;
+  MUST(graph_layer_stat(store, chain, &info));
+  CHECK(strcmp(info->kind, "committed") == 0);
+  CHECK(strcmp(info->diff_id, diff_id) == 0);
+  CHECK(info->size == (int64_t)(strlen("hello from C\n") + strlen("ID=capi\n")));
+  CHECK(info->refs == 1);
+  graph_layer_info_free(info);
+
+  /* A container layer with an init layer below it. */
+  MUST(graph_create(store, "ctr", chain, GRAPH_LAYER_ACTIVE | GRAPH_CREATE_INIT));
+  CHECK(graph_create(store, "ctr", chain, GRAPH_LAYER_ACTIVE) == GRAPH_EEXIST);
+  CHECK(graph_create(store, "x", "ctr", GRAPH_LAYER_ACTIVE) == GRAPH_EPRECONDITION);
+  CHECK(graph_create(store, "x", chain, 0x100) == GRAPH_EINVAL);
+  MUST(graph_mount(store, "ctr", &dir));
+  CHECK(file_exists(dir, "hello.txt"));
+  CHECK(file_exists(dir, "etc/hosts"));
+  CHECK(file_exists(dir, "etc/resolv.conf"));
+  CHECK(write_file(dir, "etc/motd", "welcome\n") == 0);
+  {
+    char victim[4096];
+    snprintf(victim, sizeof(victim), "%s/hello.txt", dir);
+    CHECK(unlink(victim) == 0);
+  }
+  graph_free(dir);
+  MUST(graph_umount(store, "ctr"));
+
+  graph_change* changes = NULL;
+  size_t n = 0;
+  MUST(graph_changes(store, "ctr", &changes, &n));
+  CHECK(n == 3);
+  if (n == 3) {
+    CHECK(strcmp(changes[0].path, "/etc") == 0 && changes[0].kind == GRAPH_CHANGE_MODIFY);
+    CHECK(strcmp(changes[1].path, "/etc/motd") == 0 && changes[1].kind == GRAPH_CHANGE_ADD);
+    CHECK(strcmp(changes[2].path, "/hello.txt") == 0 && changes[2].kind == GRAPH_CHANGE_DELETE);
+  }
+  graph_changes_free(changes, n);
+
+  char** names = NULL;
+  MUST(graph_list(store, &names, &n));
+  CHECK(n == 3); /* built, chain, ctr */
+  graph_strings_free(names, n);
+
+  CHECK(graph_remove(store, chain) == GRAPH_EPRECONDITION); /* ctr sits on it */
+  MUST(graph_remove(store, "ctr"));
+  MUST(graph_remove(store, chain));
+  MUST(graph_remove(store, "built"));
+  CHECK(graph_layer_stat(store, chain, &info) == GRAPH_ENOTFOUND);
+
+  size_t problems = 99;
+  char* report = NULL;
+  MUST(graph_check(store, 0, &problems, &report));
+  CHECK(problems == 0);
+  if (problems != 0) fprintf(stderr, "%s", report);
+  graph_free(report);
+  graph_free(chain);
+  graph_free(diff_id);
+  graph_store_close(store);
+
+  if (failures != 0) {
+    printf("FAIL (%d checks)\n", failures);
+    return 1;
+  }
+  printf("PASS\n");
+  return 0;
+}
