@@ -1,6 +1,6 @@
 // The driver conformance suite (tests/support/graph_conformance.*) against
 // every driver the host kernel can serve: btrfs on a loop-mounted btrfs
-// image; aufs, which this kernel lacks, so every case skips with the reason.
+// image; vfs in /tmp; aufs, which this kernel lacks, so every case skips with the reason.
 #include <memory>
 #include <mutex>
 
@@ -34,6 +34,11 @@ const bool registered = [] {
   btrfs.name = btrfs.driver = "btrfs";
   btrfs.scratch_parent = BtrfsScratch;
   RegisterConformanceSuite(btrfs);
+
+  ConformanceTarget vfs;
+  vfs.name = vfs.driver = "vfs";
+  vfs.deep_layers = 64;  // a full copy per layer: keep the run short
+  RegisterConformanceSuite(vfs);
 
   ConformanceTarget aufs;
   aufs.name = aufs.driver = "aufs";
