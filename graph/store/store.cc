@@ -449,8 +449,10 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
   };
   std::string below = parent_cache;
   if (!init_id.empty()) {
+    // Read-write, as Docker's CreateReadWrite of "<id>-init": it is
+    // written through Get below.
     CreateOptions init_opts;
-    init_opts.read_write = false;
+    init_opts.read_write = true;
     if (absl::Status s = driver_->Create(init_id, parent_cache, init_opts); !s.ok()) {
       return undo(base::Annotate(s, "create init layer"));
     }
