@@ -84,8 +84,9 @@ absl::Status MakeControlNode(const std::string& path, DevNum dev) {
   return absl::OkStatus();
 }
 
-absl::Status IoctlError(int err, const CommandInfo& info, absl::string_view device,
+absl::Status IoctlError(int err, const CommandInfo& info, const DeviceLabel& label,
                         const struct dm_ioctl& header) {
+  std::string device = label.ToString();
   absl::Status s = base::ErrnoError(
       err, device.empty() ? absl::string_view(info.name)
                           : absl::StrCat(info.name, " ", device));
@@ -94,8 +95,9 @@ absl::Status IoctlError(int err, const CommandInfo& info, absl::string_view devi
   return s;
 }
 
-absl::Status WithContext(absl::Status s, const CommandInfo& info, absl::string_view device) {
+absl::Status WithContext(absl::Status s, const CommandInfo& info, const DeviceLabel& label) {
   if (s.ok()) return s;
+  std::string device = label.ToString();
   absl::Status out = base::Annotate(
       s, device.empty() ? absl::string_view(info.name) : absl::StrCat(info.name, " ", device));
   out.SetPayload(kCommandPayload, absl::Cord(info.name));
@@ -196,15 +198,21 @@ absl::StatusOr<std::unique_ptr<Control>> Control::Open(ControlOptions options) {
   return c;
 }
 
+std::string DeviceLabel::ToString() const {
+  if (id_ == nullptr) return std::string(text_);
+  if (message_.empty()) return id_->ToString();
+  return absl::StrCat(id_->ToString(), " message '", message_, "'");
+}
+
 absl::Status Control::Run(const wire::Request& request,
                           absl::FunctionRef<absl::Status(const wire::Response&)> on_reply,
-                          absl::string_view device) const {
+                          const DeviceLabel& device) const {
   return RunOn(fd_.get(), request, on_reply, device);
 }
 
 absl::Status Control::RunOn(int fd, const wire::Request& request,
                             absl::FunctionRef<absl::Status(const wire::Response&)> on_reply,
-                            absl::string_view device) const {
+                            const DeviceLabel& device) const {
   const CommandInfo& info = GetCommandInfo(request.command);
   Version need = std::max(info.min_version, MinVersionForFlags(request.flags));
   if (version_.major != 0 && version_ < need)
@@ -243,7 +251,7 @@ absl::Status Control::RunOn(int fd, const wire::Request& request,
 }
 
 absl::StatusOr<struct dm_ioctl> Control::RunHeader(const wire::Request& request,
-                                                   absl::string_view device) const {
+                                                   const DeviceLabel& device) const {
   struct dm_ioctl header;
   RETURN_IF_ERROR(Run(
       request,
@@ -299,7 +307,8 @@ absl::StatusOr<DeviceInfo> Control::Create(const Name& name, const CreateOptions
     req.flags |= DM_PERSISTENT_DEV_FLAG;
     req.dev = options.dev->ToKernel();
   }
-  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, absl::StrCat("name=", name.str())));
+  const DevId id(name);
+  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id));
   return DeviceInfo::FromHeader(h);
 }
 
@@ -313,14 +322,14 @@ absl::Status Control::Load(const DevId& id, const Table& table, bool read_only) 
   for (const Target& t : table.targets())
     req.targets.push_back(
         wire::TargetSpec{t.start.value(), t.length.value(), t.type(), t.FormatParams()});
-  return RunHeader(req, id.ToString()).status();
+  return RunHeader(req, id).status();
 }
 
 absl::Status Control::ClearInactive(const DevId& id) const {
   wire::Request req;
   req.command = Command::kTableClear;
   RETURN_IF_ERROR(FillDevice(id, &req));
-  return RunHeader(req, id.ToString()).status();
+  return RunHeader(req, id).status();
 }
 
 absl::StatusOr<DeviceInfo> Control::Suspend(const DevId& id, const SuspendOptions& options) const {
@@ -330,7 +339,7 @@ absl::StatusOr<DeviceInfo> Control::Suspend(const DevId& id, const SuspendOption
   req.flags = DM_SUSPEND_FLAG;
   if (options.noflush) req.flags |= DM_NOFLUSH_FLAG;
   if (options.skip_lockfs) req.flags |= DM_SKIP_LOCKFS_FLAG;
-  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id.ToString()));
+  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id));
   return DeviceInfo::FromHeader(h);
 }
 
@@ -344,7 +353,7 @@ absl::StatusOr<DeviceInfo> Control::Resume(const DevId& id) const {
     auto w = internal::UdevWaiter::Start();
     if (w.ok()) waiter = *std::move(w);
   }
-  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id.ToString()));
+  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id));
   DeviceInfo info = DeviceInfo::FromHeader(h);
   if (node_mode_ == NodeMode::kNone || !info.live_table()) return info;
   std::string path = NodePath(info.name);
@@ -375,7 +384,7 @@ absl::StatusOr<Removal> Control::Remove(const DevId& id, const RemoveOptions& op
       auto w = internal::UdevWaiter::Start();
       if (w.ok()) waiter = *std::move(w);
     }
-    absl::StatusOr<struct dm_ioctl> r = RunHeader(req, id.ToString());
+    absl::StatusOr<struct dm_ioctl> r = RunHeader(req, id);
     if (r.ok()) {
       h = *r;
       break;
@@ -436,7 +445,7 @@ absl::StatusOr<DeviceInfo> Control::Info(const DevId& id) const {
   wire::Request req;
   req.command = Command::kDevStatus;
   RETURN_IF_ERROR(FillDevice(id, &req));
-  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id.ToString()));
+  ASSIGN_OR_RETURN(struct dm_ioctl h, RunHeader(req, id));
   return DeviceInfo::FromHeader(h);
 }
 
@@ -508,7 +517,7 @@ absl::StatusOr<std::vector<wire::TargetLine>> Control::Status(const DevId& id,
         ASSIGN_OR_RETURN(out, wire::DecodeTargets(r));
         return absl::OkStatus();
       },
-      id.ToString()));
+      id));
   return out;
 }
 
@@ -526,7 +535,7 @@ absl::StatusOr<std::vector<wire::TargetLine>> Control::TableLines(const DevId& i
         ASSIGN_OR_RETURN(out, wire::DecodeTargets(r));
         return absl::OkStatus();
       },
-      id.ToString()));
+      id));
   return out;
 }
 
@@ -552,7 +561,7 @@ absl::StatusOr<std::vector<DevNum>> Control::Deps(const DevId& id, bool inactive
         ASSIGN_OR_RETURN(out, wire::DecodeDeps(r));
         return absl::OkStatus();
       },
-      id.ToString()));
+      id));
   return out;
 }
 
@@ -571,7 +580,7 @@ absl::StatusOr<std::string> Control::Message(const DevId& id, Sectors sector,
         ASSIGN_OR_RETURN(out, wire::DecodeMessageResult(r));
         return absl::OkStatus();
       },
-      absl::StrCat(id.ToString(), " message '", message, "'")));
+      DeviceLabel(id, message)));
   return out;
 }
 
@@ -588,7 +597,7 @@ absl::StatusOr<WaitResult> Control::WaitEvent(const DevId& id, uint32_t event_nr
         ASSIGN_OR_RETURN(out.status, wire::DecodeTargets(r));
         return absl::OkStatus();
       },
-      id.ToString()));
+      id));
   return out;
 }
 
@@ -601,7 +610,7 @@ absl::Status Control::SetGeometry(const DevId& id, const Geometry& g) const {
   req.command = Command::kDevSetGeometry;
   RETURN_IF_ERROR(FillDevice(id, &req));
   req.text = absl::StrCat(g.cylinders, " ", g.heads, " ", g.sectors, " ", g.start);
-  return RunHeader(req, id.ToString()).status();
+  return RunHeader(req, id).status();
 }
 
 absl::StatusOr<std::vector<wire::TargetVersion>> Control::ListVersions() const {

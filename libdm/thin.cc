@@ -30,6 +30,21 @@ bool Fraction(absl::string_view s, uint64_t* used, uint64_t* total) {
   return Number(p.first, used) && Number(p.second, total) && *used <= *total;
 }
 
+// Splits on spaces/tabs/newlines into at most `max` words without
+// allocating; returns the number of words found (which may exceed max).
+size_t SplitWords(absl::string_view s, absl::string_view* out, size_t max) {
+  size_t n = 0, i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) ++i;
+    if (i == s.size()) break;
+    size_t start = i;
+    while (i < s.size() && s[i] != ' ' && s[i] != '\t' && s[i] != '\n') ++i;
+    if (n < max) out[n] = s.substr(start, i - start);
+    ++n;
+  }
+  return n;
+}
+
 absl::Status BadStatus(absl::string_view what, absl::string_view text, absl::string_view why) {
   return absl::InvalidArgumentError(
       absl::StrCat("bad ", what, " status '", text, "': ", why));
@@ -46,21 +61,21 @@ absl::Status CheckId(uint32_t id, absl::string_view what) {
 
 absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
   constexpr absl::string_view kWhat = "thin-pool";
-  std::vector<absl::string_view> w =
-      absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+  absl::string_view w[10];
+  const size_t size = SplitWords(text, w, 10);
   ThinPoolStatus s;
-  if (w.size() == 1 && w[0] == "Fail") {
+  if (size == 1 && w[0] == "Fail") {
     s.health = ThinPoolStatus::Health::kFail;
     return s;
   }
-  if (w.size() == 1 && w[0] == "Error") {
+  if (size == 1 && w[0] == "Error") {
     s.health = ThinPoolStatus::Health::kError;
     return s;
   }
-  if (w.size() < 5)
-    return BadStatus(kWhat, text, absl::StrCat("has ", w.size(), " fields, want at least 5"));
-  if (w.size() > 9)
-    return BadStatus(kWhat, text, absl::StrCat("has ", w.size(), " fields, want at most 9"));
+  if (size < 5)
+    return BadStatus(kWhat, text, absl::StrCat("has ", size, " fields, want at least 5"));
+  if (size > 9)
+    return BadStatus(kWhat, text, absl::StrCat("has ", size, " fields, want at most 9"));
   uint64_t a, b;
   if (!Number(w[0], &s.transaction_id))
     return BadStatus(kWhat, text, "transaction id is not a number");
@@ -83,7 +98,7 @@ absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
     s.mode = ThinPoolStatus::Mode::kOutOfDataSpace;
   else
     return BadStatus(kWhat, text, absl::StrCat("unknown mode '", w[4], "'"));
-  if (w.size() > 5) {
+  if (size > 5) {
     if (w[5] == "discard_passdown")
       s.discard = ThinPoolStatus::Discard::kPassdown;
     else if (w[5] == "no_discard_passdown")
@@ -93,7 +108,7 @@ absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
     else
       return BadStatus(kWhat, text, absl::StrCat("unknown discard mode '", w[5], "'"));
   }
-  if (w.size() > 6) {
+  if (size > 6) {
     if (w[6] == "queue_if_no_space")
       s.no_space = ThinPoolStatus::NoSpace::kQueue;
     else if (w[6] == "error_if_no_space")
@@ -101,13 +116,13 @@ absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
     else
       return BadStatus(kWhat, text, absl::StrCat("unknown no-space policy '", w[6], "'"));
   }
-  if (w.size() > 7) {
+  if (size > 7) {
     if (w[7] == "needs_check")
       s.needs_check = true;
     else if (w[7] != "-")
       return BadStatus(kWhat, text, absl::StrCat("unknown check flag '", w[7], "'"));
   }
-  if (w.size() > 8) {
+  if (size > 8) {
     if (!Number(w[8], &a))
       return BadStatus(kWhat, text, "metadata low watermark is not a number");
     s.metadata_low_watermark = MetaBlocks(a);
@@ -146,17 +161,17 @@ std::string FormatThinPoolStatus(const ThinPoolStatus& s) {
 
 absl::StatusOr<ThinStatus> ParseThinStatus(absl::string_view text) {
   constexpr absl::string_view kWhat = "thin";
-  std::vector<absl::string_view> w =
-      absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+  absl::string_view w[3];
+  size_t size = SplitWords(text, w, 3);
   ThinStatus s;
-  if (w.size() == 1) {
+  if (size == 1) {
     if (w[0] == "Fail") s.health = ThinStatus::Health::kFail;
     else if (w[0] == "Error") s.health = ThinStatus::Health::kError;
     else if (w[0] == "-") s.health = ThinStatus::Health::kUnavailable;
     else return BadStatus(kWhat, text, "unknown single-word status");
     return s;
   }
-  if (w.size() != 2) return BadStatus(kWhat, text, absl::StrCat("has ", w.size(), " fields, want 2"));
+  if (size != 2) return BadStatus(kWhat, text, absl::StrCat("has ", size, " fields, want 2"));
   uint64_t v;
   if (!Number(w[0], &v)) return BadStatus(kWhat, text, "mapped sectors is not a number");
   s.mapped = Sectors(v);

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sys/wait.h>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -708,6 +710,93 @@ TEST_F(DmsetupCrossCheck, DevicesDmsetupMakes) {
   EXPECT_EQ(dm_->GetThinStatus(thin)->mapped, Sectors(0));
   Agree(thin);
 }
+
+// ---- udev mode: with a udevd running (started here when none is), nodes
+// are udev's symlinks and libdm waits for them instead of making its own.
+
+namespace udev_mode {
+
+bool UdevdAlive() {
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string n = e.path().filename();
+    if (n.empty() || !isdigit(static_cast<unsigned char>(n[0]))) continue;
+    std::ifstream comm(e.path() / "comm");
+    std::string c;
+    if (std::getline(comm, c) && (c == "systemd-udevd" || c == "udevd")) return true;
+  }
+  return false;
+}
+
+class LibdmUdevTest : public LibdmTest {
+ protected:
+  static void SetUpTestSuite() {
+    if (access("/dev/mapper/control", F_OK) != 0) return;
+    if (access("/run/udev/control", F_OK) == 0 && UdevdAlive()) return;
+    const char* udevd = "/lib/systemd/systemd-udevd";
+    if (access(udevd, X_OK) != 0) return;
+    std::filesystem::create_directories("/run/udev");
+    pid_t pid = fork();
+    if (pid == 0) {
+      int null = open("/dev/null", O_RDWR);
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+      setenv("SYSTEMD_IGNORE_CHROOT", "1", 1);
+      execl(udevd, "systemd-udevd", "--resolve-names=never", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    started_ = pid;
+    for (int i = 0; i < 100 && access("/run/udev/control", F_OK) != 0; ++i)
+      absl::SleepFor(absl::Milliseconds(50));
+  }
+  static void TearDownTestSuite() {
+    if (started_ > 0) {
+      kill(started_, SIGTERM);
+      waitpid(started_, nullptr, 0);
+      started_ = -1;
+    }
+  }
+  void SetUp() override {
+    LibdmTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    if (access("/run/udev/control", F_OK) != 0 || !UdevdAlive())
+      GTEST_SKIP() << "no udevd could be started here";
+    if (dm_->node_mode() != NodeMode::kUdev) {
+      ControlOptions o;
+      o.node_mode = NodeMode::kUdev;
+      auto c = Control::Open(o);
+      ASSERT_TRUE(c.ok()) << c.status();
+      dm_ = *std::move(c);
+    }
+  }
+  static pid_t started_;
+};
+pid_t LibdmUdevTest::started_ = -1;
+
+TEST_F(LibdmUdevTest, AutoModeDetectsUdev) {
+  auto c = Control::Open();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->node_mode(), NodeMode::kUdev);
+}
+
+TEST_F(LibdmUdevTest, NodesAreUdevsAndWaitedFor) {
+  Name a = N("udev-a"), b = N("udev-b");
+  ASSERT_OK_AND_ASSIGN(DeviceInfo info, dm_->CreateDevice(a, Table::Single(Sectors(8), ZeroTarget{})));
+  std::string pa = dm_->NodePath(a.str()), pb = dm_->NodePath(b.str());
+  // Returned only once udev made its link (a symlink: not our fallback node).
+  struct stat st;
+  ASSERT_EQ(lstat(pa.c_str(), &st), 0) << pa;
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(*DevNum::FromPath(pa), info.dev);
+  ASSERT_OK(dm_->Rename(a, b));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(pa)));
+  ASSERT_EQ(lstat(pb.c_str(), &st), 0) << pb;
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  ASSERT_OK(dm_->Remove(b).status());
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(pb)));
+}
+
+}  // namespace udev_mode
 
 }  // namespace
 }  // namespace dm

@@ -127,6 +127,24 @@ struct WaitResult {
   std::vector<wire::TargetLine> status;
 };
 
+// Names the device an ioctl is about, for error messages only: formatted
+// when an error is reported, never on the success path.
+class DeviceLabel {
+ public:
+  DeviceLabel() = default;
+  DeviceLabel(absl::string_view text) : text_(text) {}  // NOLINT
+  DeviceLabel(const char* text) : text_(text) {}        // NOLINT
+  DeviceLabel(const std::string& text) : text_(text) {}  // NOLINT
+  DeviceLabel(const DevId& id, absl::string_view message = "")  // NOLINT
+      : id_(&id), message_(message) {}
+  std::string ToString() const;
+
+ private:
+  absl::string_view text_;
+  const DevId* id_ = nullptr;
+  absl::string_view message_;
+};
+
 class Control {
  public:
   // Opens the control node, creating it (and /dev/mapper) from
@@ -149,10 +167,10 @@ class Control {
   // alive. `device` names the device in errors.
   absl::Status Run(const wire::Request& request,
                    absl::FunctionRef<absl::Status(const wire::Response&)> on_reply,
-                   absl::string_view device = "") const;
+                   const DeviceLabel& device = {}) const;
   // Run returning only the reply header.
   absl::StatusOr<struct dm_ioctl> RunHeader(const wire::Request& request,
-                                            absl::string_view device = "") const;
+                                            const DeviceLabel& device = {}) const;
 
   // ---- Commands.
   absl::StatusOr<Version> QueryVersion() const;  // DM_VERSION
@@ -216,7 +234,7 @@ class Control {
   friend class EventPoller;
   absl::Status RunOn(int fd, const wire::Request& request,
                      absl::FunctionRef<absl::Status(const wire::Response&)> on_reply,
-                     absl::string_view device) const;
+                     const DeviceLabel& device) const;
   absl::Status FillDevice(const DevId& id, wire::Request* request) const;
   absl::StatusOr<std::string> NameOf(const DevId& id) const;
   uint32_t Cookie() const;
