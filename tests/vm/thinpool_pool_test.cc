@@ -288,6 +288,39 @@ TEST_F(PoolTest, DeviceBackedPool) {
   EXPECT_TRUE(dloop->Info().ok());
 }
 
+TEST_F(PoolTest, SeveralPoolsAndDiscardOnDelete) {
+  auto a = MakePool(128 * kMiB);
+  auto b = MakePool(128 * kMiB, {}, pool_name_ + "b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  // Same thin name in two pools: distinct dm names, ids counted per pool.
+  auto ta = a->CreateThin("same", 64 * kMiB, true);
+  auto tb = b->CreateThin("same", 64 * kMiB, true);
+  ASSERT_TRUE(ta.ok() && tb.ok());
+  EXPECT_NE(ta->device, tb->device);
+  EXPECT_EQ(ta->dev_id, tb->dev_id);
+  ASSERT_TRUE(WritePattern(ta->device, 0, 32 * kMiB, 1));
+  ASSERT_TRUE(WritePattern(tb->device, 0, 8 * kMiB, 2));
+  EXPECT_TRUE(CheckPattern(ta->device, 0, 32 * kMiB, 1));
+  auto pools = state_->registry().ListPools();
+  ASSERT_TRUE(pools.ok());
+  EXPECT_EQ(pools->size(), 2u);
+
+  // Delete with discard: the pool passes the discards down to its data file,
+  // which gives the space back to the host filesystem.
+  auto rec = a->Record();
+  struct stat before, after;
+  ASSERT_EQ(stat(rec->data_path.c_str(), &before), 0);
+  ASSERT_TRUE(a->DeleteThin("same", {.discard = true}).ok());
+  ASSERT_EQ(stat(rec->data_path.c_str(), &after), 0);
+  std::cout << "data file allocation " << before.st_blocks * 512 << " -> "
+            << after.st_blocks * 512 << " bytes\n";
+  EXPECT_LT(after.st_blocks * 512, before.st_blocks * 512 - 16 * int64_t(kMiB));
+  EXPECT_TRUE(CheckPattern(tb->device, 0, 8 * kMiB, 2));
+  ExpectKernelMatchesRegistry(*a);
+  ExpectKernelMatchesRegistry(*b);
+}
+
 TEST_F(PoolTest, SnapshotsKeepTheirContents) {
   auto pool = MakePool(256 * kMiB);
   ASSERT_NE(pool, nullptr);
