@@ -663,9 +663,10 @@ absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const 
         ", expected ", old_txid));
   }
   RETURN_IF_ERROR(SendMessage(dm::thin_msg::SetTransactionId{old_txid, new_txid}));
-  // A status without noflush commits the pool's metadata: the new id (and
-  // the change it stands for) is on disk before the registry says done.
-  ASSIGN_OR_RETURN(k, KernelStatus(/*commit=*/true));
+  // The kernel commits the pool's metadata after every successful message
+  // (pool_message → commit), so the new id and the change it stands for are
+  // on disk before the registry says done; check that it took.
+  ASSIGN_OR_RETURN(k, KernelStatus());
   if (!k.ok() || k.transaction_id != new_txid) {
     return absl::DataLossError(absl::StrCat(
         "pool '", name_, "': committing transaction ", new_txid, " failed (kernel at ",

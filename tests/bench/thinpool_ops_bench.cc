@@ -3,7 +3,7 @@
 // done with the dmsetup program (message + set_transaction_id, no registry).
 // Needs real device-mapper: run inside tests/vm/run.
 //
-//   build/bench/thinpool_ops_bench [REPS] [OUTPUT.md]
+//   build/bench/thinpool_ops_bench [REPS] [OUTPUT.md] [SIZES, e.g. 10,100,1000]
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "libdm/control.h"
@@ -68,6 +70,14 @@ double Ms(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - st
 int main(int argc, char** argv) {
   int reps = argc > 1 ? std::atoi(argv[1]) : 30;
   std::string out_path = argc > 2 ? argv[2] : "";
+  std::vector<int> sizes = {10, 100, 1000};
+  if (argc > 3) {
+    sizes.clear();
+    for (absl::string_view part : absl::StrSplit(argv[3], ',')) {
+      int v = 0;
+      if (absl::SimpleAtoi(part, &v) && v > 0) sizes.push_back(v);
+    }
+  }
   if (access("/dev/mapper/control", F_OK) != 0) {
     std::cout << "thinpool_ops_bench: no device-mapper here; run it inside tests/vm/run\n";
     return 0;
@@ -83,11 +93,12 @@ int main(int argc, char** argv) {
   auto pool = Pool::Create(**state, **dm, "bench", options);
   if (!pool.ok()) Die(pool.status().ToString());
   const std::string pool_dm = (*pool)->dm_name();
-  const bool have_dmsetup = RunQuiet({"dmsetup", "version"});
+  const bool have_dmsetup =
+      std::getenv("DMTHIN_BENCH_NO_DMSETUP") == nullptr && RunQuiet({"dmsetup", "version"});
 
   std::vector<std::string> rows;
   int filled = 0;
-  for (int n : {10, 100, 1000}) {
+  for (int n : sizes) {
     for (; filled < n; ++filled) {
       auto t = (*pool)->CreateThin(absl::StrCat("f", filled), 1ull << 30);
       if (!t.ok()) Die(t.status().ToString());
