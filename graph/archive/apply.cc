@@ -25,6 +25,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -65,6 +66,20 @@ std::string Quote(absl::string_view s) {
   }
   return absl::StrCat("\"", absl::CHexEscape(s), "\"");
 }
+
+// An uninitialised heap buffer: std::vector<char> would zero (and fault in)
+// 7 MiB of blocks for every layer, however small.
+class RawBuffer {
+ public:
+  explicit RawBuffer(size_t n) : data_(new char[n]), size_(n) {}
+  char* data() { return data_.get(); }
+  const char* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  size_t size_;
+};
 
 // The two stacked readers, with the outer one (read, decompress, hash) on
 // its own thread so that hashing and decompression overlap with the file
@@ -162,7 +177,7 @@ class LayerReader {
   static constexpr int kBuffers = 6;
   struct Block {
     explicit Block(size_t n) : data(n) {}
-    std::vector<char> data;
+    RawBuffer data;
     size_t len = 0;
   };
 
@@ -351,7 +366,7 @@ class LayerReader {
   }
 
   ByteSource& source_;
-  std::vector<char> src_buf_;
+  RawBuffer src_buf_;
   size_t prefetched_ = 0;
   struct archive* outer_ = nullptr;
   struct archive* inner_ = nullptr;
