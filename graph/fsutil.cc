@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -161,6 +162,8 @@ class TreeCopier {
   absl::Status CopyData(int sfd, int dfd, const struct stat& st);
   std::map<std::pair<dev_t, ino_t>, std::string> links_;  // src inode -> dst rel path
   bool clone_ok_ = true;
+  bool cfr_ok_ = true;
+  std::vector<char> buf_;
 
  public:
   int droot_ = -1;
@@ -216,10 +219,34 @@ absl::Status TreeCopier::CopyData(int sfd, int dfd, const struct stat& st) {
     if (hole < 0) return base::ErrnoError(errno, "SEEK_HOLE");
     loff_t in = data, out = data;
     while (in < hole) {
-      ssize_t n = ::copy_file_range(sfd, &in, dfd, &out, static_cast<size_t>(hole - in), 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return base::ErrnoError(errno, "copy_file_range");
+      ssize_t n = -1;
+      if (cfr_ok_) {
+        n = ::copy_file_range(sfd, &in, dfd, &out, static_cast<size_t>(hole - in), 0);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS) {
+            return base::ErrnoError(errno, "copy_file_range");
+          }
+          cfr_ok_ = false;  // across filesystems (or unsupported): copy by hand
+        }
+      }
+      if (!cfr_ok_) {
+        if (buf_.empty()) buf_.resize(1 << 20);
+        n = ::pread(sfd, buf_.data(), std::min<size_t>(buf_.size(), static_cast<size_t>(hole - in)), in);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          return base::ErrnoError(errno, "read");
+        }
+        for (ssize_t done = 0; done < n;) {
+          ssize_t w = ::pwrite(dfd, buf_.data() + done, static_cast<size_t>(n - done), out + done);
+          if (w < 0) {
+            if (errno == EINTR) continue;
+            return base::ErrnoError(errno, "write");
+          }
+          done += w;
+        }
+        in += n;
+        out += n;
       }
       if (n == 0) break;
       stats.bytes += static_cast<uint64_t>(n);

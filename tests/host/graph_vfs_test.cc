@@ -1,6 +1,9 @@
 // Host tests of the vfs driver (full copies) and of the generic naive diff,
 // on the real filesystem under /tmp. Needs root (owners, device nodes).
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -10,11 +13,13 @@
 #include <memory>
 #include <string>
 
+#include "base/unique_fd.h"
 #include "graph/archive.h"
 #include "graph/driver.h"
 #include "graph/drivers/naive_diff.h"
 #include "graph/fsutil.h"
 #include "gtest/gtest.h"
+#include "tests/support/graph_conformance.h"
 #include "tests/support/graph_tar.h"
 
 namespace graph {
@@ -209,7 +214,8 @@ TEST_F(VfsTest, FailedApplyLeavesTheParentIntact) {
   ASSERT_TRUE(driver_->Create("base", "", {}).ok());
   Apply("base", "", BuildTar({{.path = "keep", .data = "k"}}));
   ASSERT_TRUE(driver_->Create("bad", "base", {}).ok());
-  StringSource src(BuildTar({{.path = "x", .data = "1"}, {.path = "../escape", .data = "2"}}));
+  std::string tar = BuildTar({{.path = "x", .data = "1"}, {.path = "../escape", .data = "2"}});
+  StringSource src(tar);
   auto r = driver_->ApplyDiff("bad", "base", src);
   EXPECT_FALSE(r.ok());
   // The store removes the failed layer; nothing else changed.
@@ -218,6 +224,52 @@ TEST_F(VfsTest, FailedApplyLeavesTheParentIntact) {
   bool ok = true;
   ReadFileOrEmpty(base_.path() + "/vfs/escape", &ok);
   EXPECT_FALSE(ok);
+}
+
+// True if the first extent of `path` is shared with another file.
+bool FirstExtentShared(const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  alignas(struct fiemap) char buf[sizeof(struct fiemap) + 4 * sizeof(struct fiemap_extent)] = {};
+  auto* map = reinterpret_cast<struct fiemap*>(buf);
+  map->fm_length = FIEMAP_MAX_OFFSET;
+  map->fm_flags = FIEMAP_FLAG_SYNC;
+  map->fm_extent_count = 4;
+  if (::ioctl(fd.get(), FS_IOC_FIEMAP, map) != 0 || map->fm_mapped_extents == 0) return false;
+  return (map->fm_extents[0].fe_flags & FIEMAP_EXTENT_SHARED) != 0;
+}
+
+TEST(VfsBtrfsTest, CopiesAreReflinksOnBtrfs) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  auto fs = graph::testing::ScratchBtrfs::Create(256);
+  if (!fs.ok() && fs.status().code() == absl::StatusCode::kFailedPrecondition) GTEST_SKIP() << fs.status();
+  ASSERT_TRUE(fs.ok()) << fs.status();
+  auto d = OpenDriver("vfs", (*fs)->path());
+  ASSERT_TRUE(d.ok()) << d.status();
+  Driver& drv = **d;
+  ASSERT_TRUE(drv.Create("base", "", {}).ok());
+  std::string big(4 << 20, 'r');
+  std::string tar = BuildTar({{.path = "big", .data = big}, {.path = "small", .data = "s"}});
+  StringSource src(tar);
+  ASSERT_TRUE(drv.ApplyDiff("base", "", src).ok());
+  ASSERT_TRUE(drv.Create("child", "base", {}).ok());
+  std::string child = (*drv.Metadata("child"))["Dir"];
+  EXPECT_TRUE(ReadFileOrEmpty(child + "/big") == big);
+  EXPECT_TRUE(FirstExtentShared(child + "/big")) << "the copy should share extents (FICLONE)";
+  // And CopyTree says so.
+  auto stats = CopyTree((*drv.Metadata("base"))["Dir"], (*fs)->path() + "/copy");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reflinked, 2u);
+  EXPECT_EQ(stats->files, 2u);
+  // On ext4 (no reflink) CopyTree falls back to copy_file_range.
+  ScratchDir plain("vfs-plain");
+  auto plain_stats = CopyTree((*drv.Metadata("base"))["Dir"], plain.path() + "/copy");
+  ASSERT_TRUE(plain_stats.ok()) << plain_stats.status();
+  EXPECT_EQ(plain_stats->reflinked, 0u);
+  EXPECT_EQ(plain_stats->bytes, big.size() + 1);
+  EXPECT_TRUE(ReadFileOrEmpty(plain.path() + "/copy/big") == big);
+  ASSERT_TRUE(drv.Remove("child").ok());
+  ASSERT_TRUE(drv.Remove("base").ok());
 }
 
 TEST(RegistryTest, NamesAndAutoSelection) {

@@ -52,6 +52,8 @@ class FdSink : public ByteSink {
 class StringSource : public ByteSource {
  public:
   explicit StringSource(const std::string& data) : data_(data) {}
+  // It keeps a reference: a temporary would dangle.
+  explicit StringSource(std::string&&) = delete;
   absl::StatusOr<size_t> Read(void* buf, size_t len) override;
 
  private:
