@@ -1,0 +1,220 @@
+// graphctl end to end: the real binary against a real store (vfs in /tmp,
+// plus btrfs on a loop image), exit codes 0/1/2, JSON output, stdin
+// imports, and hostile tarballs rejected with nothing left behind.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/graph_conformance.h"
+#include "tests/support/graph_tar.h"
+#include "tests/support/process.h"
+
+namespace {
+
+using testsupport::BuildTar;
+using testsupport::RunResult;
+using testsupport::TarEntry;
+
+std::string Graphctl() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::string self(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  return self.substr(0, self.rfind('/')) + "/../../bin/graphctl";
+}
+
+class GraphctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (mounts, chown)";
+    ASSERT_EQ(::access(Graphctl().c_str(), X_OK), 0) << Graphctl() << " not built (make tools)";
+    auto dir = graph::testing::ScratchDir::Create("graphctl");
+    ASSERT_TRUE(dir.ok());
+    dir_ = std::move(*dir);
+    root_ = dir_->path() + "/root";
+  }
+  void TearDown() override {
+    if (dir_) {
+      // Drop mounts the test may have left (overlay) before the dir goes.
+      Run({"--driver", driver_, "check"});
+    }
+  }
+  RunResult Run(std::vector<std::string> args, const std::string& stdin_data = "") {
+    std::vector<std::string> argv = {Graphctl(), "--root", root_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testsupport::Run(argv, stdin_data);
+  }
+  std::string Write(const std::string& name, const std::string& data) {
+    std::string p = dir_->path() + "/" + name;
+    testsupport::WriteFileOrDie(p, data);
+    return p;
+  }
+  std::unique_ptr<graph::testing::ScratchDir> dir_;
+  std::string root_;
+  std::string driver_ = "vfs";
+};
+
+std::string Line(const RunResult& r) { return std::string(absl::StripTrailingAsciiWhitespace(r.out)); }
+
+TEST_F(GraphctlTest, ImportCreateMountChangesDiffRemove) {
+  std::string tar = BuildTar({{"etc", '5', "", "", 0755},
+                              {"etc/issue", '0', "hello\n"},
+                              {"bin", '5', "", "", 0755},
+                              {"bin/sh", '0', "#!", "", 04755}});
+  std::string tar_path = Write("base.tar", tar);
+  RunResult imp = Run({"--driver", "vfs", "import", tar_path});
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  std::string chain = Line(imp);
+  EXPECT_EQ(chain.rfind("sha256:", 0), 0u);
+  EXPECT_EQ(chain.size(), 71u);
+
+  // The same layer again (store remembers vfs): a second reference.
+  RunResult again = Run({"import", tar_path});
+  ASSERT_TRUE(again.ok()) << again.Describe();
+  EXPECT_EQ(Line(again), chain);
+
+  RunResult ls = Run({"--json", "ls"});
+  ASSERT_TRUE(ls.ok()) << ls.Describe();
+  auto layers = nlohmann::json::parse(ls.out);
+  ASSERT_EQ(layers.size(), 1u);
+  EXPECT_EQ(layers[0]["name"], chain);
+  EXPECT_EQ(layers[0]["diff_id"], chain);
+  EXPECT_EQ(layers[0]["refs"], 2);
+  EXPECT_EQ(layers[0]["size"], 8);
+
+  ASSERT_TRUE(Run({"create", "ctr", "--parent", chain, "--rw"}).ok());
+  RunResult mount = Run({"mount", "ctr"});
+  ASSERT_TRUE(mount.ok()) << mount.Describe();
+  std::string dir = Line(mount);
+  struct stat st;
+  EXPECT_EQ(::stat((dir + "/etc/hosts").c_str(), &st), 0) << "init layer placeholder";
+  EXPECT_EQ(::stat((dir + "/bin/sh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 04755u);
+  testsupport::WriteFileOrDie(dir + "/newfile", "new\n");
+  ASSERT_EQ(::unlink((dir + "/etc/issue").c_str()), 0);
+  ASSERT_TRUE(Run({"umount", "ctr"}).ok());
+
+  RunResult changes = Run({"changes", "ctr"});
+  ASSERT_TRUE(changes.ok()) << changes.Describe();
+  EXPECT_EQ(changes.out, "C /etc\nD /etc/issue\nA /newfile\n");
+
+  std::string out = dir_->path() + "/ctr.tar";
+  RunResult diff = Run({"diff", "ctr", "-o", out});
+  ASSERT_TRUE(diff.ok()) << diff.Describe();
+  RunResult listing = testsupport::Run({"tar", "-tf", out});
+  ASSERT_TRUE(listing.ok()) << listing.Describe();
+  EXPECT_EQ(listing.out, "etc/\netc/.wh.issue\nnewfile\n");
+  // The exported diff imports as a child layer.
+  RunResult child = Run({"import", "--parent", chain, out});
+  ASSERT_TRUE(child.ok()) << child.Describe();
+  EXPECT_NE(Line(child), chain);
+
+  RunResult inspect = Run({"inspect", "ctr"});
+  ASSERT_TRUE(inspect.ok());
+  auto j = nlohmann::json::parse(inspect.out);
+  EXPECT_EQ(j["kind"], "active");
+  EXPECT_EQ(j["graph_driver"]["name"], "vfs");
+
+  // rm: the image layer had two references; dropping the second one with
+  // layers built on it is refused.
+  ASSERT_TRUE(Run({"rm", chain}).ok());
+  RunResult busy = Run({"rm", chain});
+  EXPECT_EQ(busy.exit_code, 1);
+  EXPECT_NE(busy.err.find("2 children"), std::string::npos) << busy.err;
+  ASSERT_TRUE(Run({"rm", "ctr"}).ok());
+  ASSERT_TRUE(Run({"rm", Line(child)}).ok());
+  ASSERT_TRUE(Run({"rm", chain}).ok());
+  EXPECT_EQ(Run({"rm", chain}).exit_code, 1);
+  RunResult check = Run({"check"});
+  EXPECT_TRUE(check.ok()) << check.Describe();
+  EXPECT_EQ(Line(Run({"--json", "ls"})), "[]");
+}
+
+TEST_F(GraphctlTest, ImportFromStdinCompressed) {
+  std::string plain = BuildTar({{"f", '0', "data"}});
+  std::string gz = BuildTar({{"f", '0', "data"}}, testsupport::TarFilter::kGzip);
+  RunResult want = Run({"--driver", "vfs", "import", Write("plain.tar", plain)});
+  ASSERT_TRUE(want.ok()) << want.Describe();
+  RunResult got = Run({"import", "-"}, gz);
+  ASSERT_TRUE(got.ok()) << got.Describe();
+  EXPECT_EQ(Line(got), Line(want)) << "diff id is the sha256 of the uncompressed tar";
+}
+
+TEST_F(GraphctlTest, ExitCodes) {
+  EXPECT_EQ(Run({}).exit_code, 2);
+  EXPECT_EQ(Run({"bogus"}).exit_code, 2);
+  EXPECT_EQ(Run({"--driver", "vfs", "mount"}).exit_code, 2) << "missing ID";
+  EXPECT_EQ(Run({"--driver", "vfs", "ls", "--nope"}).exit_code, 2);
+  EXPECT_EQ(Run({"--driver", "vfs", "create", "x", "--no-init"}).exit_code, 2);
+  EXPECT_EQ(Run({"--help"}).exit_code, 0);
+  RunResult other = Run({"--driver", "no-such-driver", "ls"});
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.err.find("unknown graph driver"), std::string::npos) << other.err;
+  RunResult missing = Run({"--driver", "vfs", "inspect", "nope"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("not found"), std::string::npos) << missing.err;
+  ASSERT_TRUE(Run({"--driver", "vfs", "ls"}).ok());
+  RunResult mismatch = Run({"--driver", "overlay", "ls"});
+  EXPECT_EQ(mismatch.exit_code, 1);
+  EXPECT_NE(mismatch.err.find("was created with driver \"vfs\""), std::string::npos) << mismatch.err;
+  RunResult status = Run({"--json", "status"});
+  ASSERT_TRUE(status.ok()) << status.Describe();
+  auto j = nlohmann::json::parse(status.out);
+  EXPECT_EQ(j["driver"], "vfs");
+  bool saw_aufs = false;
+  for (const auto& d : j["drivers"]) {
+    if (d["driver"] == "aufs") saw_aufs = true;
+  }
+  EXPECT_TRUE(saw_aufs);
+}
+
+TEST_F(GraphctlTest, HostileTarballsLeaveNothing) {
+  std::string outside = dir_->path() + "/outside";
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  std::string before = testsupport::TreeFingerprint(outside);
+  ASSERT_TRUE(Run({"--driver", "vfs", "ls"}).ok());
+  std::vector<std::pair<std::string, std::string>> hostile = {
+      {"traversal", testsupport::RawHeader("../outside/evil", '0', "0") + testsupport::TarEnd()},
+      {"absolute-link-escape",
+       BuildTar({{"link", '2', "", outside}, {"link/evil", '0', "x"}})},
+      {"truncated", BuildTar({{"big", '0', std::string(100000, 'x')}}).substr(0, 5000)},
+      {"garbage", std::string(4096, '\x7f')},
+  };
+  for (const auto& [name, data] : hostile) {
+    RunResult r = Run({"import", Write(name + ".tar", data)});
+    EXPECT_EQ(r.exit_code, 1) << name << ": " << r.Describe();
+  }
+  struct stat st;
+  EXPECT_NE(::lstat((outside + "/evil").c_str(), &st), 0);
+  EXPECT_NE(::lstat((dir_->path() + "/evil").c_str(), &st), 0);
+  EXPECT_EQ(Line(Run({"--json", "ls"})), "[]");
+  RunResult check = Run({"check"});
+  EXPECT_TRUE(check.ok()) << "a failed import leaves no half layer: " << check.Describe();
+  EXPECT_EQ(testsupport::FirstDifference(before, testsupport::TreeFingerprint(outside)), "");
+}
+
+TEST_F(GraphctlTest, WorksOnBtrfs) {
+  auto fs = graph::testing::ScratchBtrfs::Create();
+  if (!fs.ok()) GTEST_SKIP() << fs.status();
+  root_ = (*fs)->path() + "/store";
+  driver_ = "btrfs";
+  RunResult imp = Run({"--driver", "btrfs", "import", "-"}, BuildTar({{"a", '0', "b"}}));
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  ASSERT_TRUE(Run({"create", "c", "--parent", Line(imp), "--rw"}).ok());
+  RunResult inspect = Run({"inspect", "c"});
+  ASSERT_TRUE(inspect.ok());
+  EXPECT_EQ(nlohmann::json::parse(inspect.out)["graph_driver"]["name"], "btrfs");
+  ASSERT_TRUE(Run({"rm", "c"}).ok());
+  ASSERT_TRUE(Run({"rm", Line(imp)}).ok());
+  EXPECT_TRUE(Run({"check"}).ok());
+  root_ = dir_->path() + "/root";
+  driver_ = "vfs";
+}
+
+}  // namespace
