@@ -221,7 +221,7 @@ int App::Main(int argc, char** argv) {
     if (!options_done && IsOptionToken(t)) {
       auto [name, value] = SplitOption(t);
       auto it = std::find_if(verb->options.begin(), verb->options.end(),
-                             [&](const Option& o) { return o.name == name; });
+                             [&wanted = name](const Option& o) { return o.name == wanted; });
       if (it == verb->options.end()) {
         std::cerr << name_ << " " << verb->path << ": unknown option '" << t << "'\nusage: "
                   << Usage(*verb) << "\n";
