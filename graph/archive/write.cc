@@ -159,8 +159,52 @@ class LayerWriter {
         links_.emplace(key, rel);
       }
       archive_entry_set_size(e, st.st_size);
+      extents_.clear();
+      if (st.st_size > 0 && st.st_blocks * 512 < st.st_size) RETURN_IF_ERROR(MapSparse(e, rel, st));
     }
     return AddXattrs(e, rel, st);
+  }
+
+  // A file with fewer blocks than its size has holes: record its data
+  // extents (SEEK_DATA/SEEK_HOLE) as a pax sparse map.
+  absl::Status MapSparse(struct archive_entry* e, const std::string& rel, const struct stat& st) {
+    base::UniqueFd fd(OpenBeneath(root_, rel, O_RDONLY | O_NOFOLLOW));
+    if (!fd) return base::ErrnoError(errno, "opening file");
+    off_t pos = 0;
+    while (pos < st.st_size) {
+      off_t data = ::lseek(fd.get(), pos, SEEK_DATA);
+      if (data < 0) {
+        if (errno == ENXIO) break;
+        if (errno == EINVAL) {  // no SEEK_DATA here: treat as dense
+          extents_.clear();
+          return absl::OkStatus();
+        }
+        return base::ErrnoError(errno, "SEEK_DATA");
+      }
+      off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+      if (hole < 0) return base::ErrnoError(errno, "SEEK_HOLE");
+      hole = std::min<off_t>(hole, st.st_size);
+      extents_.emplace_back(data, hole - data);
+      pos = hole;
+    }
+    if (extents_.size() == 1 && extents_[0].first == 0 && extents_[0].second == st.st_size) {
+      extents_.clear();  // dense after all
+      return absl::OkStatus();
+    }
+    if (extents_.empty()) extents_.emplace_back(st.st_size, 0);  // all hole
+    for (auto [off, len] : extents_) archive_entry_sparse_add_entry(e, off, len);
+    return absl::OkStatus();
+  }
+
+  // Feeds `n` zero bytes (a hole: the pax writer skips them).
+  absl::Status WriteZeros(int64_t n) {
+    if (zeros_.empty()) zeros_.assign(1 << 20, '\0');
+    while (n > 0) {
+      size_t chunk = static_cast<size_t>(std::min<int64_t>(n, static_cast<int64_t>(zeros_.size())));
+      if (archive_write_data(a_, zeros_.data(), chunk) < 0) return Error("writing sparse hole");
+      n -= static_cast<int64_t>(chunk);
+    }
+    return absl::OkStatus();
   }
 
   absl::Status AddXattrs(struct archive_entry* e, const std::string& rel, const struct stat& st) {
@@ -209,6 +253,28 @@ class LayerWriter {
     }
     base::UniqueFd fd(OpenBeneath(root_, rel, O_RDONLY | O_NOFOLLOW));
     if (!fd) return base::ErrnoError(errno, "opening file");
+    if (!extents_.empty()) {
+      // libarchive's pax writer takes the logical content and drops the
+      // holes named by the sparse map: only data extents are read.
+      int64_t pos = 0;
+      for (auto [off, len] : extents_) {
+        RETURN_IF_ERROR(WriteZeros(off - pos));
+        for (int64_t done = 0; done < len;) {
+          ssize_t n = ::pread(fd.get(), buf_.data(),
+                              static_cast<size_t>(std::min<int64_t>(len - done, static_cast<int64_t>(buf_.size()))),
+                              off + done);
+          if (n < 0) {
+            if (errno == EINTR) continue;
+            return base::ErrnoError(errno, "reading file");
+          }
+          if (n == 0) return absl::DataLossError("file shrank while it was being written to the tar");
+          if (archive_write_data(a_, buf_.data(), static_cast<size_t>(n)) < 0) return Error("writing file data");
+          done += n;
+        }
+        pos = off + len;
+      }
+      return WriteZeros(st.st_size - pos);
+    }
     int64_t left = st.st_size;
     while (left > 0) {
       ssize_t n = ::read(fd.get(), buf_.data(), std::min<int64_t>(left, static_cast<int64_t>(buf_.size())));
@@ -231,6 +297,8 @@ class LayerWriter {
   uint64_t bytes_ = 0;
   std::vector<char> buf_;
   std::map<std::pair<dev_t, ino_t>, std::string> links_;
+  std::vector<std::pair<int64_t, int64_t>> extents_;  // of the entry being written
+  std::vector<char> zeros_;
 };
 
 struct Child {

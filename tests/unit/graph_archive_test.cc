@@ -184,6 +184,35 @@ TEST_F(ArchiveTest, SparseFilesKeepTheirHoles) {
   EXPECT_EQ(content[1 << 20], '\0');
 }
 
+TEST_F(ArchiveTest, DiffKeepsSparseFilesSparse) {
+  TarEntry e{.path = "sparse", .data = std::string(4096, 'A') + std::string(4096, 'B')};
+  e.sparse_size = 64 << 20;
+  e.extents = {{0, 4096}, {32 << 20, 4096}};
+  // A file that is all hole (libarchive writes it dense: kept small here).
+  TarEntry hole{.path = "allhole", .data = ""};
+  hole.sparse_size = 16 << 10;
+  hole.extents = {};
+  ASSERT_TRUE(Apply(BuildTar({e, hole})).ok());
+  std::string tar;
+  StringSink sink(&tar);
+  auto d = WriteLayerTree(root_.get(), WhiteoutFormat::kDelete, sink);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_LT(tar.size(), 100000u) << "holes must not be written out";
+  ScratchDir again("archive-sparse");
+  base::UniqueFd root(::open(again.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  StringSource src(tar);
+  ApplyOptions o;
+  o.preserve_owners = false;
+  ASSERT_TRUE(ApplyLayer(root.get(), src, o).ok());
+  struct stat st;
+  ASSERT_EQ(::stat((again.path() + "/sparse").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 64 << 20);
+  EXPECT_LT(st.st_blocks * 512, 1 << 20);
+  EXPECT_TRUE(ReadFileOrEmpty(again.path() + "/sparse") == Read("sparse"));
+  ASSERT_EQ(::stat((again.path() + "/allhole").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 16 << 10);
+}
+
 TEST_F(ArchiveTest, XattrsAreRestoredButOverlayOnesAreNot) {
   TarEntry e{.path = "f", .data = "x"};
   e.xattrs["user.note"] = "hello";
