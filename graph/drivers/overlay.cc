@@ -234,6 +234,20 @@ absl::StatusOr<ProbeResult> ProbeMount(const std::string& dir, bool new_api) {
   for (const char* d : {"/l1", "/l2", "/l2/dir", "/upper", "/work", "/merged"}) RETURN_IF_ERROR(Mkdir(t + d, 0755));
   RETURN_IF_ERROR(WriteSmallFile(t + "/l2/dir/f", "x"));
   RETURN_IF_ERROR(WriteSmallFile(t + "/l2/file", "y"));
+  // overlay needs d_type from the backing filesystem (xfs ftype=0 lacks it).
+  {
+    DIR* d = ::opendir((t + "/l2").c_str());
+    if (d == nullptr) return base::ErrnoError(errno, "opendir probe dir");
+    bool dtype = true;
+    while (struct dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.' && e->d_type == DT_UNKNOWN) dtype = false;
+    }
+    ::closedir(d);
+    if (!dtype) {
+      return UnsupportedError(Unsupported::kKernelLacksFeature,
+                              absl::StrCat("the filesystem under ", dir, " does not report d_type"));
+    }
+  }
   MountPlan plan;
   plan.lowers = {"l1", "l2"};
   plan.upper = "upper";
@@ -287,6 +301,7 @@ absl::Status ProbeOverlay(const DriverOptions& o, bool* new_api_out, ProbeResult
     return UnsupportedError(Unsupported::kKernelLacksFeature, "fsconfig lowerdir+ needs Linux 6.8 or later");
   }
   absl::StatusOr<ProbeResult> probe = ProbeMount(where, new_api);
+  if (!probe.ok() && GetUnsupported(probe.status()).has_value()) return probe.status();
   if (!probe.ok()) {
     if (!listed || base::HasErrno(probe.status(), ENODEV)) {
       return UnsupportedError(Unsupported::kKernelLacksFilesystem,

@@ -238,6 +238,28 @@ TEST_P(OverlayTest, MountsDescribeTheView) {
   EXPECT_EQ((*meta)["WorkDir"], base_.path() + "/overlay/ctr/work");
 }
 
+TEST_P(OverlayTest, RefusesToNestInsideOverlayAndAutoSelectionSkipsIt) {
+  ASSERT_TRUE(driver_->Create("base", "", {}).ok());
+  CreateOptions rw;
+  rw.read_write = true;
+  ASSERT_TRUE(driver_->Create("ctr", "base", rw).ok());
+  auto dir = driver_->Get("ctr", "");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  std::string nested = *dir + "/var/lib/graph";
+  auto inner = OpenDriver("overlay", nested, {{"overlay.mount_api", GetParam()}});
+  ASSERT_FALSE(inner.ok());
+  EXPECT_EQ(GetUnsupported(inner.status()), Unsupported::kBackingFilesystem) << inner.status();
+  auto reports = ProbeDrivers(nested);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports[0].name, "overlay");
+  EXPECT_FALSE(reports[0].status.ok());
+  auto any = OpenDriver("", nested);
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_NE((*any)->Name(), "overlay");
+  any->reset();
+  ASSERT_TRUE(driver_->Put("ctr").ok());
+}
+
 TEST_P(OverlayTest, FiveHundredLayerStackMountsAndReads) {
   const int kLayers = 500;
   std::string parent;
