@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS thins(
   PRIMARY KEY(pool, dev_id),
   UNIQUE(pool, name)
 );
+CREATE INDEX IF NOT EXISTS thins_by_parent ON thins(pool, parent_id);
 CREATE TABLE IF NOT EXISTS quarantine(
   pool TEXT NOT NULL REFERENCES pools(name) ON DELETE CASCADE,
   dev_id INTEGER NOT NULL,

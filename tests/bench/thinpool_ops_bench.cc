@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
       if (!t.ok()) Die(t.status().ToString());
     }
     std::vector<double> create, snap, del;
+    std::cerr << "measuring with " << n << " devices\n";
     for (int i = 0; i < reps; ++i) {
       absl::Time t0 = absl::Now();
       auto c = (*pool)->CreateThin(absl::StrCat("b", i), 1ull << 30);
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
       if (!d.ok()) Die(d.ToString());
       if (!(*pool)->DeleteThin(absl::StrCat("s", i)).ok()) Die("delete snapshot");
     }
+    std::cerr << "measured with " << n << " devices\n";
     Stats c = Summarize(create), s = Summarize(snap), d = Summarize(del);
     rows.push_back(absl::StrFormat(
         "| %d | libthinpool | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |", n, c.median_ms,
