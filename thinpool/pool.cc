@@ -224,8 +224,16 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
     rec.metadata_bytes = options.metadata_bytes
                              ? options.metadata_bytes
                              : DefaultMetadataBytes(options.data_bytes, block);
-    rec.data_path = DataFile(state, name);
-    rec.metadata_path = MetadataFile(state, name);
+    rec.data_path = options.data_file.empty()
+                        ? DataFile(state, name)
+                        : std::filesystem::absolute(options.data_file).lexically_normal().string();
+    rec.metadata_path =
+        options.metadata_file.empty()
+            ? MetadataFile(state, name)
+            : std::filesystem::absolute(options.metadata_file).lexically_normal().string();
+    if (rec.data_path == rec.metadata_path) {
+      return absl::InvalidArgumentError("data and metadata files must differ");
+    }
   }
   if (rec.data_bytes < block) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -265,10 +273,12 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
   }
 
   bool files_made = false;
+  std::vector<std::string> made_files;  // files made outside the pool dir
   auto undo_files = absl::MakeCleanup([&] {
     if (!files_made) return;
     std::error_code ec;
     std::filesystem::remove_all(state.PoolDir(name), ec);
+    for (const auto& f : made_files) std::filesystem::remove(f, ec);
   });
   if (rec.backing == PoolBacking::kFiles) {
     std::string dir = state.PoolDir(name);
@@ -279,8 +289,20 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
       return base::ErrnoError(errno, absl::StrCat("creating ", dir));
     }
     files_made = true;
+    // Files the user placed elsewhere must be new: never take over (and
+    // later delete) a file that holds something else.
+    for (const std::string* file : {&rec.data_path, &rec.metadata_path}) {
+      if (file->rfind(dir + "/", 0) == 0) continue;
+      struct stat st;
+      if (::lstat(file->c_str(), &st) == 0) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            *file, " already exists; give a path for a new file, or remove it"));
+      }
+    }
     RETURN_IF_ERROR(CreateSparseFile(rec.data_path, rec.data_bytes));
+    if (rec.data_path.rfind(dir + "/", 0) != 0) made_files.push_back(rec.data_path);
     RETURN_IF_ERROR(CreateSparseFile(rec.metadata_path, rec.metadata_bytes));
+    if (rec.metadata_path.rfind(dir + "/", 0) != 0) made_files.push_back(rec.metadata_path);
   } else {
     ASSIGN_OR_RETURN(bool blank, FirstBlockIsZero(rec.metadata_path));
     if (!blank && !options.force_wipe) {
@@ -417,8 +439,7 @@ absl::Status Pool::ActivateLocked() {
         return absl::DataLossError(absl::StrCat(
             "pool '", name_, "': metadata ", rec.metadata_path,
             " failed thin_check (exit ", r.exit_code, "): ", r.output,
-            "; repair it with: thin_repair -i ", rec.metadata_path,
-            " -o <new metadata file>, then put the repaired file in its place"));
+            "; repair it with 'dmthin pool check ", name_, " --repair' (thin_repair)"));
       }
     }
   }
@@ -498,6 +519,10 @@ absl::Status Pool::Destroy(bool force) {
   RETURN_IF_ERROR(state_.registry().RemovePool(name_, /*even_if_pending=*/true));
   if (rec.backing == PoolBacking::kFiles) {
     std::error_code ec;
+    // The pool's files, wherever they were placed, then its dir.
+    for (const std::string& file : {rec.data_path, rec.metadata_path}) {
+      std::filesystem::remove(file, ec);
+    }
     std::filesystem::remove_all(state_.PoolDir(name_), ec);
     if (ec) {
       return absl::InternalError(absl::StrCat("removing ", state_.PoolDir(name_),

@@ -90,19 +90,19 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& path
   std::string dir = path;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   RETURN_IF_ERROR(EnsurePrivateDir(dir));
-  RETURN_IF_ERROR(EnsurePrivateDir(dir + "/locks"));
+  RETURN_IF_ERROR(EnsurePrivateDir(dir + "/.locks"));
   RETURN_IF_ERROR(EnsurePrivateDir(dir + "/pools"));
-  ASSIGN_OR_RETURN(auto registry, Registry::Open(dir + "/registry.db"));
+  ASSIGN_OR_RETURN(auto registry, Registry::Open(dir + "/.registry.db"));
   return std::unique_ptr<StateDir>(new StateDir(dir, std::move(registry)));
 }
 
 std::string StateDir::PoolDir(absl::string_view pool) const {
-  return absl::StrCat(path_, "/pools/", pool);
+  return absl::StrCat(path_, "/", pool);
 }
 
 absl::StatusOr<PoolLock> StateDir::LockPool(absl::string_view pool) {
   RETURN_IF_ERROR(ValidatePoolName(pool));
-  std::string path = absl::StrCat(path_, "/locks/", pool, ".lock");
+  std::string path = absl::StrCat(path_, "/.locks/", pool, ".lock");
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
   base::UniqueFd lock(fd);

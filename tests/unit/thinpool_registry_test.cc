@@ -70,8 +70,8 @@ TEST_F(RegistryTest, StateDirCreatedPrivate) {
   ASSERT_EQ(stat(dir_.c_str(), &st), 0);
   EXPECT_TRUE(S_ISDIR(st.st_mode));
   EXPECT_EQ(st.st_mode & 0777, 0700u);
-  EXPECT_TRUE(fs::exists(dir_ + "/registry.db"));
-  EXPECT_EQ(state->PoolDir("p"), dir_ + "/pools/p");
+  EXPECT_TRUE(fs::exists(dir_ + "/.registry.db"));
+  EXPECT_EQ(state->PoolDir("p"), dir_ + "/p");
   // Reopening an existing dir is fine; trailing slashes are dropped.
   auto again = StateDir::Open(dir_ + "/");
   ASSERT_TRUE(again.ok()) << again.status();
@@ -365,7 +365,7 @@ TEST_F(RegistryTest, SecondConnectionSeesPendingOp) {
 TEST_F(RegistryTest, NotADatabaseIsAClearError) {
   fs::create_directories(dir_);
   fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace);
-  { std::ofstream(dir_ + "/registry.db") << std::string(8192, 'z'); }
+  { std::ofstream(dir_ + "/.registry.db") << std::string(8192, 'z'); }
   auto state = StateDir::Open(dir_);
   ASSERT_FALSE(state.ok());
   EXPECT_NE(state.status().message().find("registry"), absl::string_view::npos)

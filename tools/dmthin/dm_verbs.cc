@@ -51,6 +51,12 @@ void AddDmVerbs(cli::App& app) {
                [](const cli::Args&, const cli::Output& out) -> absl::Status {
                  ASSIGN_OR_RETURN(const dm::Control* dm, Ctx().Dm());
                  ASSIGN_OR_RETURN(auto devices, dm->List());
+                 // Kernels before dm ioctl 4.46 list no uuids: ask each device.
+                 for (auto& d : devices) {
+                   if (d.uuid_known) continue;
+                   auto info = dm->Info(d.dev);
+                   if (info.ok() && !info->uuid.empty()) d.uuid = info->uuid;
+                 }
                  if (out.json) {
                    Json a = Json::array();
                    for (const auto& d : devices)

@@ -54,10 +54,13 @@ uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes);
 enum class DiscardMode { kPassdown, kNoPassdown, kIgnore };
 
 struct PoolOptions {
-  // Sparse files in <state>/pools/<name>/ (default), or block devices when
+  // Sparse files in <state>/<name>/ (default; data_file and metadata_file
+  // put them elsewhere: they must not exist yet), or block devices when
   // both data_device and metadata_device are given.
   uint64_t data_bytes = 0;      // required for file-backed pools
   uint64_t metadata_bytes = 0;  // 0: DefaultMetadataBytes
+  std::string data_file;        // file-backed: default <state>/<name>/data
+  std::string metadata_file;    // file-backed: default <state>/<name>/metadata
   std::string data_device;      // block device (device-backed pools)
   std::string metadata_device;
   // Device-backed: wipe a metadata device whose first 4 KiB are not zero
@@ -110,6 +113,14 @@ struct ThinInfo {
   std::optional<uint64_t> mapped_bytes;  // when active
   std::string dm_name;
   std::string dm_uuid;
+};
+
+// What Pool::Check found and did.
+struct CheckReport {
+  std::vector<std::string> findings;  // problems still present
+  std::vector<std::string> actions;   // what repair did
+  std::vector<std::string> notes;     // what could not be checked, and why
+  bool clean() const { return findings.empty(); }
 };
 
 struct DeleteOptions {
@@ -166,6 +177,16 @@ class Pool {
   absl::StatusOr<ThinInfo> GetThinInfo(absl::string_view name) const;
   absl::StatusOr<std::vector<ThinInfo>> ListThins() const;
 
+  // Compares the registry with the pool's metadata: the pending operation,
+  // the transaction id, the set of thin ids (thin_dump, on a metadata
+  // snapshot when the pool is active), the kernel's health flags, and — for
+  // an inactive pool — thin_check. With `repair`: finishes or undoes a
+  // pending operation (active pool), quarantines ids the registry does not
+  // know (they are deleted at the next activation), and rebuilds the
+  // metadata of an inactive file-backed pool that fails thin_check with
+  // thin_repair (the damaged file is kept beside it).
+  absl::StatusOr<CheckReport> Check(bool repair);
+
   // Reconciles a pending operation with the kernel (needs the pool active)
   // and deletes devices left in the kernel under quarantined ids. Returns
   // what it did ("rolled forward create_thin of 5", ...), or "".
@@ -187,6 +208,7 @@ class Pool {
   absl::Status SetTransactionId(uint64_t old_txid, uint64_t new_txid) const;
   absl::Status RollBackCreate(const PendingOp& op);
   absl::Status FinishDelete(const PendingOp& op);
+  absl::Status RepairMetadataFile(const PoolRecord& rec, CheckReport* report);
   absl::StatusOr<ThinInfo> CreateLocked(absl::string_view name, uint64_t size,
                                         std::optional<uint32_t> origin_id,
                                         bool activate);

@@ -1,10 +1,13 @@
 // The state dir: where a set of pools keeps its registry, locks and (for
 // file-backed pools) data and metadata files.
 //
-//   <dir>/registry.db          SQLite registry (see registry.h)
-//   <dir>/locks/<pool>.lock    flock()ed around every change to a pool
-//   <dir>/pools/<pool>/data    sparse data file        (file-backed pools)
-//   <dir>/pools/<pool>/metadata sparse metadata file
+//   <dir>/.registry.db         SQLite registry (see registry.h)
+//   <dir>/.locks/<pool>.lock   flock()ed around every change to a pool
+//   <dir>/<pool>/data          sparse data file        (file-backed pools)
+//   <dir>/<pool>/metadata      sparse metadata file
+//
+// The state dir's own entries start with '.', which no pool name may: a pool
+// can never be named after (and so remove) the registry or the locks.
 //
 // The directory is created 0700. An existing one is refused if it is a
 // symlink, not a directory, not owned by us (or root), or writable by group
@@ -52,7 +55,7 @@ class StateDir {
   const std::string& path() const { return path_; }
   Registry& registry() { return *registry_; }
 
-  // <dir>/pools/<pool>
+  // <dir>/<pool>
   std::string PoolDir(absl::string_view pool) const;
   // Blocks until this process holds the pool's lock.
   absl::StatusOr<PoolLock> LockPool(absl::string_view pool);
