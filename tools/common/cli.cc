@@ -318,7 +318,12 @@ std::string UsedOfTotal(uint64_t used, uint64_t total) {
 void PrintJson(const Json& doc) { std::cout << doc.dump(2) << "\n"; }
 
 Progress::Progress(const Output& out, std::string what)
-    : enabled_(!out.json && isatty(STDERR_FILENO)), what_(std::move(what)) {}
+    : enabled_(!out.json && isatty(STDERR_FILENO)), what_(std::move(what)) {
+  if (enabled_) {
+    std::fprintf(stderr, "%s ...", what_.c_str());
+    std::fflush(stderr);
+  }
+}
 
 Progress::~Progress() { Done(); }
 

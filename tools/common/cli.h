@@ -120,7 +120,9 @@ std::string UsedOfTotal(uint64_t used, uint64_t total);
 // Prints `doc` as JSON (pretty, one document) to stdout.
 void PrintJson(const Json& doc);
 
-// A progress line on stderr when it is a terminal; silent otherwise.
+// A progress line on stderr when it is a terminal; silent otherwise (and
+// under --json). Shows "what ..." from the start; Update shows a bar for
+// work whose fraction is known.
 class Progress {
  public:
   Progress(const Output& out, std::string what);

@@ -59,12 +59,14 @@ absl::Status Create(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(thinpool::StateDir * state, Ctx().State());
   ASSIGN_OR_RETURN(const dm::Control* dm, Ctx().Dm());
   cli::Progress progress(out, "creating pool " + name);
-  progress.Update(0.1);
   ASSIGN_OR_RETURN(auto pool, thinpool::Pool::Create(*state, *dm, name, o));
   progress.Done();
   ASSIGN_OR_RETURN(auto status, pool->Status());
   if (out.json) cli::PrintJson(PoolStatusJson(status));
-  else std::printf("created %s\n", status.Summary().c_str());
+  else std::printf("created pool %s: %s of data, %s of metadata, %s blocks\n", name.c_str(),
+                   base::FormatSize(status.data_total_bytes).c_str(),
+                   base::FormatSize(status.metadata_total_bytes).c_str(),
+                   base::FormatSize(status.block_bytes).c_str());
   return absl::OkStatus();
 }
 
@@ -193,12 +195,13 @@ absl::Status Resize(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(auto pool, Ctx().OpenPool(args.positional(0)));
   {
     cli::Progress progress(out, "resizing " + pool->name());
-    progress.Update(0.5);
     RETURN_IF_ERROR(pool->Resize(data, meta));
   }
   ASSIGN_OR_RETURN(auto s, pool->Status());
   if (out.json) cli::PrintJson(PoolStatusJson(s));
-  else std::printf("resized %s\n", s.Summary().c_str());
+  else std::printf("resized pool %s: data %s, metadata %s\n", s.name.c_str(),
+                   cli::UsedOfTotal(s.data_used_bytes, s.data_total_bytes).c_str(),
+                   cli::UsedOfTotal(s.metadata_used_bytes, s.metadata_total_bytes).c_str());
   return absl::OkStatus();
 }
 

@@ -35,7 +35,6 @@ absl::Status Create(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(auto thin, pool->CreateThin(args.positional(1), *size, /*activate=*/true));
   if (fs) {
     cli::Progress progress(out, "making ext4 on " + thin.name);
-    progress.Update(0.3);
     absl::Status made = thinpool::MakeExt4(thin.device, {});
     if (!made.ok())
       return base::Annotate(made, absl::StrCat("thin device ", thin.name,
@@ -66,7 +65,6 @@ absl::Status Delete(const cli::Args& args, const cli::Output& out) {
   thinpool::DeleteOptions options;
   options.discard = args.has("discard");
   cli::Progress progress(out, "deleting " + args.positional(1));
-  progress.Update(0.2);
   absl::Status s = pool->DeleteThin(args.positional(1), options);
   progress.Done();
   if (!s.ok() && base::HasErrno(s, EBUSY))
