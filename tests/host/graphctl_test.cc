@@ -1,7 +1,9 @@
 // graphctl end to end: the real binary against a real store (vfs in /tmp,
 // plus btrfs on a loop image), exit codes 0/1/2, JSON output, stdin
 // imports, and hostile tarballs rejected with nothing left behind.
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -197,6 +199,55 @@ TEST_F(GraphctlTest, HostileTarballsLeaveNothing) {
   RunResult check = Run({"check"});
   EXPECT_TRUE(check.ok()) << "a failed import leaves no half layer: " << check.Describe();
   EXPECT_EQ(testsupport::FirstDifference(before, testsupport::TreeFingerprint(outside)), "");
+}
+
+// kill -9 in the middle of an import: nothing visible, check reports the
+// interrupted create (exit 1), check --repair reaps it, the driver is empty.
+TEST_F(GraphctlTest, KilledImportIsInvisibleAndRepaired) {
+  ASSERT_TRUE(Run({"--driver", "vfs", "ls"}).ok());
+  std::string tar = BuildTar({{"big", '0', std::string(8 << 20, 'z')}});
+  int in[2];
+  ASSERT_EQ(::pipe(in), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in[0], 0);
+    ::close(in[0]);
+    ::close(in[1]);
+    std::string bin = Graphctl();
+    ::execl(bin.c_str(), bin.c_str(), "--root", root_.c_str(), "import", "-", nullptr);
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  // Half the tarball, then wait until the import is under way.
+  size_t half = tar.size() / 2;
+  ASSERT_EQ(::write(in[1], tar.data(), half), static_cast<ssize_t>(half));
+  bool incomplete = false;
+  for (int i = 0; i < 300 && !incomplete; ++i) {
+    RunResult st = Run({"--json", "status"});
+    if (st.ok()) incomplete = nlohmann::json::parse(st.out)["layers"]["incomplete"] == 1;
+    if (!incomplete) ::usleep(20000);
+  }
+  ::kill(pid, SIGKILL);
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  ::close(in[1]);
+  ASSERT_TRUE(incomplete) << "the import never showed up as in progress";
+  ASSERT_TRUE(WIFSIGNALED(wstatus));
+
+  EXPECT_EQ(Line(Run({"--json", "ls"})), "[]") << "no half layer is ever visible";
+  RunResult check = Run({"check"});
+  EXPECT_EQ(check.exit_code, 1) << check.Describe();
+  EXPECT_NE(check.out.find("interrupted create"), std::string::npos) << check.out;
+  RunResult repair = Run({"check", "--repair"});
+  EXPECT_TRUE(repair.ok()) << repair.Describe();
+  EXPECT_NE(repair.out.find("repaired: reaped"), std::string::npos) << repair.out;
+  EXPECT_TRUE(Run({"check"}).ok());
+  RunResult status = Run({"--json", "status"});
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(nlohmann::json::parse(status.out)["layers"]["incomplete"], 0);
+  RunResult leftovers = testsupport::Run({"find", root_ + "/vfs/dir", "-mindepth", "1", "-maxdepth", "1"});
+  ASSERT_TRUE(leftovers.ok()) << leftovers.Describe();
+  EXPECT_EQ(leftovers.out, "") << "driver layers left behind";
 }
 
 TEST_F(GraphctlTest, WorksOnBtrfs) {
