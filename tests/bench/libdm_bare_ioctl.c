@@ -30,6 +30,12 @@ static int run(int fd, unsigned long request) {
 
 int bare_open(void) { return open("/dev/mapper/control", O_RDWR | O_CLOEXEC); }
 
+int bare_version(int fd) {
+  header(NULL, sizeof(struct dm_ioctl));
+  int r = run(fd, DM_VERSION);
+  return r < 0 ? r : (int)((struct dm_ioctl*)buf)->version[1];
+}
+
 int bare_create(int fd, const char* name) {
   header(name, sizeof(struct dm_ioctl));
   return run(fd, DM_DEV_CREATE);
@@ -54,13 +60,15 @@ int bare_suspend(int fd, const char* name) {
   return run(fd, DM_DEV_SUSPEND);
 }
 
+uint32_t bare_cookie = 0;
+
 int bare_resume(int fd, const char* name) {
-  header(name, sizeof(struct dm_ioctl));
+  header(name, sizeof(struct dm_ioctl))->event_nr = bare_cookie;
   return run(fd, DM_DEV_SUSPEND);
 }
 
 int bare_remove(int fd, const char* name) {
-  header(name, sizeof(struct dm_ioctl));
+  header(name, sizeof(struct dm_ioctl))->event_nr = bare_cookie;
   return run(fd, DM_DEV_REMOVE);
 }
 

@@ -9,7 +9,11 @@
 extern "C" {
 #endif
 
+/* event_nr sent on resume and remove (a udev cookie); 0 by default. */
+extern uint32_t bare_cookie;
+
 int bare_open(void);
+int bare_version(int fd);
 int bare_create(int fd, const char* name);
 int bare_load(int fd, const char* name, uint64_t length, const char* type, const char* params);
 int bare_suspend(int fd, const char* name);

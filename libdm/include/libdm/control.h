@@ -200,7 +200,10 @@ class Control {
   // DM_TARGET_MSG; returns the target's answer text, if any.
   absl::StatusOr<std::string> Message(const DevId& id, Sectors sector,
                                       absl::string_view message) const;
-  // Blocks until the device's event counter differs from `event_nr`.
+  // Blocks until the device's event counter differs from `event_nr` (target
+  // events: a thin-pool's low-water mark, mode changes...; not suspend or
+  // reload). Not restarted on EINTR: a signal interrupts the wait. For a
+  // wait with a timeout use EventPoller.
   absl::StatusOr<WaitResult> WaitEvent(const DevId& id, uint32_t event_nr) const;
   absl::Status SetGeometry(const DevId& id, const Geometry& geometry) const;
   absl::StatusOr<std::vector<wire::TargetVersion>> ListVersions() const;
@@ -248,7 +251,9 @@ class Control {
 };
 
 // An fd of its own on the control node, armed with DM_DEV_ARM_POLL: Wait
-// returns true once any dm event happened since the last Arm.
+// returns true once any dm event happened since the last Arm (a target
+// event on any device, or a create, remove or rename). Arming is per open
+// file, hence the own fd.
 class EventPoller {
  public:
   static absl::StatusOr<EventPoller> Open(const Control& control);
