@@ -28,6 +28,12 @@ extern char** environ;
 
 namespace {
 
+double CpuUs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
 double NowUs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -102,10 +108,6 @@ std::string Capture(const std::vector<std::string>& argv) {
   return out;
 }
 
-double Min(const std::vector<double>& v) {
-  return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
-}
-
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -116,7 +118,8 @@ struct Method {
   const char* name;
   int reps;  // per round
   std::function<void(int i)> step;
-  std::vector<double> samples;
+  std::vector<double> samples;      // wall time
+  std::vector<double> cpu_samples;  // this thread's CPU time (user + kernel)
 };
 
 struct Op {
@@ -280,10 +283,10 @@ int main(int argc, char** argv) {
   std::vector<Op> ops;
   ops.push_back(Op{
       "version (DM_VERSION)",
-      {{"bare", 100, [&](int) { CheckBare(bare_version(fd), "bare version"); }, {}},
-       {"libdm", 100, [&](int) { Check(dm->QueryVersion().status(), "libdm version"); }, {}},
-       {"libdm+nodes", 0, nullptr, {}},
-       {"dmsetup", 4, [&](int) { MustExec({"dmsetup", "version"}); }, {}}},
+      {{"bare", 100, [&](int) { CheckBare(bare_version(fd), "bare version"); }, {}, {}},
+       {"libdm", 100, [&](int) { Check(dm->QueryVersion().status(), "libdm version"); }, {}, {}},
+       {"libdm+nodes", 0, nullptr, {}, {}},
+       {"dmsetup", 4, [&](int) { MustExec({"dmsetup", "version"}); }, {}, {}}},
       nullptr});
   ops.push_back(Op{
       "create+load+resume+remove (thin)",
@@ -294,26 +297,26 @@ int main(int argc, char** argv) {
           CheckBare(bare_load(fd, n.c_str(), thin_len, "thin", thin_params.c_str()), "bare load");
           CheckBare(bare_resume(fd, n.c_str()), "bare resume");
           CheckBare(bare_remove(fd, n.c_str()), "bare remove");
-        }, {}},
+        }, {}, {}},
        {"libdm", 10,
         [&](int) {
           dm::Name n = dm::Name::OrDie(cyc_name());
           Check(dm->CreateDevice(n, thin_table).status(), "libdm create");
           Check(dm->Remove(n).status(), "libdm remove");
-        }, {}},
+        }, {}, {}},
        {"libdm+nodes", 10,
         [&](int) {
           dm::Name n = dm::Name::OrDie(cyc_name());
           Check(dmn->CreateDevice(n, thin_table).status(), "libdm create");
           Check(dmn->Remove(n).status(), "libdm remove");
-        }, {}},
+        }, {}, {}},
        {"dmsetup", 2,
         [&](int) {
           std::string n = cyc_name();
           MustExec({"dmsetup", "create", n, "--table",
                     absl::StrCat("0 ", thin_len, " thin ", thin_params)});
           MustExec({"dmsetup", "remove", n});
-        }, {}}},
+        }, {}, {}}},
       nullptr});
   auto del_ids = [&] {
     for (uint32_t id : made_ids)
@@ -328,20 +331,20 @@ int main(int argc, char** argv) {
           made_ids.push_back(id);
           CheckBare(bare_message(fd, pool.str().c_str(), absl::StrCat("create_thin ", id).c_str()),
                     "bare message");
-        }, {}},
+        }, {}, {}},
        {"libdm", 20,
         [&](int) {
           uint32_t id = next_id++;
           made_ids.push_back(id);
           Check(dm->SendThinPoolMessage(pool, dm::thin_msg::CreateThin{id}), "libdm message");
-        }, {}},
-       {"libdm+nodes", 0, nullptr, {}},
+        }, {}, {}},
+       {"libdm+nodes", 0, nullptr, {}, {}},
        {"dmsetup", 4,
         [&](int) {
           uint32_t id = next_id++;
           made_ids.push_back(id);
           MustExec({"dmsetup", "message", pool.str(), "0", absl::StrCat("create_thin ", id)});
-        }, {}}},
+        }, {}, {}}},
       del_ids});
   ops.push_back(Op{
       "suspend+resume",
@@ -349,38 +352,38 @@ int main(int argc, char** argv) {
         [&](int) {
           CheckBare(bare_suspend(fd, sr.str().c_str()), "bare suspend");
           CheckBare(bare_resume(fd, sr.str().c_str()), "bare resume");
-        }, {}},
+        }, {}, {}},
        {"libdm", 20,
         [&](int) {
           Check(dm->Suspend(sr).status(), "libdm suspend");
           Check(dm->Resume(sr).status(), "libdm resume");
-        }, {}},
+        }, {}, {}},
        {"libdm+nodes", 20,
         [&](int) {
           Check(dmn->Suspend(sr).status(), "libdm suspend");
           Check(dmn->Resume(sr).status(), "libdm resume");
-        }, {}},
+        }, {}, {}},
        {"dmsetup", 2,
         [&](int) {
           MustExec({"dmsetup", "suspend", sr.str()});
           MustExec({"dmsetup", "resume", sr.str()});
-        }, {}}},
+        }, {}, {}}},
       nullptr});
   ops.push_back(Op{
       "status (thin-pool, noflush, parsed)",
-      {{"bare", 60, [&](int) { CheckBare(bare_status(fd, pool.str().c_str()), "bare status"); }, {}},
+      {{"bare", 60, [&](int) { CheckBare(bare_status(fd, pool.str().c_str()), "bare status"); }, {}, {}},
        {"libdm", 60,
         [&](int) { Check(dm->GetThinPoolStatus(pool, /*noflush=*/true).status(), "libdm status"); },
-        {}},
-       {"libdm+nodes", 0, nullptr, {}},
-       {"dmsetup", 4, [&](int) { MustExec({"dmsetup", "status", "--noflush", pool.str()}); }, {}}},
+        {}, {}},
+       {"libdm+nodes", 0, nullptr, {}, {}},
+       {"dmsetup", 4, [&](int) { MustExec({"dmsetup", "status", "--noflush", pool.str()}); }, {}, {}}},
       nullptr});
   ops.push_back(Op{
       "list devices",
-      {{"bare", 60, [&](int) { CheckBare(bare_list(fd), "bare list"); }, {}},
-       {"libdm", 60, [&](int) { Check(dm->List().status(), "libdm list"); }, {}},
-       {"libdm+nodes", 0, nullptr, {}},
-       {"dmsetup", 4, [&](int) { MustExec({"dmsetup", "ls"}); }, {}}},
+      {{"bare", 60, [&](int) { CheckBare(bare_list(fd), "bare list"); }, {}, {}},
+       {"libdm", 60, [&](int) { Check(dm->List().status(), "libdm list"); }, {}, {}},
+       {"libdm+nodes", 0, nullptr, {}, {}},
+       {"dmsetup", 4, [&](int) { MustExec({"dmsetup", "ls"}); }, {}, {}}},
       nullptr});
 
   if (!only.empty())
@@ -408,9 +411,11 @@ int main(int argc, char** argv) {
             size_t k = (j + static_cast<size_t>(i)) % op.methods.size();
             Method& m = op.methods[k];
             if (i >= m.reps || (phase == 0) != (k < 3)) continue;
+            double c0 = CpuUs();
             double t0 = NowUs();
             m.step(i);
             m.samples.push_back(NowUs() - t0);
+            m.cpu_samples.push_back(CpuUs() - c0);
           }
         }
         if (op.after_round) op.after_round();
@@ -427,24 +432,24 @@ int main(int argc, char** argv) {
   unlink((dir + "/data").c_str());
   rmdir(dir.c_str());
 
-  std::printf("Median per operation, µs (samples per method in brackets); "
+  std::printf("Median per operation, µs (samples per method in brackets; CPU = this thread's user+kernel CPU time, which leaves out waits); "
               "dm interface %s, %s.\n\n",
               dm->version().ToString().c_str(), Capture({"uname", "-r"}).c_str());
-  std::printf("| operation | bare ioctl (C) | libdm | libdm vs bare | libdm vs bare, min | "
-              "libdm + /dev/mapper nodes | dmsetup program | dmsetup / libdm |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| operation | bare ioctl (C) | libdm | libdm vs bare | CPU: bare | CPU: libdm | "
+              "CPU: libdm vs bare | libdm + /dev/mapper nodes | dmsetup program | dmsetup / libdm |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Op& op : ops) {
     double bare = Median(op.methods[0].samples), lib = Median(op.methods[1].samples);
     double nodes = Median(op.methods[2].samples), prog = Median(op.methods[3].samples);
-    double bare_min = Min(op.methods[0].samples), lib_min = Min(op.methods[1].samples);
+    double bare_cpu = Median(op.methods[0].cpu_samples), lib_cpu = Median(op.methods[1].cpu_samples);
     std::string nodes_cell =
         op.methods[2].samples.empty()
             ? "—"
             : absl::StrFormat("%.0f [%d]", nodes, op.methods[2].samples.size());
-    std::printf("| %s | %.0f [%zu] | %.0f [%zu] | %+.1f%% | %+.1f%% | %s | %.0f [%zu] | %.1f× |\n",
+    std::printf("| %s | %.0f [%zu] | %.0f [%zu] | %+.1f%% | %.0f | %.0f | %+.1f%% | %s | %.0f [%zu] | %.1f× |\n",
                 op.name.c_str(), bare, op.methods[0].samples.size(), lib,
-                op.methods[1].samples.size(), (lib / bare - 1) * 100,
-                (lib_min / bare_min - 1) * 100, nodes_cell.c_str(), prog,
+                op.methods[1].samples.size(), (lib / bare - 1) * 100, bare_cpu, lib_cpu,
+                (lib_cpu / bare_cpu - 1) * 100, nodes_cell.c_str(), prog,
                 op.methods[3].samples.size(), prog / lib);
   }
   CpuOnly();
