@@ -379,6 +379,18 @@ class OverlayDriver : public Driver {
     absl::Status s = [&]() -> absl::Status {
       RETURN_IF_ERROR(Mkdir(tmp, 0700));
       RETURN_IF_ERROR(Mkdir(tmp + "/diff", 0755));
+      if (!parent.empty()) {
+        // overlayfs takes the merged root's mode and owner from the topmost
+        // layer: a child's diff root starts as its parent's, or a chmod of
+        // the parent's root would be undone in every child.
+        struct stat pst;
+        std::string pdiff = Path(parent, "diff");
+        if (::stat(pdiff.c_str(), &pst) != 0) return base::ErrnoError(errno, absl::StrCat("stat ", pdiff));
+        if (::chown((tmp + "/diff").c_str(), pst.st_uid, pst.st_gid) != 0 ||
+            ::chmod((tmp + "/diff").c_str(), pst.st_mode & 07777) != 0) {
+          return base::ErrnoError(errno, absl::StrCat("copying the root's owner and mode from ", pdiff));
+        }
+      }
       RETURN_IF_ERROR(WriteSmallFile(tmp + "/parent", parent));
       if (!parent.empty()) RETURN_IF_ERROR(WriteSmallFile(tmp + "/lower", lower));
       if (options.read_write) RETURN_IF_ERROR(WriteSmallFile(tmp + "/rw", ""));
@@ -676,12 +688,30 @@ class OverlayDriver : public Driver {
     return absl::OkStatus();
   }
 
-  // Does the nearest lower layer that mentions `path` hold it (rather than
-  // a whiteout)?
+  // Is `path` visible in the merged view of `lowers` (topmost first)? As
+  // overlayfs resolves it: a lower that has a whiteout or a non-directory at
+  // an ancestor hides the path, one with an opaque ancestor directory hides
+  // everything below it, and the first lower that has the path decides.
   static bool InLowers(const std::vector<std::string>& lowers, const std::string& path) {
+    std::vector<std::string> ancestors;
+    for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+      ancestors.push_back(path.substr(0, slash));
+    }
     for (const std::string& l : lowers) {
+      bool opaque_ancestor = false;
+      for (const std::string& a : ancestors) {
+        struct stat st;
+        std::string p = absl::StrCat(l, "/", a);
+        if (::lstat(p.c_str(), &st) != 0) break;  // nothing deeper in this layer
+        if (!S_ISDIR(st.st_mode)) return false;  // whiteout or file over the ancestor
+        char v[4];
+        if (::getxattr(p.c_str(), "trusted.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') {
+          opaque_ancestor = true;
+        }
+      }
       struct stat st;
       if (::lstat(absl::StrCat(l, "/", path).c_str(), &st) == 0) return !IsWhiteout(st);
+      if (opaque_ancestor) return false;  // layers below are hidden here
     }
     return false;
   }

@@ -43,7 +43,6 @@ const bool registered = [] {
   // root mode (chmod 0777 of a layer's root reads 0755 in its child);
   // Echo — Changes reports entries below a re-created (opaque) directory as
   // "modify" instead of "add".
-  overlay.known_failures = {"CreateSnap", "Echo"};
   RegisterConformanceSuite(overlay);
 
   ConformanceTarget vfs;
