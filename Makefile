@@ -152,8 +152,11 @@ deps:
 	@tests/deps.sh
 
 # check = deps, build, every tier; tests/run-tiers prints one line per tier.
+# The build inside check/demo uses every core unless the caller chose -j.
+JOBS := $(if $(findstring -j,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
+
 check: deps
-	$(MAKE) all tests
+	$(MAKE) $(JOBS) all tests
 	@BUILD=$(BUILD) tests/run-tiers $(TIERS)
 
 check-unit check-host check-vm: check-%: all tests
@@ -166,7 +169,7 @@ bench: all tests $(BENCH_BINS)
 	@BUILD=$(BUILD) tests/bench/run
 
 demo: deps
-	$(MAKE) all
+	$(MAKE) $(JOBS) all
 	@BUILD=$(BUILD) tools/demo.sh
 
 fuzz: $(FUZZ_BINS)
