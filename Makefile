@@ -183,7 +183,7 @@ install: all
 	  install -m 644 $(BUILD)/lib/lib$$l.a $(DESTDIR)$(LIBDIR)/ && \
 	  cp -P $(BUILD)/lib/lib$$l.so $(BUILD)/lib/lib$$l.so.* $(DESTDIR)$(LIBDIR)/ ; \
 	done
-	for d in libdm thinpool graph; do \
+	for d in base libdm thinpool graph; do \
 	  if [ -d $$d/include ]; then cp -r $$d/include/. $(DESTDIR)$(INCDIR)/; fi; \
 	done
 	for pc in $(wildcard */*.pc.in); do \
