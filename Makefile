@@ -139,6 +139,15 @@ $(BUILD)/obj/tests/%.o: CXXFLAGS += $(call pkgcflags,$(TEST_PKGS))
 
 ALL_TEST_BINS := $(foreach t,$(TIERS),$($(t)_TEST_BINS)) $(EXTRA_TEST_BINS)
 
+# Benchmarks: tests/bench/NAME_bench.cc → $(BUILD)/bench/NAME_bench, linked
+# with tests/bench/*.c (plain-C baselines) and every library.
+BENCH_C_OBJS := $(call objs,$(sort $(wildcard tests/bench/*.c)))
+BENCH_BINS += $(patsubst tests/bench/%.cc,$(BUILD)/bench/%,$(sort $(wildcard tests/bench/*_bench.cc)))
+$(BUILD)/bench/%_bench: $(BUILD)/obj/tests/bench/%_bench.o $(BENCH_C_OBJS) $(STATIC_LIBS)
+	@mkdir -p $(@D)
+	$(call say,LD,$@)
+	$(Q)$(CXX) $(LDFLAGS) -o $@ $< $(BENCH_C_OBJS) $(STATIC_LIBS) $(LDLIBS)
+
 # ---------------------------------------------------------------- targets ---
 .PHONY: all libs tools tests deps check check-unit check-host check-vm \
         bench demo fuzz install clean distclean vm-kernel
