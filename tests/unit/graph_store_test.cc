@@ -451,6 +451,34 @@ TEST_F(StoreTest, RepairLeavesOperationsInProgressAlone) {
   EXPECT_TRUE(store_->Check(false)->clean());
 }
 
+TEST_F(StoreTest, ConcurrentImportsOfOneLayerShareIt) {
+  constexpr int kProcs = 6;
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kProcs; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto drv = std::make_unique<DirDriver>(dir_->path() + "/driver");
+      auto st = LayerStore::Open(dir_->path() + "/store", std::move(drv));
+      if (!st.ok()) ::_exit(1);
+      const std::string data = "layer0";
+      StringSource src(data);
+      ::_exit((*st)->Import(src, {}).ok() ? 0 : 2);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  auto layer = store_->Stat(kD0);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  EXPECT_EQ(layer->refs, kProcs);
+  EXPECT_EQ(DriverIds().size(), 1u) << "losers of the race drop their copies";
+  EXPECT_EQ((*store_->Counts())["incomplete"], 0);
+  EXPECT_TRUE(store_->Check(false)->clean());
+}
+
 TEST_F(StoreTest, StoreRemembersItsDriver) {
   store_.reset();
   EXPECT_EQ(*LayerStore::RecordedDriver(dir_->path() + "/store"), "dirtest");

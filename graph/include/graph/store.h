@@ -93,6 +93,10 @@ struct CheckReport {
   bool clean() const { return problems.empty(); }
 };
 
+// Thread safety: a LayerStore object is used by one thread at a time.
+// Several LayerStore objects — in one process or in several — may share a
+// root: the registry serialises them (SQLite transactions) and per-layer
+// lock files tell live operations from interrupted ones.
 class LayerStore {
  public:
   // Opens the store in `root` (created if missing): `root`/layers.db and
