@@ -161,11 +161,14 @@ deps:
 	@tests/deps.sh
 
 # check = deps, build, every tier; tests/run-tiers prints one line per tier.
+# check runs every fuzz target this long (make fuzz FUZZ_SECONDS=N for more).
+CHECK_FUZZ_SECONDS ?= 5
 # The build inside check/demo uses every core unless the caller chose -j.
 JOBS := $(if $(findstring -j,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
 
 check: deps
 	$(MAKE) $(JOBS) all tests
+	$(MAKE) $(JOBS) fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 	@BUILD=$(BUILD) tests/run-tiers $(TIERS)
 
 check-unit check-host check-vm: check-%: all tests

@@ -7,9 +7,9 @@
 
 #include <ctime>
 #include <filesystem>
-#include <regex>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status.h"
@@ -23,10 +23,16 @@ namespace {
 // Device ids in thin_dump's XML: <device dev_id="N" ...>.
 std::set<uint32_t> DumpedIds(const std::string& xml) {
   std::set<uint32_t> ids;
-  static const std::regex kDevice("<device dev_id=\"([0-9]+)\"");
-  for (auto it = std::sregex_iterator(xml.begin(), xml.end(), kDevice);
-       it != std::sregex_iterator(); ++it)
-    ids.insert(static_cast<uint32_t>(std::stoul((*it)[1])));
+  static constexpr char kTag[] = "<device dev_id=\"";
+  static constexpr size_t kTagLen = sizeof(kTag) - 1;
+  for (size_t pos = xml.find(kTag); pos != std::string::npos; pos = xml.find(kTag, pos)) {
+    pos += kTagLen;
+    size_t end = xml.find('"', pos);
+    uint32_t id = 0;
+    if (end != std::string::npos &&
+        absl::SimpleAtoi(absl::string_view(xml).substr(pos, end - pos), &id))
+      ids.insert(id);
+  }
   return ids;
 }
 
