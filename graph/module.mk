@@ -2,4 +2,4 @@
 # Sources are picked up by wildcard so each part can add files freely.
 LIBRARIES += graph
 graph_SRCS := $(sort $(wildcard graph/*.cc graph/*/*.cc))
-graph_DEPS := dmbase
+graph_DEPS := thinpool dm dmbase

@@ -17,6 +17,7 @@ DriverInfo AufsDriverInfo();
 DriverInfo BtrfsDriverInfo();
 DriverInfo OverlayDriverInfo();
 DriverInfo VfsDriverInfo();
+DriverInfo DevmapperDriverInfo();
 
 namespace internal {
 
@@ -26,6 +27,7 @@ std::vector<DriverInfo> BuiltinDrivers() {
   drivers.push_back(BtrfsDriverInfo());
   drivers.push_back(OverlayDriverInfo());
   drivers.push_back(VfsDriverInfo());
+  drivers.push_back(DevmapperDriverInfo());
   return drivers;
 }
 

@@ -1,0 +1,1065 @@
+// The devicemapper graph driver: see devmapper.h for the design.
+#include "graph/drivers/devmapper.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/size.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "graph/archive.h"
+#include "graph/digest.h"
+#include "graph/driver.h"
+#include "graph/drivers/mountref.h"
+#include "graph/drivers/naive_diff.h"
+#include "graph/fsutil.h"
+#include "libdm/control.h"
+#include "thinpool/filesystem.h"
+#include "thinpool/pool.h"
+#include "thinpool/state_dir.h"
+
+namespace graph {
+namespace {
+
+constexpr char kName[] = "devicemapper";
+constexpr uint64_t kDefaultLoopDataBytes = 100ull << 30;
+constexpr uint64_t kDefaultBaseBytes = 10ull << 30;
+constexpr double kDefaultMinFreePercent = 10.0;
+// The longest layer id used verbatim in a thin name (thin names are at most
+// 80 bytes: tag 8 + '-' + 64 + "+NNNNNN").
+constexpr size_t kMaxVerbatimId = 64;
+
+// DMTHIN_FAILPOINT=<name>: die here, as a crash would (crash tests). The
+// driver's own points are named devmapper_*; thinpool's share the variable.
+void Failpoint(absl::string_view name) {
+  const char* want = std::getenv("DMTHIN_FAILPOINT");
+  if (want != nullptr && name == want) ::_exit(77);
+}
+
+// ------------------------------------------------------------- options ---
+
+struct Config {
+  std::string pool_name;     // dm.thinpooldev (empty: the driver's own)
+  std::string state_dir;     // dm.statedir
+  bool loopback = false;     // dm.loopback or a dm.loop* size given
+  uint64_t loop_data_bytes = kDefaultLoopDataBytes;
+  uint64_t loop_metadata_bytes = 0;
+  uint64_t block_bytes = thinpool::kDefaultBlockBytes;
+  uint64_t base_bytes = kDefaultBaseBytes;
+  std::string mount_options;
+  double min_free_percent = kDefaultMinFreePercent;
+  bool blkdiscard = false;
+  bool deferred_removal = true;
+  bool deferred_deletion = true;
+  absl::Duration reaper_interval = absl::Seconds(30);
+};
+
+absl::StatusOr<bool> ParseBool(const std::string& key, const std::string& value) {
+  std::string v = absl::AsciiStrToLower(value);
+  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+  if (v == "0" || v == "false" || v == "no" || v == "off") return false;
+  return absl::InvalidArgumentError(
+      absl::StrCat("devicemapper: ", key, "=", value, " is not a boolean (true/false)"));
+}
+
+absl::StatusOr<Config> ParseConfig(const DriverOptions& o) {
+  Config c;
+  c.state_dir = thinpool::kDefaultStateDir;
+  for (const auto& [key, value] : o.options) {
+    auto size = [&](uint64_t* out) -> absl::Status {
+      absl::StatusOr<uint64_t> s = base::ParseSize(value);
+      if (!s.ok()) return base::Annotate(s.status(), absl::StrCat("devicemapper: ", key));
+      *out = *s;
+      return absl::OkStatus();
+    };
+    if (key == "dm.thinpooldev") {
+      absl::string_view v = value;
+      absl::ConsumePrefix(&v, "/dev/mapper/dmthin-");
+      RETURN_IF_ERROR(base::Annotate(thinpool::ValidatePoolName(v), "devicemapper: dm.thinpooldev"));
+      c.pool_name = std::string(v);
+    } else if (key == "dm.statedir") {
+      if (value.empty() || value[0] != '/') {
+        return absl::InvalidArgumentError(
+            absl::StrCat("devicemapper: dm.statedir must be an absolute path, got \"", value, "\""));
+      }
+      c.state_dir = value;
+    } else if (key == "dm.loopback") {
+      ASSIGN_OR_RETURN(c.loopback, ParseBool(key, value));
+    } else if (key == "dm.loopdatasize") {
+      RETURN_IF_ERROR(size(&c.loop_data_bytes));
+      c.loopback = true;
+    } else if (key == "dm.loopmetadatasize") {
+      RETURN_IF_ERROR(size(&c.loop_metadata_bytes));
+      c.loopback = true;
+    } else if (key == "dm.blocksize") {
+      RETURN_IF_ERROR(size(&c.block_bytes));
+    } else if (key == "dm.basesize") {
+      RETURN_IF_ERROR(size(&c.base_bytes));
+      if (c.base_bytes < (64ull << 20) || c.base_bytes % 4096 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "devicemapper: dm.basesize=", value, " must be at least 64M and a multiple of 4K"));
+      }
+    } else if (key == "dm.fs") {
+      if (value != "ext4") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "devicemapper: dm.fs=", value, " is not supported (only ext4, made in-process)"));
+      }
+    } else if (key == "dm.mountopt") {
+      if (value.find_first_of("\"\n") != std::string::npos) {
+        return absl::InvalidArgumentError("devicemapper: dm.mountopt holds a quote or newline");
+      }
+      c.mount_options = value;
+    } else if (key == "dm.min_free_space") {
+      absl::string_view v = value;
+      absl::ConsumeSuffix(&v, "%");
+      double pct = 0;
+      if (!absl::SimpleAtod(v, &pct) || pct < 0 || pct >= 100) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "devicemapper: dm.min_free_space=", value, " must be a percentage in [0, 100)"));
+      }
+      c.min_free_percent = pct;
+    } else if (key == "dm.blkdiscard") {
+      ASSIGN_OR_RETURN(c.blkdiscard, ParseBool(key, value));
+    } else if (key == "dm.use_deferred_removal") {
+      ASSIGN_OR_RETURN(c.deferred_removal, ParseBool(key, value));
+    } else if (key == "dm.use_deferred_deletion") {
+      ASSIGN_OR_RETURN(c.deferred_deletion, ParseBool(key, value));
+    } else if (key == "dm.reaper_interval") {
+      if (!absl::ParseDuration(value, &c.reaper_interval) || c.reaper_interval < absl::ZeroDuration()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "devicemapper: dm.reaper_interval=", value, " is not a duration (\"30s\", \"200ms\", \"0\")"));
+      }
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("devicemapper: unknown option \"", key, "\""));
+    }
+  }
+  if (!c.pool_name.empty() && c.loopback) {
+    return absl::InvalidArgumentError(
+        "devicemapper: dm.thinpooldev and dm.loopback/dm.loop*size exclude each other");
+  }
+  return c;
+}
+
+// ---------------------------------------------------------- file helpers ---
+
+absl::Status MkdirP(const std::string& path, mode_t mode) {
+  std::string cur;
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    cur = absl::StrCat(cur, "/", part);
+    if (path[0] != '/' && cur.size() == part.size() + 1) cur = std::string(part);
+    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+      return base::ErrnoError(errno, absl::StrCat("creating ", cur));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> ReadSmallFile(const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT) return std::optional<std::string>();
+    return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return base::ErrnoError(errno, absl::StrCat("reading ", path));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return std::optional<std::string>(std::move(out));
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  base::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return base::ErrnoError(errno, absl::StrCat("opening ", dir));
+  if (::fsync(fd.get()) != 0) return base::ErrnoError(errno, absl::StrCat("fsync ", dir));
+  return absl::OkStatus();
+}
+
+// Writes `data` to `path` atomically (a temporary in `tmp_dir`, then
+// rename); with `durable`, fsyncs the file and the directory too.
+absl::Status WriteFileAtomic(const std::string& tmp_dir, const std::string& path,
+                             const std::string& data, bool durable) {
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = absl::StrCat(tmp_dir, "/", ::getpid(), ".", counter++);
+  base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) return base::ErrnoError(errno, absl::StrCat("creating ", tmp));
+  absl::Status s;
+  if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
+    s = base::ErrnoError(errno, absl::StrCat("writing ", tmp));
+  } else if (durable && ::fsync(fd.get()) != 0) {
+    s = base::ErrnoError(errno, absl::StrCat("fsync ", tmp));
+  } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = base::ErrnoError(errno, absl::StrCat("renaming ", tmp, " to ", path));
+  }
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  if (durable) {
+    std::string dir = path.substr(0, path.rfind('/'));
+    RETURN_IF_ERROR(FsyncDir(dir));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return std::vector<std::string>();
+    return base::ErrnoError(errno, absl::StrCat("opendir ", dir));
+  }
+  std::vector<std::string> out;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    out.push_back(std::move(n));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// key=value lines.
+std::map<std::string, std::string> ParseKv(absl::string_view text) {
+  std::map<std::string, std::string> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    size_t eq = line.find('=');
+    if (eq == absl::string_view::npos) continue;
+    out[std::string(line.substr(0, eq))] = std::string(line.substr(eq + 1));
+  }
+  return out;
+}
+
+// Exclusive flock on a file, held until destruction.
+class FileLock {
+ public:
+  static absl::StatusOr<FileLock> Take(const std::string& path) {
+    base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+    while (::flock(fd.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) return base::ErrnoError(errno, absl::StrCat("locking ", path));
+    }
+    return FileLock(std::move(fd));
+  }
+
+ private:
+  explicit FileLock(base::UniqueFd fd) : fd_(std::move(fd)) {}
+  base::UniqueFd fd_;
+};
+
+absl::Status Unmount(const std::string& target) {
+  if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) == 0) return absl::OkStatus();
+  if (errno == EINVAL || errno == ENOENT) return absl::OkStatus();  // not mounted
+  if (errno == EBUSY) {
+    // Something still has a file open in it: detach it now; the device stays
+    // open until the last user goes (the deferred paths cope with that).
+    if (::umount2(target.c_str(), UMOUNT_NOFOLLOW | MNT_DETACH) == 0) return absl::OkStatus();
+  }
+  return base::ErrnoError(errno, absl::StrCat("unmounting ", target));
+}
+
+bool Mounted(const std::string& path) {
+  absl::StatusOr<bool> m = IsMountPoint(path);
+  return m.ok() && *m;
+}
+
+// "in use (open count ...)" from thinpool's DeactivateThin/DeleteThin.
+bool IsBusy(const absl::Status& s) {
+  return base::HasErrno(s, EBUSY) ||
+         (s.code() == absl::StatusCode::kFailedPrecondition && absl::StrContains(s.message(), "in use"));
+}
+
+// ---------------------------------------------------------------- records ---
+
+enum class LayerState { kCreating, kReady, kRemoving };
+
+const char* StateName(LayerState s) {
+  switch (s) {
+    case LayerState::kCreating: return "creating";
+    case LayerState::kReady: return "ready";
+    case LayerState::kRemoving: return "removing";
+  }
+  return "?";
+}
+
+struct Record {
+  std::string id;
+  std::string thin;
+  std::string parent;
+  LayerState state = LayerState::kCreating;
+  bool deferred = false;  // removal waits for the device to close
+
+  std::string Serialize() const {
+    return absl::StrCat("thin=", thin, "\nparent=", parent, "\nstate=", StateName(state),
+                        "\ndeferred=", deferred ? 1 : 0, "\n");
+  }
+};
+
+std::optional<Record> ParseRecord(const std::string& id, const std::string& text) {
+  auto kv = ParseKv(text);
+  Record r;
+  r.id = id;
+  r.thin = kv["thin"];
+  r.parent = kv["parent"];
+  const std::string& st = kv["state"];
+  if (st == "creating") r.state = LayerState::kCreating;
+  else if (st == "ready") r.state = LayerState::kReady;
+  else if (st == "removing") r.state = LayerState::kRemoving;
+  else return std::nullopt;
+  r.deferred = kv["deferred"] == "1";
+  if (thinpool::ValidateThinName(r.thin).ok()) return r;
+  return std::nullopt;
+}
+
+// ----------------------------------------------------------------- driver ---
+
+class DevmapperDriver : public Driver {
+ public:
+  DevmapperDriver(std::string root, Config config)
+      : root_(std::move(root)), config_(std::move(config)), refs_(absl::StrCat(root_, "/.refs")) {}
+
+  ~DevmapperDriver() override {
+    if (reaper_.joinable()) {
+      {
+        absl::MutexLock l(&reaper_mu_);
+        stop_ = true;
+      }
+      reaper_.join();
+    }
+  }
+
+  absl::Status Init();
+
+  std::string Name() const override { return kName; }
+  absl::Status Create(const std::string& id, const std::string& parent,
+                      const CreateOptions& options) override;
+  absl::Status Remove(const std::string& id) override;
+  absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override;
+  absl::Status Put(const std::string& id) override;
+  bool Exists(const std::string& id) const override;
+  absl::StatusOr<std::vector<std::string>> List() const override;
+  std::vector<std::pair<std::string, std::string>> Status() const override;
+  absl::StatusOr<std::map<std::string, std::string>> Metadata(const std::string& id) const override;
+  absl::Status Cleanup() override;
+
+  absl::StatusOr<DiffResult> Diff(const std::string& id, const std::string& parent,
+                                  ByteSink& sink) override {
+    return NaiveDiff(*this, id, parent, sink);
+  }
+  absl::StatusOr<ApplyDiffResult> ApplyDiff(const std::string& id, const std::string& parent,
+                                            ByteSource& source) override {
+    (void)parent;
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+    RETURN_IF_ERROR(CheckFreeSpace(absl::StrCat("applying a diff to layer ", id)));
+    return NaiveApplyDiff(*this, id, source, WhiteoutFormat::kDelete);
+  }
+  absl::StatusOr<std::vector<Change>> Changes(const std::string& id,
+                                              const std::string& parent) override {
+    return NaiveChanges(*this, id, parent);
+  }
+  absl::StatusOr<int64_t> DiffSize(const std::string& id, const std::string& parent) override {
+    return NaiveDiffSize(*this, id, parent);
+  }
+  absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& id) const override;
+
+ private:
+  std::string RecordPath(const std::string& id) const { return absl::StrCat(root_, "/metadata/", id); }
+  std::string DeferredPath(const std::string& id) const { return absl::StrCat(root_, "/deferred/", id); }
+  std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
+  std::string TmpDir() const { return absl::StrCat(root_, "/tmp"); }
+  std::string BaseThin() const { return absl::StrCat(tag_, "+base"); }
+  bool OwnsThin(absl::string_view thin) const {
+    return absl::StartsWith(thin, absl::StrCat(tag_, "-")) || absl::StartsWith(thin, absl::StrCat(tag_, "+"));
+  }
+
+  absl::StatusOr<FileLock> Lock() const { return FileLock::Take(absl::StrCat(root_, "/.lock")); }
+
+  absl::StatusOr<std::optional<Record>> ReadRecord(const std::string& id) const;
+  absl::Status WriteRecord(const Record& r, bool durable) const {
+    return WriteFileAtomic(TmpDir(), RecordPath(r.id), r.Serialize(), durable);
+  }
+  absl::Status DropRecord(const std::string& id) const;
+  // The record of a ready layer; NotFound otherwise.
+  absl::StatusOr<Record> ReadyRecord(const std::string& id) const;
+
+  absl::Status OpenPool();
+  absl::Status EnsurePoolActive() const;
+  absl::Status EnsureBase();
+  absl::Status MakeBaseFilesystem(const std::string& device) const;
+  absl::Status Recover();
+  absl::StatusOr<std::string> PickThinName(const std::string& id) const;
+  absl::Status CheckFreeSpace(absl::string_view what) const;
+
+  absl::Status MountLayer(const Record& r, const std::string& mount_label);
+  absl::Status UnmountLayer(const Record& r);
+  // Deactivates a thin's dm device; when it is held open elsewhere and
+  // deferred removal is on, asks the kernel to remove it at last close.
+  // Returns true if the device is gone now.
+  absl::StatusOr<bool> DeactivateThin(const std::string& thin) const;
+  // Deletes the thin of a removing record and then the record; a busy device
+  // leaves it deferred (OK) or, without deferred deletion, fails.
+  absl::Status FinishRemoval(Record r);
+  // Retries every deferred removal. Takes the lock.
+  void ReapDeferred();
+  void ReaperLoop();
+
+  const std::string root_;
+  const Config config_;
+  MountRefs refs_;
+  std::string tag_;
+  bool owns_pool_ = false;
+  std::string pool_name_;
+  std::unique_ptr<dm::Control> dm_;
+  std::unique_ptr<thinpool::StateDir> state_;
+  std::unique_ptr<thinpool::Pool> pool_;
+  uint64_t block_bytes_ = 0;
+  uint64_t base_bytes_ = 0;
+  bool assume_zeroed_ = true;
+
+  absl::Mutex reaper_mu_;
+  bool stop_ ABSL_GUARDED_BY(reaper_mu_) = false;
+  std::thread reaper_;
+};
+
+absl::StatusOr<std::optional<Record>> DevmapperDriver::ReadRecord(const std::string& id) const {
+  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(RecordPath(id)));
+  if (!text) return std::optional<Record>();
+  std::optional<Record> r = ParseRecord(id, *text);
+  if (!r) {
+    return absl::DataLossError(absl::StrCat("devicemapper: layer record ", RecordPath(id), " is malformed"));
+  }
+  return r;
+}
+
+absl::StatusOr<Record> DevmapperDriver::ReadyRecord(const std::string& id) const {
+  RETURN_IF_ERROR(ValidateLayerId(id));
+  ASSIGN_OR_RETURN(std::optional<Record> r, ReadRecord(id));
+  if (!r || r->state != LayerState::kReady) {
+    return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+  }
+  return *r;
+}
+
+absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
+  for (const std::string& p : {DeferredPath(id), RecordPath(id)}) {
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
+  }
+  std::string mnt = MountPath(id);
+  if (::rmdir(mnt.c_str()) != 0 && errno != ENOENT && errno != EBUSY) {
+    return base::ErrnoError(errno, absl::StrCat("removing ", mnt));
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------ open ---
+
+absl::Status DevmapperDriver::Init() {
+  for (const char* sub : {"", "/metadata", "/mnt", "/tmp", "/deferred"}) {
+    RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, sub), 0700));
+  }
+  // Leftover temporaries of a crashed writer.
+  ASSIGN_OR_RETURN(std::vector<std::string> tmps, ListDir(TmpDir()));
+  for (const std::string& t : tmps) (void)RemoveTree(absl::StrCat(TmpDir(), "/", t));
+
+  std::string instance = absl::StrCat(root_, "/instance");
+  ASSIGN_OR_RETURN(std::optional<std::string> tag, ReadSmallFile(instance));
+  if (tag) {
+    tag_ = std::string(absl::StripAsciiWhitespace(*tag));
+  } else {
+    std::random_device rd;
+    tag_ = absl::StrFormat("%08x", rd());
+    RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), instance, tag_ + "\n", /*durable=*/true));
+  }
+  if (tag_.size() != 8 || tag_.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::DataLossError(absl::StrCat("devicemapper: ", instance, " does not hold 8 hex digits"));
+  }
+
+  auto dm = dm::Control::Open();
+  if (!dm.ok()) {
+    return UnsupportedError(Unsupported::kKernelLacksFeature,
+                            absl::StrCat("device-mapper: ", dm.status().message()));
+  }
+  dm_ = std::move(*dm);
+  RETURN_IF_ERROR(OpenPool());
+
+  {
+    ASSIGN_OR_RETURN(FileLock lock, Lock());
+    RETURN_IF_ERROR(Recover());
+    RETURN_IF_ERROR(EnsureBase());
+  }
+  if (config_.reaper_interval > absl::ZeroDuration()) {
+    reaper_ = std::thread([this] { ReaperLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DevmapperDriver::OpenPool() {
+  owns_pool_ = config_.pool_name.empty();
+  std::string state_dir = owns_pool_ ? absl::StrCat(root_, "/thinpool") : config_.state_dir;
+  pool_name_ = owns_pool_ ? absl::StrCat("graph", tag_) : config_.pool_name;
+  ASSIGN_OR_RETURN(state_, thinpool::StateDir::Open(state_dir));
+  auto registered = state_->registry().GetPool(pool_name_);
+  if (!registered.ok() && registered.status().code() != absl::StatusCode::kNotFound) {
+    return registered.status();
+  }
+  if (registered.ok()) {
+    ASSIGN_OR_RETURN(pool_, thinpool::Pool::Open(*state_, *dm_, pool_name_));
+    RETURN_IF_ERROR(pool_->Activate());
+  } else if (!owns_pool_) {
+    return UnsupportedError(Unsupported::kConfiguration,
+                            absl::StrCat("devicemapper: dm.thinpooldev=", pool_name_,
+                                         ": no such pool in ", state_dir));
+  } else {
+    thinpool::PoolOptions po;
+    po.data_bytes = config_.loop_data_bytes;
+    po.metadata_bytes = config_.loop_metadata_bytes;
+    po.block_bytes = config_.block_bytes;
+    // Fail writes at once when the pool is full rather than queueing them:
+    // dm.min_free_space keeps layers from getting there.
+    po.error_if_no_space = true;
+    auto created = thinpool::Pool::Create(*state_, *dm_, pool_name_, po);
+    if (!created.ok()) return base::Annotate(created.status(), "devicemapper: creating the loopback pool");
+    pool_ = std::move(*created);
+  }
+  ASSIGN_OR_RETURN(thinpool::PoolRecord rec, pool_->Record());
+  block_bytes_ = uint64_t{rec.block_sectors} * 512;
+  // Without block zeroing a partly written new block keeps old data: the
+  // filesystem must then write its inode tables itself.
+  assume_zeroed_ = std::find(rec.features.begin(), rec.features.end(), "skip_block_zeroing") ==
+                   rec.features.end();
+  return absl::OkStatus();
+}
+
+absl::Status DevmapperDriver::EnsurePoolActive() const {
+  ASSIGN_OR_RETURN(bool active, pool_->IsActive());
+  if (active) return absl::OkStatus();
+  return pool_->Activate();
+}
+
+// Under the lock. Makes the base device (thin + ext4 + rootfs/) unless a
+// complete one exists; an incomplete one (crash) is deleted and made again.
+absl::Status DevmapperDriver::EnsureBase() {
+  const std::string path = absl::StrCat(root_, "/base");
+  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
+  auto kv = text ? ParseKv(*text) : std::map<std::string, std::string>{};
+  auto info = pool_->GetThinInfo(BaseThin());
+  if (!info.ok() && info.status().code() != absl::StatusCode::kNotFound) return info.status();
+  if (kv["state"] == "ready" && info.ok()) {
+    base_bytes_ = info->size_bytes;
+    return absl::OkStatus();
+  }
+  if (info.ok()) {
+    RETURN_IF_ERROR(DeactivateThin(BaseThin()).status());
+    RETURN_IF_ERROR(pool_->DeleteThin(BaseThin()));
+  }
+  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), path, absl::StrCat("thin=", BaseThin(), "\nstate=creating\n"),
+                                  /*durable=*/false));
+  ASSIGN_OR_RETURN(thinpool::ThinInfo base, pool_->CreateThin(BaseThin(), config_.base_bytes, /*activate=*/true));
+  Failpoint("devmapper_base_after_thin");
+  absl::Status made = MakeBaseFilesystem(base.device);
+  ASSIGN_OR_RETURN(bool gone, DeactivateThin(BaseThin()));
+  (void)gone;
+  RETURN_IF_ERROR(made);
+  Failpoint("devmapper_base_after_mkfs");
+  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), path, absl::StrCat("thin=", BaseThin(), "\nstate=ready\n"),
+                                  /*durable=*/true));
+  base_bytes_ = base.size_bytes;
+  return absl::OkStatus();
+}
+
+// ext4 on the fresh base device, with rootfs/ inside as Docker's
+// devicemapper had: a layer's tree lives there, apart from lost+found.
+absl::Status DevmapperDriver::MakeBaseFilesystem(const std::string& device) const {
+  thinpool::Ext4Options eo;
+  eo.label = "dmthin-base";
+  eo.assume_zeroed = assume_zeroed_;
+  RETURN_IF_ERROR(base::Annotate(thinpool::MakeExt4(device, eo), "devicemapper: making the base filesystem"));
+  std::string mnt = absl::StrCat(TmpDir(), "/base-mnt");
+  RETURN_IF_ERROR(MkdirP(mnt, 0700));
+  if (::mount(device.c_str(), mnt.c_str(), "ext4", 0, nullptr) != 0) {
+    return base::ErrnoError(errno, absl::StrCat("mounting the base device ", device, " on ", mnt));
+  }
+  std::string rootfs = absl::StrCat(mnt, "/rootfs");
+  absl::Status made;
+  if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) made = base::ErrnoError(errno, "creating rootfs/");
+  RETURN_IF_ERROR(Unmount(mnt));
+  ::rmdir(mnt.c_str());
+  return made;
+}
+
+// Under the lock: finishes or undoes what a crashed process left.
+absl::Status DevmapperDriver::Recover() {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(absl::StrCat(root_, "/metadata")));
+  std::set<std::string> referenced;
+  for (const std::string& id : ids) {
+    if (!ValidateLayerId(id).ok()) continue;
+    ASSIGN_OR_RETURN(std::optional<Record> r, ReadRecord(id));
+    if (!r) continue;
+    switch (r->state) {
+      case LayerState::kCreating: {
+        // Never became visible: undo whatever the snapshot got to.
+        auto info = pool_->GetThinInfo(r->thin);
+        if (info.ok()) {
+          RETURN_IF_ERROR(DeactivateThin(r->thin).status());
+          RETURN_IF_ERROR(base::Annotate(pool_->DeleteThin(r->thin),
+                                         absl::StrCat("devicemapper: undoing the creation of layer ", id)));
+        } else if (info.status().code() != absl::StatusCode::kNotFound) {
+          return info.status();
+        }
+        RETURN_IF_ERROR(DropRecord(id));
+        break;
+      }
+      case LayerState::kRemoving:
+        referenced.insert(r->thin);
+        RETURN_IF_ERROR(FinishRemoval(*r));
+        break;
+      case LayerState::kReady:
+        referenced.insert(r->thin);
+        break;
+    }
+  }
+  // Orphans: our thins no record names (a record lost, or a thin made by a
+  // process that crashed before writing its record). The base is handled by
+  // EnsureBase.
+  ASSIGN_OR_RETURN(std::vector<thinpool::ThinInfo> thins, pool_->ListThins());
+  for (const auto& t : thins) {
+    if (!OwnsThin(t.name) || t.name == BaseThin() || referenced.count(t.name)) continue;
+    auto gone = DeactivateThin(t.name);
+    if (!gone.ok() || !*gone) continue;  // busy: next time
+    RETURN_IF_ERROR(base::Annotate(pool_->DeleteThin(t.name),
+                                   absl::StrCat("devicemapper: deleting orphaned thin device ", t.name)));
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------- helpers ---
+
+absl::StatusOr<std::string> DevmapperDriver::PickThinName(const std::string& id) const {
+  std::string stem = id.size() <= kMaxVerbatimId
+                         ? absl::StrCat(tag_, "-", id)
+                         : absl::StrCat(tag_, "-h", absl::StripPrefix(Sha256Digest(id), "sha256:"));
+  for (int n = 1; n < 1000000; ++n) {
+    std::string name = n == 1 ? stem : absl::StrCat(stem, "+", n);
+    auto info = pool_->GetThinInfo(name);
+    if (!info.ok() && info.status().code() == absl::StatusCode::kNotFound) return name;
+    if (!info.ok()) return info.status();
+  }
+  return absl::ResourceExhaustedError(absl::StrCat("devicemapper: no free thin name for layer ", id));
+}
+
+absl::Status DevmapperDriver::CheckFreeSpace(absl::string_view what) const {
+  RETURN_IF_ERROR(EnsurePoolActive());
+  ASSIGN_OR_RETURN(dm::Name name, dm::Name::Create(pool_->dm_name()));
+  // noflush: no metadata commit just to look.
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, dm_->GetThinPoolStatus(name, /*noflush=*/true));
+  if (!k.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "devicemapper: ", what, ": thin pool '", pool_name_, "' has failed (kernel status Fail/Error); "
+        "deactivate it and run thin_check"));
+  }
+  if (k.mode == dm::ThinPoolStatus::Mode::kReadOnly) {
+    return absl::FailedPreconditionError(absl::StrCat("devicemapper: ", what, ": thin pool '", pool_name_,
+                                                      "' is read-only (metadata full or damaged)"));
+  }
+  if (k.mode == dm::ThinPoolStatus::Mode::kOutOfDataSpace) {
+    return absl::ResourceExhaustedError(absl::StrCat("devicemapper: ", what, ": thin pool '", pool_name_,
+                                                     "' is out of data space"));
+  }
+  auto check = [&](const char* kind, uint64_t used, uint64_t total, uint64_t unit) -> absl::Status {
+    if (total == 0) return absl::OkStatus();
+    uint64_t free = total > used ? total - used : 0;
+    double pct = 100.0 * static_cast<double>(free) / static_cast<double>(total);
+    if (pct >= config_.min_free_percent) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "devicemapper: %s: thin pool '%s' has %s of %s %s space free (%.1f%%), below "
+        "dm.min_free_space=%g%%; remove layers, grow the pool, or lower dm.min_free_space",
+        std::string(what), pool_name_, base::FormatSize(free * unit), base::FormatSize(total * unit), kind,
+        pct, config_.min_free_percent));
+  };
+  RETURN_IF_ERROR(check("data", k.used_data.value(), k.total_data.value(), block_bytes_));
+  return check("metadata", k.used_metadata.value(), k.total_metadata.value(), dm::kMetaBlockSize);
+}
+
+absl::StatusOr<bool> DevmapperDriver::DeactivateThin(const std::string& thin) const {
+  absl::Status s = pool_->DeactivateThin(thin);
+  if (s.ok()) return true;
+  if (s.code() == absl::StatusCode::kNotFound) return true;
+  if (!IsBusy(s)) return s;
+  if (!config_.deferred_removal) return s;
+  ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->GetThinInfo(thin));
+  ASSIGN_OR_RETURN(dm::Name name, dm::Name::Create(info.dm_name));
+  dm::RemoveOptions ro;
+  ro.deferred = true;
+  ro.retries = 0;
+  auto removed = dm_->Remove(name, ro);
+  if (!removed.ok()) {
+    if (base::HasErrno(removed.status(), ENXIO) || base::HasErrno(removed.status(), ENODEV)) return true;
+    return base::Annotate(removed.status(), absl::StrCat("devicemapper: deferred removal of ", info.dm_name));
+  }
+  return *removed == dm::Removal::kRemoved;
+}
+
+absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mount_label) {
+  RETURN_IF_ERROR(EnsurePoolActive());
+  ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->ActivateThin(r.thin));
+  // A device left to a deferred remove (Put while a leaked mount held it)
+  // is wanted again: keep it.
+  {
+    ASSIGN_OR_RETURN(dm::Name name, dm::Name::Create(info.dm_name));
+    ASSIGN_OR_RETURN(dm::DeviceInfo di, dm_->Info(name));
+    if (di.deferred_remove()) RETURN_IF_ERROR(dm_->CancelDeferredRemove(name));
+  }
+  std::string mnt = MountPath(r.id);
+  if (::mkdir(mnt.c_str(), 0755) != 0 && errno != EEXIST) {
+    absl::Status s = base::ErrnoError(errno, absl::StrCat("creating ", mnt));
+    (void)DeactivateThin(r.thin);
+    return s;
+  }
+  std::vector<std::string> opts;
+  if (!config_.mount_options.empty()) opts.push_back(config_.mount_options);
+  if (!mount_label.empty()) {
+    if (mount_label.find_first_of("\"\n") != std::string::npos) {
+      (void)DeactivateThin(r.thin);
+      return absl::InvalidArgumentError("devicemapper: mount label holds a quote");
+    }
+    opts.push_back(absl::StrCat("context=\"", mount_label, "\""));
+  }
+  std::string data = absl::StrJoin(opts, ",");
+  if (::mount(info.device.c_str(), mnt.c_str(), "ext4", 0, data.empty() ? nullptr : data.c_str()) != 0) {
+    absl::Status s = base::ErrnoError(errno, absl::StrCat("mounting ", info.device, " (layer ", r.id, ") on ", mnt));
+    (void)DeactivateThin(r.thin);
+    return s;
+  }
+  std::string rootfs = absl::StrCat(mnt, "/rootfs");
+  if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) {
+    absl::Status s = base::ErrnoError(errno, absl::StrCat("creating ", rootfs));
+    (void)Unmount(mnt);
+    (void)DeactivateThin(r.thin);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DevmapperDriver::UnmountLayer(const Record& r) {
+  RETURN_IF_ERROR(Unmount(MountPath(r.id)));
+  ASSIGN_OR_RETURN(bool gone, DeactivateThin(r.thin));
+  (void)gone;  // a deferred remove finishes when the last user goes
+  return absl::OkStatus();
+}
+
+absl::Status DevmapperDriver::FinishRemoval(Record r) {
+  auto info = pool_->GetThinInfo(r.thin);
+  if (!info.ok()) {
+    if (info.status().code() != absl::StatusCode::kNotFound) return info.status();
+    return DropRecord(r.id);  // thin already gone
+  }
+  RETURN_IF_ERROR(EnsurePoolActive());
+  ASSIGN_OR_RETURN(bool gone, DeactivateThin(r.thin));
+  absl::Status deleted;
+  if (gone) {
+    thinpool::DeleteOptions dopt;
+    dopt.discard = config_.blkdiscard;
+    deleted = pool_->DeleteThin(r.thin, dopt);
+    if (deleted.ok() || deleted.code() == absl::StatusCode::kNotFound) {
+      Failpoint("devmapper_after_delete");
+      return DropRecord(r.id);
+    }
+    if (!IsBusy(deleted)) return deleted;
+  }
+  // Busy: held open by a mount in another namespace (or an open fd).
+  if (!config_.deferred_deletion) {
+    r.state = LayerState::kReady;
+    RETURN_IF_ERROR(WriteRecord(r, /*durable=*/true));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "devicemapper: layer ", r.id, " is busy (device ", info->dm_name,
+        " is held open, e.g. by a mount in another mount namespace) and dm.use_deferred_deletion is off"));
+  }
+  if (!r.deferred) {
+    r.deferred = true;
+    RETURN_IF_ERROR(WriteRecord(r, /*durable=*/true));
+  }
+  return WriteFileAtomic(TmpDir(), DeferredPath(r.id), "", /*durable=*/false);
+}
+
+void DevmapperDriver::ReapDeferred() {
+  auto ids = ListDir(absl::StrCat(root_, "/deferred"));
+  if (!ids.ok() || ids->empty()) return;
+  auto lock = Lock();
+  if (!lock.ok()) return;
+  for (const std::string& id : *ids) {
+    if (!ValidateLayerId(id).ok()) continue;
+    auto r = ReadRecord(id);
+    if (!r.ok()) continue;
+    if (!r->has_value() || (*r)->state != LayerState::kRemoving) {
+      ::unlink(DeferredPath(id).c_str());
+      continue;
+    }
+    (void)FinishRemoval(**r);
+  }
+}
+
+void DevmapperDriver::ReaperLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&reaper_mu_);
+      reaper_mu_.AwaitWithTimeout(absl::Condition(&stop_), config_.reaper_interval);
+      if (stop_) return;
+    }
+    ReapDeferred();
+  }
+}
+
+// ------------------------------------------------------------ interface ---
+
+absl::Status DevmapperDriver::Create(const std::string& id, const std::string& parent,
+                                     const CreateOptions& options) {
+  RETURN_IF_ERROR(ValidateLayerId(id));
+  for (const auto& [k, v] : options.storage_options) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "devicemapper: unknown storage option \"", k, "\" (every layer has the base size, dm.basesize=",
+        base::FormatSize(base_bytes_), ")"));
+  }
+  if (!parent.empty()) RETURN_IF_ERROR(ValidateLayerId(parent));
+  ReapDeferred();
+  ASSIGN_OR_RETURN(FileLock lock, Lock());
+  ASSIGN_OR_RETURN(std::optional<Record> existing, ReadRecord(id));
+  if (existing) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "layer ", id, " already exists", existing->state == LayerState::kRemoving ? " (being removed)" : ""));
+  }
+  std::string origin = BaseThin();
+  if (!parent.empty()) {
+    ASSIGN_OR_RETURN(std::optional<Record> p, ReadRecord(parent));
+    if (!p || p->state != LayerState::kReady) {
+      return absl::NotFoundError(absl::StrCat("parent layer ", parent, " does not exist"));
+    }
+    origin = p->thin;
+  }
+  RETURN_IF_ERROR(CheckFreeSpace(absl::StrCat("creating layer ", id)));
+  Record r;
+  r.id = id;
+  r.parent = parent;
+  ASSIGN_OR_RETURN(r.thin, PickThinName(id));
+  r.state = LayerState::kCreating;
+  // Not durable: after a power cut without it the thin is an orphan, which
+  // Recover deletes just the same.
+  RETURN_IF_ERROR(WriteRecord(r, /*durable=*/false));
+  Failpoint("devmapper_after_record");
+  auto snap = pool_->Snapshot(origin, r.thin);
+  if (!snap.ok()) {
+    (void)DropRecord(id);
+    return base::Annotate(snap.status(), absl::StrCat("devicemapper: creating layer ", id));
+  }
+  Failpoint("devmapper_after_snapshot");
+  r.state = LayerState::kReady;
+  absl::Status w = WriteRecord(r, /*durable=*/true);
+  if (!w.ok()) {
+    (void)pool_->DeleteThin(r.thin);
+    (void)DropRecord(id);
+    return w;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DevmapperDriver::Remove(const std::string& id) {
+  RETURN_IF_ERROR(ValidateLayerId(id));
+  ReapDeferred();
+  ASSIGN_OR_RETURN(FileLock lock, Lock());
+  ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
+  r.state = LayerState::kRemoving;
+  RETURN_IF_ERROR(WriteRecord(r, /*durable=*/true));
+  Failpoint("devmapper_after_remove_mark");
+  std::string mnt = MountPath(id);
+  absl::Status unmounted = refs_.Reset(id, [&] { return Unmount(mnt); });
+  if (unmounted.ok() && Mounted(mnt)) unmounted = Unmount(mnt);
+  if (!unmounted.ok()) {
+    r.state = LayerState::kReady;
+    (void)WriteRecord(r, /*durable=*/true);
+    return unmounted;
+  }
+  return FinishRemoval(r);
+}
+
+absl::StatusOr<std::string> DevmapperDriver::Get(const std::string& id, const std::string& mount_label) {
+  ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
+  std::string mnt = MountPath(id);
+  RETURN_IF_ERROR(refs_.Acquire(id, [&] { return Mounted(mnt); }, [&] { return MountLayer(r, mount_label); }));
+  return absl::StrCat(mnt, "/rootfs");
+}
+
+absl::Status DevmapperDriver::Put(const std::string& id) {
+  RETURN_IF_ERROR(ValidateLayerId(id));
+  ASSIGN_OR_RETURN(std::optional<Record> r, ReadRecord(id));
+  if (!r) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+  return refs_.Release(id, [&] { return UnmountLayer(*r); });
+}
+
+bool DevmapperDriver::Exists(const std::string& id) const { return ReadyRecord(id).ok(); }
+
+absl::StatusOr<std::vector<std::string>> DevmapperDriver::List() const {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(absl::StrCat(root_, "/metadata")));
+  std::vector<std::string> out;
+  for (const std::string& id : ids) {
+    if (Exists(id)) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> DevmapperDriver::Status() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto fs = BackingFsName(root_);
+  out.push_back({"Pool Name", pool_name_});
+  out.push_back({"Pool State Dir", state_->path()});
+  out.push_back({"Pool Blocksize", base::FormatSize(block_bytes_)});
+  out.push_back({"Base Device Size", base::FormatSize(base_bytes_)});
+  out.push_back({"Backing Filesystem", fs.ok() ? *fs : "unknown"});
+  out.push_back({"Filesystem", "ext4"});
+  out.push_back({"Thin Prefix", tag_});
+  auto rec = pool_->Record();
+  if (rec.ok()) {
+    bool files = rec->backing == thinpool::PoolBacking::kFiles;
+    out.push_back({files ? "Data loop file" : "Data device", rec->data_path});
+    out.push_back({files ? "Metadata loop file" : "Metadata device", rec->metadata_path});
+  }
+  auto st = pool_->Status();
+  if (st.ok()) {
+    auto sizes = [&](const char* what, uint64_t used, uint64_t total) {
+      out.push_back({absl::StrCat(what, " Space Used"), base::FormatSize(used)});
+      out.push_back({absl::StrCat(what, " Space Total"), base::FormatSize(total)});
+      out.push_back({absl::StrCat(what, " Space Available"), base::FormatSize(total > used ? total - used : 0)});
+    };
+    sizes("Data", st->data_used_bytes, st->data_total_bytes);
+    sizes("Metadata", st->metadata_used_bytes, st->metadata_total_bytes);
+    out.push_back({"Pool Status", st->Summary()});
+  } else {
+    out.push_back({"Pool Status", std::string(st.status().message())});
+  }
+  out.push_back({"Thin Pool Minimum Free Space", absl::StrFormat("%g%%", config_.min_free_percent)});
+  out.push_back({"Deferred Removal Enabled", config_.deferred_removal ? "true" : "false"});
+  out.push_back({"Deferred Deletion Enabled", config_.deferred_deletion ? "true" : "false"});
+  auto deferred = ListDir(absl::StrCat(root_, "/deferred"));
+  out.push_back({"Deferred Deleted Device Count", deferred.ok() ? absl::StrCat(deferred->size()) : "unknown"});
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> DevmapperDriver::Metadata(const std::string& id) const {
+  ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
+  ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->GetThinInfo(r.thin));
+  return std::map<std::string, std::string>{
+      {"DeviceId", absl::StrCat(info.dev_id)},
+      {"DeviceName", info.dm_name},
+      {"DeviceSize", absl::StrCat(info.size_bytes)},
+  };
+}
+
+absl::StatusOr<std::vector<MountSpec>> DevmapperDriver::Mounts(const std::string& id) const {
+  ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
+  RETURN_IF_ERROR(EnsurePoolActive());
+  ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->ActivateThin(r.thin));
+  MountSpec m;
+  m.type = "ext4";
+  m.source = info.device;
+  m.options.push_back("rw");
+  if (!config_.mount_options.empty()) {
+    for (absl::string_view o : absl::StrSplit(config_.mount_options, ',', absl::SkipEmpty())) {
+      m.options.emplace_back(o);
+    }
+  }
+  return std::vector<MountSpec>{m};
+}
+
+absl::Status DevmapperDriver::Cleanup() {
+  absl::Status first;
+  auto keep = [&](const absl::Status& s) {
+    if (first.ok() && !s.ok()) first = s;
+  };
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(absl::StrCat(root_, "/metadata")));
+  for (const std::string& id : ids) {
+    if (!ValidateLayerId(id).ok()) continue;
+    auto r = ReadRecord(id);
+    if (!r.ok() || !r->has_value()) continue;
+    const Record& rec = **r;
+    keep(refs_.Reset(id, [&] { return Unmount(MountPath(id)); }));
+    if (Mounted(MountPath(id))) keep(Unmount(MountPath(id)));
+    keep(DeactivateThin(rec.thin).status());
+  }
+  if (owns_pool_) {
+    absl::Status s = pool_->Deactivate(/*force=*/false);
+    // Active thins left (deferred removals, other users): keep the pool.
+    if (!s.ok() && s.code() != absl::StatusCode::kFailedPrecondition) keep(s);
+  }
+  return first;
+}
+
+}  // namespace
+
+DriverInfo DevmapperDriverInfo() {
+  DriverInfo info;
+  info.name = kName;
+  info.priority = 30;
+  info.probe = [](const DriverOptions& o) -> absl::Status {
+    if (::geteuid() != 0) {
+      return UnsupportedError(Unsupported::kPrivilege, "devicemapper needs root (device-mapper ioctls, mount)");
+    }
+    if (::access("/dev/mapper/control", F_OK) != 0 && ::access("/sys/class/misc/device-mapper", F_OK) != 0) {
+      return UnsupportedError(Unsupported::kKernelLacksFeature,
+                              "the kernel has no device-mapper (no /dev/mapper/control)");
+    }
+    ASSIGN_OR_RETURN(Config c, ParseConfig(o));
+    struct stat st;
+    bool made_before = ::stat(absl::StrCat(o.root, "/instance").c_str(), &st) == 0;
+    if (c.pool_name.empty() && !c.loopback && !made_before) {
+      return UnsupportedError(
+          Unsupported::kConfiguration,
+          absl::StrCat("devicemapper needs a pool: pass dm.thinpooldev=<dmthin pool> or dm.loopback=true "
+                       "(or dm.loopdatasize=<size>) to make one on sparse files under ",
+                       o.root));
+    }
+    return absl::OkStatus();
+  };
+  info.create = [](const DriverOptions& o) -> absl::StatusOr<std::unique_ptr<Driver>> {
+    ASSIGN_OR_RETURN(Config c, ParseConfig(o));
+    auto d = std::make_unique<DevmapperDriver>(o.root, std::move(c));
+    RETURN_IF_ERROR(d->Init());
+    return std::unique_ptr<Driver>(std::move(d));
+  };
+  return info;
+}
+
+}  // namespace graph

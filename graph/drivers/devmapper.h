@@ -1,0 +1,71 @@
+// devicemapper: every layer is a thin device in a dm-thin pool (thinpool/),
+// a snapshot of its parent's device; the first layer of a chain is a snapshot
+// of a base device that carries an ext4 filesystem made once, in-process.
+// Nothing is ever copied or formatted per layer: Create is one create_snap.
+//
+// Layout under the driver root:
+//   <root>/instance          8 hex digits naming this root's thins ("tag")
+//   <root>/.lock             flock()ed around Create, Remove, recovery, reaper
+//   <root>/thinpool/         the thinpool state dir of a pool the driver made
+//                            (registry.db, pools/<pool>/{data,metadata})
+//   <root>/metadata/<id>     one record per layer: thin name, parent, state
+//   <root>/metadata/.base    the base device's record
+//   <root>/mnt/<id>          mount point of the layer's filesystem; the
+//                            layer's tree is `rootfs/` inside (as Docker's)
+//   <root>/.refs/<id>        Get/Put reference counts (graph::MountRefs)
+//
+// Thin names: "<tag>-<id>" (ids over 64 bytes: "<tag>-h<sha256 of id>",
+// plus "+N" if the name is still held by a deferred deletion); the base is
+// "<tag>+base". Every thin in the pool whose name starts with the tag is the
+// driver's: one no record points at is an orphan and is deleted on open.
+//
+// Crash safety: a record is written (state "creating") before the snapshot
+// and marked "ready" after; "removing" before the thin is deleted. Opening
+// the driver (under the lock) deletes the thin of every "creating" record,
+// finishes every "removing" one and deletes orphans, so after a crash at any
+// point no thin id is orphaned and no half-made layer is visible. The
+// thinpool's own protocol (intent → message → transaction id → done) covers
+// the pool side.
+//
+// Busy devices: a mount leaked into another mount namespace keeps the thin
+// device open. Put then schedules a deferred remove of the dm device (the
+// kernel removes it at last close); Remove hides the layer at once and leaves
+// the thin id to the reaper, which deletes it once the device is gone (a
+// background thread every dm.reaper_interval, and at every Create/Remove).
+//
+// Driver options (DriverOptions::options; sizes as base::ParseSize reads them):
+//   dm.thinpooldev=POOL       use the existing dmthin pool POOL (also
+//                             /dev/mapper/dmthin-POOL) instead of making one
+//   dm.statedir=DIR           thinpool state dir holding POOL
+//                             (default /var/lib/dmthin)
+//   dm.loopback=true          make a pool on sparse files under the root
+//                             (implied by dm.loopdatasize/dm.loopmetadatasize)
+//   dm.loopdatasize=SIZE      its data file (default 100G, sparse)
+//   dm.loopmetadatasize=SIZE  its metadata file (default: thinpool's guide)
+//   dm.blocksize=SIZE         its block size (default 64K)
+//   dm.basesize=SIZE          size of the base device, so of every layer
+//                             (default 10G)
+//   dm.fs=ext4                filesystem of the base device (only ext4)
+//   dm.mountopt=OPTS          extra mount options ("discard,noatime")
+//   dm.min_free_space=PCT     refuse to create or fill layers when free data
+//                             or metadata space is below PCT% (default 10%)
+//   dm.blkdiscard=BOOL        discard a layer's blocks before deleting it
+//                             (gives space back to a sparse data file)
+//   dm.use_deferred_removal=BOOL   (default true)
+//   dm.use_deferred_deletion=BOOL  (default true)
+//   dm.reaper_interval=DURATION    background reaper period ("30s", "200ms";
+//                             "0" = no thread, reap only at Create/Remove)
+// Without dm.thinpooldev, dm.loopback or a pool already made under the root,
+// the probe answers Unsupported::kConfiguration.
+#ifndef DMTHIN_GRAPH_DRIVERS_DEVMAPPER_H_
+#define DMTHIN_GRAPH_DRIVERS_DEVMAPPER_H_
+
+#include "graph/driver.h"
+
+namespace graph {
+
+DriverInfo DevmapperDriverInfo();
+
+}  // namespace graph
+
+#endif  // DMTHIN_GRAPH_DRIVERS_DEVMAPPER_H_

@@ -1,0 +1,689 @@
+// The devicemapper graph driver against the real dm-thin target (run inside
+// tests/vm/run): layer lifecycle, content through snapshots, diffs, status
+// and metadata, reopening, busy removal with the reaper, pool-full refusal,
+// orphans, and the crash-point matrix (every driver and thinpool failpoint,
+// in a child process that dies there; the reopened driver must show no
+// orphaned thin id and no half-made layer).
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "graph/driver.h"
+#include "graph/stream.h"
+#include "gtest/gtest.h"
+#include "libdm/control.h"
+#include "tests/support/graph_tar.h"
+#include "tests/support/process.h"
+#include "thinpool/pool.h"
+#include "thinpool/state_dir.h"
+
+namespace graph {
+namespace {
+
+namespace fs = std::filesystem;
+using testsupport::BuildTar;
+using testsupport::TarEntry;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteAll(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+std::string StatusValue(const Driver& d, const std::string& key) {
+  for (const auto& [k, v] : d.Status()) {
+    if (k == key) return v;
+  }
+  return "";
+}
+
+std::map<std::string, std::string> BaseOptions() {
+  return {{"dm.loopdatasize", "2G"},
+          {"dm.basesize", "512M"},
+          {"dm.reaper_interval", "100ms"}};
+}
+
+// Thins of the driver's pool whose names carry the driver's tag.
+std::vector<thinpool::ThinInfo> DriverThins(const Driver& d) {
+  auto state = thinpool::StateDir::Open(StatusValue(d, "Pool State Dir"));
+  EXPECT_TRUE(state.ok()) << state.status();
+  auto dm = dm::Control::Open();
+  EXPECT_TRUE(dm.ok()) << dm.status();
+  auto pool = thinpool::Pool::Open(**state, **dm, StatusValue(d, "Pool Name"));
+  EXPECT_TRUE(pool.ok()) << pool.status();
+  auto thins = (*pool)->ListThins();
+  EXPECT_TRUE(thins.ok()) << thins.status();
+  std::vector<thinpool::ThinInfo> out;
+  std::string tag = StatusValue(d, "Thin Prefix");
+  for (const auto& t : *thins) {
+    if (absl::StartsWith(t.name, tag)) out.push_back(t);
+  }
+  return out;
+}
+
+// Destroys every pool in a driver root's own state dir (tests only).
+void DestroyPools(const std::string& driver_root) {
+  std::string sd = driver_root + "/thinpool";
+  if (!fs::exists(sd + "/registry.db")) return;
+  auto state = thinpool::StateDir::Open(sd);
+  auto dm = dm::Control::Open();
+  if (!state.ok() || !dm.ok()) return;
+  auto pools = (*state)->registry().ListPools();
+  if (!pools.ok()) return;
+  for (const auto& p : *pools) {
+    auto pool = thinpool::Pool::Open(**state, **dm, p.name);
+    if (pool.ok()) {
+      absl::Status s = (*pool)->Destroy(/*force=*/true);
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+}
+
+class DevmapperTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/mapper/control", F_OK) != 0) {
+      GTEST_SKIP() << "no /dev/mapper/control: run this inside tests/vm/run";
+    }
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    base_ = "/tmp/" + testsupport::UniqueName("dmgraph");
+    fs::create_directories(base_);
+    root_ = base_ + "/devicemapper";
+  }
+
+  void TearDown() override {
+    driver_.reset();
+    if (root_.empty()) return;
+    // Unmount whatever a failed test left, then the pool.
+    for (const auto& m : {root_ + "/mnt"}) {
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(m, ec)) umount2(e.path().c_str(), MNT_DETACH);
+    }
+    DestroyPools(root_);
+    std::error_code ec;
+    fs::remove_all(base_, ec);
+  }
+
+  void Open(std::map<std::string, std::string> options = BaseOptions()) {
+    driver_.reset();
+    auto d = OpenDriver("devicemapper", base_, options);
+    ASSERT_TRUE(d.ok()) << d.status();
+    driver_ = std::move(*d);
+  }
+
+  // Closes the driver as a shutdown would (Cleanup) and opens it again.
+  void Reopen(std::map<std::string, std::string> options = BaseOptions()) {
+    if (driver_) {
+      ASSERT_TRUE(driver_->Cleanup().ok());
+    }
+    Open(options);
+  }
+
+  std::string MustGet(const std::string& id) {
+    auto dir = driver_->Get(id, "");
+    EXPECT_TRUE(dir.ok()) << dir.status();
+    return dir.ok() ? *dir : "/nonexistent";
+  }
+
+  // Every tagged thin is the base or a ready layer's device.
+  void ExpectNoOrphans() {
+    auto thins = DriverThins(*driver_);
+    auto list = driver_->List();
+    ASSERT_TRUE(list.ok()) << list.status();
+    std::set<std::string> devices;
+    for (const auto& id : *list) {
+      auto md = driver_->Metadata(id);
+      ASSERT_TRUE(md.ok()) << md.status();
+      devices.insert((*md)["DeviceName"]);
+    }
+    size_t base = 0;
+    for (const auto& t : thins) {
+      if (absl::EndsWith(t.name, "+base")) {
+        ++base;
+        continue;
+      }
+      EXPECT_TRUE(devices.count(t.dm_name)) << "orphaned thin " << t.name << " (id " << t.dev_id << ")";
+    }
+    EXPECT_EQ(base, 1u);
+    EXPECT_EQ(thins.size(), list->size() + 1);
+  }
+
+  std::string base_, root_;
+  std::unique_ptr<Driver> driver_;
+};
+
+TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
+  Open();
+  EXPECT_EQ(driver_->Name(), "devicemapper");
+  ASSERT_TRUE(driver_->Create("l0", "", {}).ok());
+  EXPECT_TRUE(driver_->Exists("l0"));
+  EXPECT_EQ(driver_->Create("l0", "", {}).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(driver_->Create("x", "missing", {}).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(driver_->Create("../x", "", {}).code(), absl::StatusCode::kInvalidArgument);
+  CreateOptions sized;
+  sized.storage_options["size"] = "20G";
+  EXPECT_EQ(driver_->Create("x", "", sized).code(), absl::StatusCode::kInvalidArgument);
+
+  std::string d0 = MustGet("l0");
+  EXPECT_EQ(d0, root_ + "/mnt/l0/rootfs");
+  EXPECT_TRUE(fs::is_empty(d0)) << "a base layer starts empty (lost+found stays outside rootfs/)";
+  WriteAll(d0 + "/hello", "from l0");
+  fs::create_directories(d0 + "/etc");
+  WriteAll(d0 + "/etc/conf", "v1");
+  // A second Get shares the mount.
+  EXPECT_EQ(MustGet("l0"), d0);
+  ASSERT_TRUE(driver_->Put("l0").ok());
+  EXPECT_TRUE(fs::exists(d0 + "/hello")) << "still mounted after one of two Puts";
+
+  // Snapshot of a mounted parent (the origin is suspended around create_snap).
+  CreateOptions rw;
+  rw.read_write = true;
+  ASSERT_TRUE(driver_->Create("l1", "l0", rw).ok());
+  ASSERT_TRUE(driver_->Put("l0").ok());
+  EXPECT_FALSE(fs::exists(d0 + "/hello")) << "unmounted after the last Put";
+
+  std::string d1 = MustGet("l1");
+  EXPECT_EQ(ReadAll(d1 + "/hello"), "from l0");
+  WriteAll(d1 + "/etc/conf", "v2");
+  fs::remove(d1 + "/hello");
+  ASSERT_TRUE(driver_->Put("l1").ok());
+  d0 = MustGet("l0");
+  EXPECT_EQ(ReadAll(d0 + "/etc/conf"), "v1") << "a child's writes never reach its parent";
+  EXPECT_TRUE(fs::exists(d0 + "/hello"));
+  ASSERT_TRUE(driver_->Put("l0").ok());
+  EXPECT_EQ(driver_->Put("l0").code(), absl::StatusCode::kFailedPrecondition);
+
+  auto md = driver_->Metadata("l1");
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_FALSE((*md)["DeviceId"].empty());
+  EXPECT_TRUE(absl::StartsWith((*md)["DeviceName"], "dmthin-")) << (*md)["DeviceName"];
+  EXPECT_EQ((*md)["DeviceSize"], std::to_string(512ull << 20));
+  auto md0 = driver_->Metadata("l0");
+  ASSERT_TRUE(md0.ok());
+  EXPECT_NE((*md0)["DeviceId"], (*md)["DeviceId"]);
+
+  auto mounts = driver_->Mounts("l1");
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  ASSERT_EQ(mounts->size(), 1u);
+  EXPECT_EQ((*mounts)[0].type, "ext4");
+  EXPECT_TRUE(fs::exists((*mounts)[0].source)) << (*mounts)[0].source;
+
+  auto list = driver_->List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, (std::vector<std::string>{"l0", "l1"}));
+  ExpectNoOrphans();
+
+  ASSERT_TRUE(driver_->Remove("l1").ok());
+  EXPECT_FALSE(driver_->Exists("l1"));
+  EXPECT_EQ(driver_->Remove("l1").code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(driver_->Remove("l0").ok());
+  EXPECT_EQ(DriverThins(*driver_).size(), 1u) << "only the base is left";
+  // The id can be used again.
+  ASSERT_TRUE(driver_->Create("l0", "", {}).ok());
+  EXPECT_TRUE(fs::is_empty(MustGet("l0")));
+  ASSERT_TRUE(driver_->Put("l0").ok());
+}
+
+TEST_F(DevmapperTest, LongIdsAndRemoveWhileMounted) {
+  Open();
+  std::string long_id(128, 'a');
+  ASSERT_TRUE(driver_->Create(long_id, "", {}).ok());
+  std::string d = MustGet(long_id);
+  WriteAll(d + "/f", "x");
+  auto md = driver_->Metadata(long_id);
+  ASSERT_TRUE(md.ok());
+  EXPECT_LT((*md)["DeviceName"].size(), 128u);
+  // Remove unmounts.
+  ASSERT_TRUE(driver_->Remove(long_id).ok());
+  EXPECT_FALSE(fs::exists(d + "/f"));
+  EXPECT_EQ(DriverThins(*driver_).size(), 1u);
+}
+
+TEST_F(DevmapperTest, StatusReportsThePool) {
+  Open();
+  auto st = driver_->Status();
+  std::map<std::string, std::string> m(st.begin(), st.end());
+  for (const char* key : {"Pool Name", "Pool Blocksize", "Base Device Size", "Data loop file",
+                          "Metadata loop file", "Data Space Used", "Data Space Total",
+                          "Data Space Available", "Metadata Space Used", "Metadata Space Total",
+                          "Metadata Space Available", "Thin Pool Minimum Free Space",
+                          "Deferred Deleted Device Count"}) {
+    EXPECT_FALSE(m[key].empty()) << key;
+  }
+  EXPECT_EQ(m["Pool Blocksize"], "64.0 KiB");
+  EXPECT_EQ(m["Base Device Size"], "512 MiB");
+  EXPECT_EQ(m["Data Space Total"], "2.00 GiB");
+  EXPECT_TRUE(fs::exists(m["Data loop file"])) << m["Data loop file"];
+  EXPECT_EQ(m["Thin Pool Minimum Free Space"], "10%");
+  EXPECT_EQ(m["Deferred Deleted Device Count"], "0");
+}
+
+TEST_F(DevmapperTest, OptionsAndProbe) {
+  auto probe = ProbeDrivers(base_, {});
+  for (const auto& r : probe) {
+    if (r.name != "devicemapper") continue;
+    ASSERT_FALSE(r.status.ok());
+    EXPECT_EQ(GetUnsupported(r.status), Unsupported::kConfiguration) << r.status;
+  }
+  for (const auto& [k, v] : std::map<std::string, std::string>{{"dm.fs", "xfs"},
+                                                               {"dm.basesize", "10"},
+                                                               {"dm.min_free_space", "120%"},
+                                                               {"dm.loopdatasize", "lots"},
+                                                               {"dm.nonsense", "1"},
+                                                               {"dm.blkdiscard", "maybe"}}) {
+    auto o = BaseOptions();
+    o[k] = v;
+    auto d = OpenDriver("devicemapper", base_, o);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << k << "=" << v << ": " << d.status();
+  }
+  auto missing = OpenDriver("devicemapper", base_, {{"dm.thinpooldev", "nosuchpool"},
+                                                    {"dm.statedir", base_ + "/state"}});
+  EXPECT_EQ(GetUnsupported(missing.status()), Unsupported::kConfiguration) << missing.status();
+}
+
+TEST_F(DevmapperTest, ReopenKeepsLayersAndContent) {
+  Open();
+  ASSERT_TRUE(driver_->Create("a", "", {}).ok());
+  WriteAll(MustGet("a") + "/data", std::string(1 << 20, 'z'));
+  ASSERT_TRUE(driver_->Create("b", "a", {}).ok());
+  std::string tag = StatusValue(*driver_, "Thin Prefix");
+  // A shutdown with a layer still mounted: Cleanup unmounts and deactivates
+  // everything, including the pool the driver made.
+  Reopen();
+  EXPECT_EQ(StatusValue(*driver_, "Thin Prefix"), tag);
+  auto list = driver_->List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(ReadAll(MustGet("b") + "/data"), std::string(1 << 20, 'z'));
+  ASSERT_TRUE(driver_->Put("b").ok());
+  ExpectNoOrphans();
+}
+
+TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
+  Open();
+  ASSERT_TRUE(driver_->Create("base", "", {}).ok());
+  std::string tar0 = BuildTar({
+      {.path = "etc", .type = '5', .mode = 0755},
+      {.path = "etc/passwd", .data = "root:x:0:0\n"},
+      {.path = "etc/gone", .data = "bye"},
+      {.path = "bin", .type = '5', .mode = 0755},
+      {.path = "bin/sh", .data = "#!", .mode = 0755},
+      {.path = "bin/link", .type = '2', .link = "sh"},
+  });
+  StringSource src0(tar0);
+  auto applied = driver_->ApplyDiff("base", "", src0);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_TRUE(absl::StartsWith(applied->diff_id, "sha256:"));
+  ASSERT_TRUE(driver_->Create("top", "base", {}).ok());
+  std::string tar1 = BuildTar({
+      {.path = "etc", .type = '5', .mode = 0755},
+      {.path = "etc/.wh.gone", .data = ""},
+      {.path = "etc/passwd", .data = "root:x:0:0\nuser:x:1000:1000\n"},
+      {.path = "new", .data = "fresh"},
+  });
+  StringSource src1(tar1);
+  ASSERT_TRUE(driver_->ApplyDiff("top", "base", src1).ok());
+  std::string top = MustGet("top");
+  EXPECT_FALSE(fs::exists(top + "/etc/gone"));
+  EXPECT_EQ(ReadAll(top + "/new"), "fresh");
+  EXPECT_EQ(fs::read_symlink(top + "/bin/link"), "sh");
+  ASSERT_TRUE(driver_->Put("top").ok());
+
+  auto changes = driver_->Changes("top", "base");
+  ASSERT_TRUE(changes.ok()) << changes.status();
+  std::vector<Change> want = {{"/etc", ChangeKind::kModify},
+                              {"/etc/gone", ChangeKind::kDelete},
+                              {"/etc/passwd", ChangeKind::kModify},
+                              {"/new", ChangeKind::kAdd}};
+  EXPECT_EQ(*changes, want);
+  auto size = driver_->DiffSize("top", "base");
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(*size, int64_t(std::string("root:x:0:0\nuser:x:1000:1000\n").size() + 5));
+
+  // The diff, applied to a fresh layer over the same parent, gives the same tree.
+  std::string out;
+  StringSink sink(&out);
+  auto diff = driver_->Diff("top", "base", sink);
+  ASSERT_TRUE(diff.ok()) << diff.status();
+  EXPECT_GT(diff->tar_bytes, 0u);
+  ASSERT_TRUE(driver_->Create("again", "base", {}).ok());
+  StringSource src2(out);
+  ASSERT_TRUE(driver_->ApplyDiff("again", "base", src2).ok());
+  auto again = driver_->Changes("again", "base");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, want);
+  // Neither side left anything mounted.
+  EXPECT_FALSE(fs::exists(root_ + "/mnt/base/rootfs"));
+}
+
+// A mount of the layer leaked into another mount namespace keeps its device
+// open: Put and Remove must not fail, the layer disappears at once, and the
+// reaper deletes the thin id once the namespace lets go.
+TEST_F(DevmapperTest, BusyRemovalIsDeferredAndReaped) {
+  Open();
+  ASSERT_TRUE(driver_->Create("busy", "", {}).ok());
+  std::string dir = MustGet("busy");
+  WriteAll(dir + "/f", "x");
+  auto md = driver_->Metadata("busy");
+  ASSERT_TRUE(md.ok());
+  std::string dm_name = (*md)["DeviceName"];
+
+  int ready[2], hold[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(hold), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    // Own mount namespace with private propagation: the parent's unmount
+    // does not reach this copy of the mount.
+    if (unshare(CLONE_NEWNS) != 0) _exit(2);
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
+    char c = 'r';
+    if (write(ready[1], &c, 1) != 1) _exit(4);
+    (void)!read(hold[0], &c, 1);  // until the parent closes its end
+    _exit(0);
+  }
+  close(ready[1]);
+  close(hold[0]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+
+  auto dm = dm::Control::Open();
+  ASSERT_TRUE(dm.ok());
+  auto name = dm::Name::Create(dm_name);
+  ASSERT_TRUE(name.ok());
+
+  ASSERT_TRUE(driver_->Put("busy").ok()) << "Put on a device held elsewhere defers its removal";
+  auto info = (*dm)->Find(*name);
+  ASSERT_TRUE(info.ok());
+  ASSERT_TRUE(info->has_value()) << "still held by the other namespace";
+  EXPECT_GT((*info)->open_count, 0);
+  EXPECT_TRUE((*info)->deferred_remove());
+
+  absl::Status removed = driver_->Remove("busy");
+  ASSERT_TRUE(removed.ok()) << removed;
+  EXPECT_FALSE(driver_->Exists("busy"));
+  auto list = driver_->List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+  EXPECT_EQ(StatusValue(*driver_, "Deferred Deleted Device Count"), "1");
+  EXPECT_EQ(DriverThins(*driver_).size(), 2u) << "the thin id waits for the reaper";
+  // The id is free for a new layer at once (a new thin name).
+  ASSERT_TRUE(driver_->Create("busy", "", {}).ok());
+  ASSERT_TRUE(driver_->Remove("busy").ok());
+
+  // Let go: the kernel removes the device at last close, the reaper the thin.
+  close(hold[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (DriverThins(*driver_).size() != 1 || StatusValue(*driver_, "Deferred Deleted Device Count") != "0")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(DriverThins(*driver_).size(), 1u) << "the reaper deleted the thin id";
+  EXPECT_EQ(StatusValue(*driver_, "Deferred Deleted Device Count"), "0");
+  info = (*dm)->Find(*name);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->has_value()) << "the deferred remove happened at last close";
+}
+
+TEST_F(DevmapperTest, BusyRemovalWithoutDeferredDeletionFailsCleanly) {
+  auto o = BaseOptions();
+  o["dm.use_deferred_deletion"] = "false";
+  Open(o);
+  ASSERT_TRUE(driver_->Create("busy", "", {}).ok());
+  std::string dir = MustGet("busy");
+  int ready[2], hold[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(hold), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    if (unshare(CLONE_NEWNS) != 0) _exit(2);
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
+    char c = 'r';
+    if (write(ready[1], &c, 1) != 1) _exit(4);
+    (void)!read(hold[0], &c, 1);
+    _exit(0);
+  }
+  close(ready[1]);
+  close(hold[0]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  absl::Status removed = driver_->Remove("busy");
+  EXPECT_EQ(removed.code(), absl::StatusCode::kFailedPrecondition) << removed;
+  EXPECT_TRUE(absl::StrContains(removed.message(), "busy")) << removed;
+  EXPECT_TRUE(driver_->Exists("busy")) << "a refused removal leaves the layer whole";
+  close(hold[1]);
+  waitpid(child, nullptr, 0);
+  // Once free, the deferred dm remove has happened and removal works.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  absl::Status again;
+  do {
+    again = driver_->Remove("busy");
+    if (again.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_TRUE(again.ok()) << again;
+  EXPECT_EQ(DriverThins(*driver_).size(), 1u);
+}
+
+TEST_F(DevmapperTest, PoolBelowMinFreeSpaceRefusesWrites) {
+  auto o = BaseOptions();
+  o["dm.loopdatasize"] = "256M";
+  o["dm.min_free_space"] = "50%";
+  Open(o);
+  ASSERT_TRUE(driver_->Create("filler", "", {}).ok());
+  std::string dir = MustGet("filler");
+  {
+    std::string chunk(1 << 20, 'f');
+    int fd = open((dir + "/big").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    for (int i = 0; i < 150; ++i) ASSERT_EQ(write(fd, chunk.data(), chunk.size()), ssize_t(chunk.size()));
+    ASSERT_EQ(fsync(fd), 0);
+    close(fd);
+  }
+  ASSERT_TRUE(driver_->Put("filler").ok());
+  auto thins_before = DriverThins(*driver_).size();
+
+  absl::Status s = driver_->Create("more", "filler", {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "dm.min_free_space")) << s;
+  EXPECT_FALSE(driver_->Exists("more"));
+  EXPECT_EQ(DriverThins(*driver_).size(), thins_before) << "no half layer";
+  EXPECT_FALSE(fs::exists(root_ + "/metadata/more"));
+
+  std::string small = BuildTar({{.path = "x", .data = "y"}});
+  StringSource src(small);
+  auto applied = driver_->ApplyDiff("filler", "", src);
+  EXPECT_EQ(applied.status().code(), absl::StatusCode::kResourceExhausted) << applied.status();
+
+  // Freeing space lets creation through again.
+  ASSERT_TRUE(driver_->Remove("filler").ok());
+  ASSERT_TRUE(driver_->Create("more", "", {}).ok());
+  ExpectNoOrphans();
+}
+
+TEST_F(DevmapperTest, OrphanedThinIsDeletedOnOpen) {
+  Open();
+  ASSERT_TRUE(driver_->Create("keep", "", {}).ok());
+  std::string tag = StatusValue(*driver_, "Thin Prefix");
+  {
+    auto state = thinpool::StateDir::Open(StatusValue(*driver_, "Pool State Dir"));
+    ASSERT_TRUE(state.ok());
+    auto dm = dm::Control::Open();
+    ASSERT_TRUE(dm.ok());
+    auto pool = thinpool::Pool::Open(**state, **dm, StatusValue(*driver_, "Pool Name"));
+    ASSERT_TRUE(pool.ok());
+    ASSERT_TRUE((*pool)->Snapshot(tag + "+base", tag + "-stray").ok());
+    ASSERT_TRUE((*pool)->CreateThin("someone-elses", 64 << 20).ok());
+  }
+  Reopen();
+  ExpectNoOrphans();
+  EXPECT_TRUE(driver_->Exists("keep"));
+  // Thins without the tag are not the driver's business.
+  auto state = thinpool::StateDir::Open(StatusValue(*driver_, "Pool State Dir"));
+  auto dm = dm::Control::Open();
+  auto pool = thinpool::Pool::Open(**state, **dm, StatusValue(*driver_, "Pool Name"));
+  ASSERT_TRUE(pool.ok());
+  EXPECT_TRUE((*pool)->GetThinInfo("someone-elses").ok());
+}
+
+// An existing pool by name (dm.thinpooldev), shared with other users.
+TEST_F(DevmapperTest, UsesAnExistingPool) {
+  std::string sd = base_ + "/state";
+  auto state = thinpool::StateDir::Open(sd);
+  ASSERT_TRUE(state.ok());
+  auto dm = dm::Control::Open();
+  ASSERT_TRUE(dm.ok());
+  static int n = 0;
+  std::string name = absl::StrCat("shared", getpid(), "x", n++);
+  thinpool::PoolOptions po;
+  po.data_bytes = 1ull << 30;
+  auto pool = thinpool::Pool::Create(**state, **dm, name, po);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->CreateThin("other", 64 << 20).ok());
+  Open({{"dm.thinpooldev", "/dev/mapper/dmthin-" + name}, {"dm.statedir", sd}, {"dm.basesize", "256M"}});
+  EXPECT_EQ(StatusValue(*driver_, "Pool Name"), name);
+  ASSERT_TRUE(driver_->Create("l", "", {}).ok());
+  WriteAll(MustGet("l") + "/f", "x");
+  ASSERT_TRUE(driver_->Put("l").ok());
+  ASSERT_TRUE(driver_->Remove("l").ok());
+  ASSERT_TRUE(driver_->Cleanup().ok());
+  EXPECT_TRUE((*pool)->IsActive().value_or(false)) << "a pool the driver did not make stays up";
+  EXPECT_TRUE((*pool)->GetThinInfo("other").ok());
+  driver_.reset();
+  EXPECT_TRUE((*pool)->Destroy(/*force=*/true).ok());
+}
+
+// ------------------------------------------------------------ crash points ---
+
+// Runs in a child (see CrashTest): opens the driver at DMTHIN_DM_CRASH_BASE,
+// arms DMTHIN_FAILPOINT and does DMTHIN_DM_CRASH_OP; the failpoint kills it.
+TEST(DevmapperCrashHelper, Run) {
+  const char* base = getenv("DMTHIN_DM_CRASH_BASE");
+  const char* op = getenv("DMTHIN_DM_CRASH_OP");
+  const char* point = getenv("DMTHIN_DM_CRASH_POINT");
+  if (base == nullptr || op == nullptr || point == nullptr) GTEST_SKIP() << "helper for CrashTest";
+  auto o = BaseOptions();
+  o["dm.reaper_interval"] = "0";
+  std::string what = op;
+  if (what == "open") setenv("DMTHIN_FAILPOINT", point, 1);
+  auto d = OpenDriver("devicemapper", base, o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  if (what == "create") {
+    ASSERT_TRUE((*d)->Get("parent", "").ok());  // a mounted origin: suspend on snapshot
+    setenv("DMTHIN_FAILPOINT", point, 1);
+    ASSERT_TRUE((*d)->Create("child", "parent", {}).ok());
+  } else if (what == "remove") {
+    setenv("DMTHIN_FAILPOINT", point, 1);
+    ASSERT_TRUE((*d)->Remove("victim").ok());
+  }
+  _exit(0);  // the failpoint was not reached
+}
+
+struct CrashCase {
+  std::string op;
+  std::string point;
+};
+
+class CrashTest : public DevmapperTest, public ::testing::WithParamInterface<CrashCase> {
+ protected:
+  // Runs the helper in a fresh process; returns its exit status.
+  int RunHelper(const CrashCase& c) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("DMTHIN_DM_CRASH_BASE", base_.c_str(), 1);
+      setenv("DMTHIN_DM_CRASH_OP", c.op.c_str(), 1);
+      setenv("DMTHIN_DM_CRASH_POINT", c.point.c_str(), 1);
+      execl("/proc/self/exe", "graph_devmapper_test", "--gtest_filter=DevmapperCrashHelper.Run",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+};
+
+TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
+  const CrashCase& c = GetParam();
+  if (c.op != "open") {
+    Open();
+    ASSERT_TRUE(driver_->Create("parent", "", {}).ok());
+    WriteAll(MustGet("parent") + "/p", "parent data");
+    ASSERT_TRUE(driver_->Put("parent").ok());
+    ASSERT_TRUE(driver_->Create("victim", "parent", {}).ok());
+    driver_.reset();
+  }
+  EXPECT_EQ(RunHelper(c), 77) << "the child should have died at " << c.point;
+
+  Open();
+  ExpectNoOrphans();
+  if (c.op == "create") {
+    if (driver_->Exists("child")) {
+      // Rolled forward: the layer is whole.
+      EXPECT_EQ(ReadAll(MustGet("child") + "/p"), "parent data");
+      ASSERT_TRUE(driver_->Put("child").ok());
+    }
+    ASSERT_TRUE(driver_->Create("child2", "parent", {}).ok());
+    EXPECT_EQ(ReadAll(MustGet("child2") + "/p"), "parent data");
+    ASSERT_TRUE(driver_->Put("child2").ok());
+  } else if (c.op == "remove") {
+    EXPECT_FALSE(driver_->Exists("victim")) << "a removal once started is finished on open";
+  }
+  // The parent, mounted by the dead child, is still usable.
+  if (c.op != "open") {
+    EXPECT_EQ(ReadAll(MustGet("parent") + "/p"), "parent data");
+    ASSERT_TRUE(driver_->Put("parent").ok());
+  } else {
+    ASSERT_TRUE(driver_->Create("first", "", {}).ok());
+    EXPECT_TRUE(fs::is_empty(MustGet("first")));
+    ASSERT_TRUE(driver_->Put("first").ok());
+  }
+  ExpectNoOrphans();
+  ASSERT_TRUE(driver_->Cleanup().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Points, CrashTest,
+    ::testing::Values(CrashCase{"open", "after_intent"}, CrashCase{"open", "after_message"},
+                      CrashCase{"open", "after_set_txid"}, CrashCase{"open", "after_activate"},
+                      CrashCase{"open", "devmapper_base_after_thin"},
+                      CrashCase{"open", "devmapper_base_after_mkfs"},
+                      CrashCase{"create", "devmapper_after_record"}, CrashCase{"create", "after_intent"},
+                      CrashCase{"create", "after_suspend"}, CrashCase{"create", "after_message"},
+                      CrashCase{"create", "after_set_txid"}, CrashCase{"create", "devmapper_after_snapshot"},
+                      CrashCase{"remove", "devmapper_after_remove_mark"}, CrashCase{"remove", "after_intent"},
+                      CrashCase{"remove", "after_message"}, CrashCase{"remove", "after_set_txid"},
+                      CrashCase{"remove", "devmapper_after_delete"}),
+    [](const ::testing::TestParamInfo<CrashCase>& info) { return info.param.op + "_" + info.param.point; });
+
+}  // namespace
+}  // namespace graph
