@@ -322,11 +322,9 @@ struct Record {
   std::string thin;
   std::string parent;
   LayerState state = LayerState::kCreating;
-  bool deferred = false;  // removal waits for the device to close
 
   std::string Serialize() const {
-    return absl::StrCat("thin=", thin, "\nparent=", parent, "\nstate=", StateName(state),
-                        "\ndeferred=", deferred ? 1 : 0, "\n");
+    return absl::StrCat("thin=", thin, "\nparent=", parent, "\nstate=", StateName(state), "\n");
   }
 };
 
@@ -341,7 +339,6 @@ std::optional<Record> ParseRecord(const std::string& id, const std::string& text
   else if (st == "ready") r.state = LayerState::kReady;
   else if (st == "removing") r.state = LayerState::kRemoving;
   else return std::nullopt;
-  r.deferred = kv["deferred"] == "1";
   if (thinpool::ValidateThinName(r.thin).ok()) return r;
   return std::nullopt;
 }
@@ -400,7 +397,8 @@ class DevmapperDriver : public Driver {
 
  private:
   std::string RecordPath(const std::string& id) const { return absl::StrCat(root_, "/metadata/", id); }
-  std::string DeferredPath(const std::string& id) const { return absl::StrCat(root_, "/deferred/", id); }
+  // A thin whose deletion waits for its device to close (file names the thin).
+  std::string DeferredPath(const std::string& thin) const { return absl::StrCat(root_, "/deferred/", thin); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
   std::string TmpDir() const { return absl::StrCat(root_, "/tmp"); }
   std::string BaseThin() const { return absl::StrCat(tag_, "+base"); }
@@ -433,8 +431,10 @@ class DevmapperDriver : public Driver {
   // Returns true if the device is gone now.
   absl::StatusOr<bool> DeactivateThin(const std::string& thin) const;
   // Deletes the thin of a removing record and then the record; a busy device
-  // leaves it deferred (OK) or, without deferred deletion, fails.
+  // hands the thin to the reaper (OK) or, without deferred deletion, fails.
   absl::Status FinishRemoval(Record r);
+  // Deletes a deferred thin once its device is closed. Under the lock.
+  absl::Status ReapThin(const std::string& thin);
   // Retries every deferred removal. Takes the lock.
   void ReapDeferred();
   void ReaperLoop();
@@ -477,9 +477,8 @@ absl::StatusOr<Record> DevmapperDriver::ReadyRecord(const std::string& id) const
 }
 
 absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
-  for (const std::string& p : {DeferredPath(id), RecordPath(id)}) {
-    if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
-  }
+  std::string p = RecordPath(id);
+  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
   std::string mnt = MountPath(id);
   if (::rmdir(mnt.c_str()) != 0 && errno != ENOENT && errno != EBUSY) {
     return base::ErrnoError(errno, absl::StrCat("removing ", mnt));
@@ -654,6 +653,12 @@ absl::Status DevmapperDriver::Recover() {
         break;
     }
   }
+  ASSIGN_OR_RETURN(std::vector<std::string> deferred, ListDir(absl::StrCat(root_, "/deferred")));
+  for (const std::string& thin : deferred) {
+    if (!OwnsThin(thin) || !thinpool::ValidateThinName(thin).ok()) continue;
+    referenced.insert(thin);
+    RETURN_IF_ERROR(ReapThin(thin));
+  }
   // Orphans: our thins no record names (a record lost, or a thin made by a
   // process that crashed before writing its record). The base is handled by
   // EnsureBase.
@@ -810,27 +815,40 @@ absl::Status DevmapperDriver::FinishRemoval(Record r) {
         "devicemapper: layer ", r.id, " is busy (device ", info->dm_name,
         " is held open, e.g. by a mount in another mount namespace) and dm.use_deferred_deletion is off"));
   }
-  if (!r.deferred) {
-    r.deferred = true;
-    RETURN_IF_ERROR(WriteRecord(r, /*durable=*/true));
+  // The layer goes now; its thin id waits for the reaper. A crash between
+  // the two steps leaves both, and Recover finishes again.
+  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), DeferredPath(r.thin), absl::StrCat("id=", r.id, "\n"),
+                                  /*durable=*/true));
+  return DropRecord(r.id);
+}
+
+absl::Status DevmapperDriver::ReapThin(const std::string& thin) {
+  auto info = pool_->GetThinInfo(thin);
+  if (info.ok()) {
+    RETURN_IF_ERROR(EnsurePoolActive());
+    ASSIGN_OR_RETURN(bool gone, DeactivateThin(thin));
+    if (!gone) return absl::OkStatus();  // still held open: next time
+    thinpool::DeleteOptions dopt;
+    dopt.discard = config_.blkdiscard;
+    absl::Status deleted = pool_->DeleteThin(thin, dopt);
+    if (IsBusy(deleted)) return absl::OkStatus();
+    if (!deleted.ok() && deleted.code() != absl::StatusCode::kNotFound) return deleted;
+  } else if (info.status().code() != absl::StatusCode::kNotFound) {
+    return info.status();
   }
-  return WriteFileAtomic(TmpDir(), DeferredPath(r.id), "", /*durable=*/false);
+  std::string p = DeferredPath(thin);
+  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
+  return absl::OkStatus();
 }
 
 void DevmapperDriver::ReapDeferred() {
-  auto ids = ListDir(absl::StrCat(root_, "/deferred"));
-  if (!ids.ok() || ids->empty()) return;
+  auto thins = ListDir(absl::StrCat(root_, "/deferred"));
+  if (!thins.ok() || thins->empty()) return;
   auto lock = Lock();
   if (!lock.ok()) return;
-  for (const std::string& id : *ids) {
-    if (!ValidateLayerId(id).ok()) continue;
-    auto r = ReadRecord(id);
-    if (!r.ok()) continue;
-    if (!r->has_value() || (*r)->state != LayerState::kRemoving) {
-      ::unlink(DeferredPath(id).c_str());
-      continue;
-    }
-    (void)FinishRemoval(**r);
+  for (const std::string& thin : *thins) {
+    if (!OwnsThin(thin) || !thinpool::ValidateThinName(thin).ok()) continue;
+    (void)ReapThin(thin);
   }
 }
 

@@ -39,6 +39,22 @@ namespace graph {
 namespace {
 
 namespace fs = std::filesystem;
+
+inline const absl::Status& StatusOf(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
+  return s.status();
+}
+#define ASSERT_OK(expr)                        \
+  do {                                         \
+    const auto& ok_result_ = (expr);           \
+    ASSERT_TRUE(StatusOf(ok_result_).ok()) << #expr << ": " << StatusOf(ok_result_); \
+  } while (0)
+#define EXPECT_OK(expr)                        \
+  do {                                         \
+    const auto& ok_result_ = (expr);           \
+    EXPECT_TRUE(StatusOf(ok_result_).ok()) << #expr << ": " << StatusOf(ok_result_); \
+  } while (0)
 using testsupport::BuildTar;
 using testsupport::TarEntry;
 
@@ -103,6 +119,57 @@ void DestroyPools(const std::string& driver_root) {
   }
 }
 
+// A child process in its own mount namespace (private propagation) holding
+// a copy of every mount the parent had when it started: a "leaked" mount, as
+// a container runtime that unshared at the wrong moment leaves behind.
+class LeakedMounts {
+ public:
+  LeakedMounts() = default;
+  ~LeakedMounts() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (hold_ >= 0) close(hold_);
+  }
+  // OK once the child holds the mounts.
+  bool Start() {
+    int ready[2], hold[2];
+    if (pipe(ready) != 0 || pipe(hold) != 0) return false;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(ready[0]);
+      close(hold[1]);
+      if (unshare(CLONE_NEWNS) != 0) _exit(2);
+      if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
+      char c = 'r';
+      if (write(ready[1], &c, 1) != 1) _exit(4);
+      (void)!read(hold[0], &c, 1);  // until the parent lets go
+      _exit(0);
+    }
+    close(ready[1]);
+    close(hold[0]);
+    hold_ = hold[1];
+    char c;
+    bool ok = read(ready[0], &c, 1) == 1;
+    close(ready[0]);
+    return ok;
+  }
+  // Ends the child (and with it the namespace); true if it exited cleanly.
+  bool Release() {
+    close(hold_);
+    hold_ = -1;
+    int status = 0;
+    bool ok = waitpid(pid_, &status, 0) == pid_ && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    pid_ = -1;
+    return ok;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int hold_ = -1;
+};
+
 class DevmapperTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -138,7 +205,7 @@ class DevmapperTest : public ::testing::Test {
   // Closes the driver as a shutdown would (Cleanup) and opens it again.
   void Reopen(std::map<std::string, std::string> options = BaseOptions()) {
     if (driver_) {
-      ASSERT_TRUE(driver_->Cleanup().ok());
+      ASSERT_OK(driver_->Cleanup());
     }
     Open(options);
   }
@@ -179,7 +246,7 @@ class DevmapperTest : public ::testing::Test {
 TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
   Open();
   EXPECT_EQ(driver_->Name(), "devicemapper");
-  ASSERT_TRUE(driver_->Create("l0", "", {}).ok());
+  ASSERT_OK(driver_->Create("l0", "", {}));
   EXPECT_TRUE(driver_->Exists("l0"));
   EXPECT_EQ(driver_->Create("l0", "", {}).code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(driver_->Create("x", "missing", {}).code(), absl::StatusCode::kNotFound);
@@ -196,25 +263,25 @@ TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
   WriteAll(d0 + "/etc/conf", "v1");
   // A second Get shares the mount.
   EXPECT_EQ(MustGet("l0"), d0);
-  ASSERT_TRUE(driver_->Put("l0").ok());
+  ASSERT_OK(driver_->Put("l0"));
   EXPECT_TRUE(fs::exists(d0 + "/hello")) << "still mounted after one of two Puts";
 
   // Snapshot of a mounted parent (the origin is suspended around create_snap).
   CreateOptions rw;
   rw.read_write = true;
-  ASSERT_TRUE(driver_->Create("l1", "l0", rw).ok());
-  ASSERT_TRUE(driver_->Put("l0").ok());
+  ASSERT_OK(driver_->Create("l1", "l0", rw));
+  ASSERT_OK(driver_->Put("l0"));
   EXPECT_FALSE(fs::exists(d0 + "/hello")) << "unmounted after the last Put";
 
   std::string d1 = MustGet("l1");
   EXPECT_EQ(ReadAll(d1 + "/hello"), "from l0");
   WriteAll(d1 + "/etc/conf", "v2");
   fs::remove(d1 + "/hello");
-  ASSERT_TRUE(driver_->Put("l1").ok());
+  ASSERT_OK(driver_->Put("l1"));
   d0 = MustGet("l0");
   EXPECT_EQ(ReadAll(d0 + "/etc/conf"), "v1") << "a child's writes never reach its parent";
   EXPECT_TRUE(fs::exists(d0 + "/hello"));
-  ASSERT_TRUE(driver_->Put("l0").ok());
+  ASSERT_OK(driver_->Put("l0"));
   EXPECT_EQ(driver_->Put("l0").code(), absl::StatusCode::kFailedPrecondition);
 
   auto md = driver_->Metadata("l1");
@@ -237,28 +304,28 @@ TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
   EXPECT_EQ(*list, (std::vector<std::string>{"l0", "l1"}));
   ExpectNoOrphans();
 
-  ASSERT_TRUE(driver_->Remove("l1").ok());
+  ASSERT_OK(driver_->Remove("l1"));
   EXPECT_FALSE(driver_->Exists("l1"));
   EXPECT_EQ(driver_->Remove("l1").code(), absl::StatusCode::kNotFound);
-  ASSERT_TRUE(driver_->Remove("l0").ok());
+  ASSERT_OK(driver_->Remove("l0"));
   EXPECT_EQ(DriverThins(*driver_).size(), 1u) << "only the base is left";
   // The id can be used again.
-  ASSERT_TRUE(driver_->Create("l0", "", {}).ok());
+  ASSERT_OK(driver_->Create("l0", "", {}));
   EXPECT_TRUE(fs::is_empty(MustGet("l0")));
-  ASSERT_TRUE(driver_->Put("l0").ok());
+  ASSERT_OK(driver_->Put("l0"));
 }
 
 TEST_F(DevmapperTest, LongIdsAndRemoveWhileMounted) {
   Open();
   std::string long_id(128, 'a');
-  ASSERT_TRUE(driver_->Create(long_id, "", {}).ok());
+  ASSERT_OK(driver_->Create(long_id, "", {}));
   std::string d = MustGet(long_id);
   WriteAll(d + "/f", "x");
   auto md = driver_->Metadata(long_id);
   ASSERT_TRUE(md.ok());
   EXPECT_LT((*md)["DeviceName"].size(), 128u);
   // Remove unmounts.
-  ASSERT_TRUE(driver_->Remove(long_id).ok());
+  ASSERT_OK(driver_->Remove(long_id));
   EXPECT_FALSE(fs::exists(d + "/f"));
   EXPECT_EQ(DriverThins(*driver_).size(), 1u);
 }
@@ -307,9 +374,9 @@ TEST_F(DevmapperTest, OptionsAndProbe) {
 
 TEST_F(DevmapperTest, ReopenKeepsLayersAndContent) {
   Open();
-  ASSERT_TRUE(driver_->Create("a", "", {}).ok());
+  ASSERT_OK(driver_->Create("a", "", {}));
   WriteAll(MustGet("a") + "/data", std::string(1 << 20, 'z'));
-  ASSERT_TRUE(driver_->Create("b", "a", {}).ok());
+  ASSERT_OK(driver_->Create("b", "a", {}));
   std::string tag = StatusValue(*driver_, "Thin Prefix");
   // A shutdown with a layer still mounted: Cleanup unmounts and deactivates
   // everything, including the pool the driver made.
@@ -319,13 +386,13 @@ TEST_F(DevmapperTest, ReopenKeepsLayersAndContent) {
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(*list, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(ReadAll(MustGet("b") + "/data"), std::string(1 << 20, 'z'));
-  ASSERT_TRUE(driver_->Put("b").ok());
+  ASSERT_OK(driver_->Put("b"));
   ExpectNoOrphans();
 }
 
 TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
   Open();
-  ASSERT_TRUE(driver_->Create("base", "", {}).ok());
+  ASSERT_OK(driver_->Create("base", "", {}));
   std::string tar0 = BuildTar({
       {.path = "etc", .type = '5', .mode = 0755},
       {.path = "etc/passwd", .data = "root:x:0:0\n"},
@@ -338,7 +405,7 @@ TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
   auto applied = driver_->ApplyDiff("base", "", src0);
   ASSERT_TRUE(applied.ok()) << applied.status();
   EXPECT_TRUE(absl::StartsWith(applied->diff_id, "sha256:"));
-  ASSERT_TRUE(driver_->Create("top", "base", {}).ok());
+  ASSERT_OK(driver_->Create("top", "base", {}));
   std::string tar1 = BuildTar({
       {.path = "etc", .type = '5', .mode = 0755},
       {.path = "etc/.wh.gone", .data = ""},
@@ -346,12 +413,12 @@ TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
       {.path = "new", .data = "fresh"},
   });
   StringSource src1(tar1);
-  ASSERT_TRUE(driver_->ApplyDiff("top", "base", src1).ok());
+  ASSERT_OK(driver_->ApplyDiff("top", "base", src1));
   std::string top = MustGet("top");
   EXPECT_FALSE(fs::exists(top + "/etc/gone"));
   EXPECT_EQ(ReadAll(top + "/new"), "fresh");
   EXPECT_EQ(fs::read_symlink(top + "/bin/link"), "sh");
-  ASSERT_TRUE(driver_->Put("top").ok());
+  ASSERT_OK(driver_->Put("top"));
 
   auto changes = driver_->Changes("top", "base");
   ASSERT_TRUE(changes.ok()) << changes.status();
@@ -370,9 +437,9 @@ TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
   auto diff = driver_->Diff("top", "base", sink);
   ASSERT_TRUE(diff.ok()) << diff.status();
   EXPECT_GT(diff->tar_bytes, 0u);
-  ASSERT_TRUE(driver_->Create("again", "base", {}).ok());
+  ASSERT_OK(driver_->Create("again", "base", {}));
   StringSource src2(out);
-  ASSERT_TRUE(driver_->ApplyDiff("again", "base", src2).ok());
+  ASSERT_OK(driver_->ApplyDiff("again", "base", src2));
   auto again = driver_->Changes("again", "base");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, want);
@@ -385,32 +452,15 @@ TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
 // reaper deletes the thin id once the namespace lets go.
 TEST_F(DevmapperTest, BusyRemovalIsDeferredAndReaped) {
   Open();
-  ASSERT_TRUE(driver_->Create("busy", "", {}).ok());
+  ASSERT_OK(driver_->Create("busy", "", {}));
   std::string dir = MustGet("busy");
   WriteAll(dir + "/f", "x");
   auto md = driver_->Metadata("busy");
   ASSERT_TRUE(md.ok());
   std::string dm_name = (*md)["DeviceName"];
 
-  int ready[2], hold[2];
-  ASSERT_EQ(pipe(ready), 0);
-  ASSERT_EQ(pipe(hold), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    // Own mount namespace with private propagation: the parent's unmount
-    // does not reach this copy of the mount.
-    if (unshare(CLONE_NEWNS) != 0) _exit(2);
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
-    char c = 'r';
-    if (write(ready[1], &c, 1) != 1) _exit(4);
-    (void)!read(hold[0], &c, 1);  // until the parent closes its end
-    _exit(0);
-  }
-  close(ready[1]);
-  close(hold[0]);
-  char c;
-  ASSERT_EQ(read(ready[0], &c, 1), 1);
-  close(ready[0]);
+  LeakedMounts leak;
+  ASSERT_TRUE(leak.Start());
 
   auto dm = dm::Control::Open();
   ASSERT_TRUE(dm.ok());
@@ -432,15 +482,16 @@ TEST_F(DevmapperTest, BusyRemovalIsDeferredAndReaped) {
   EXPECT_TRUE(list->empty());
   EXPECT_EQ(StatusValue(*driver_, "Deferred Deleted Device Count"), "1");
   EXPECT_EQ(DriverThins(*driver_).size(), 2u) << "the thin id waits for the reaper";
-  // The id is free for a new layer at once (a new thin name).
-  ASSERT_TRUE(driver_->Create("busy", "", {}).ok());
-  ASSERT_TRUE(driver_->Remove("busy").ok());
+  // The id is free for a new layer at once (under a new thin name).
+  absl::Status again = driver_->Create("busy", "", {});
+  ASSERT_TRUE(again.ok()) << again;
+  auto md2 = driver_->Metadata("busy");
+  ASSERT_TRUE(md2.ok());
+  EXPECT_NE((*md2)["DeviceName"], dm_name);
+  ASSERT_OK(driver_->Remove("busy"));
 
   // Let go: the kernel removes the device at last close, the reaper the thin.
-  close(hold[1]);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_TRUE(leak.Release());
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline &&
          (DriverThins(*driver_).size() != 1 || StatusValue(*driver_, "Deferred Deleted Device Count") != "0")) {
@@ -457,31 +508,15 @@ TEST_F(DevmapperTest, BusyRemovalWithoutDeferredDeletionFailsCleanly) {
   auto o = BaseOptions();
   o["dm.use_deferred_deletion"] = "false";
   Open(o);
-  ASSERT_TRUE(driver_->Create("busy", "", {}).ok());
+  ASSERT_OK(driver_->Create("busy", "", {}));
   std::string dir = MustGet("busy");
-  int ready[2], hold[2];
-  ASSERT_EQ(pipe(ready), 0);
-  ASSERT_EQ(pipe(hold), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    if (unshare(CLONE_NEWNS) != 0) _exit(2);
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
-    char c = 'r';
-    if (write(ready[1], &c, 1) != 1) _exit(4);
-    (void)!read(hold[0], &c, 1);
-    _exit(0);
-  }
-  close(ready[1]);
-  close(hold[0]);
-  char c;
-  ASSERT_EQ(read(ready[0], &c, 1), 1);
-  close(ready[0]);
+  LeakedMounts leak;
+  ASSERT_TRUE(leak.Start());
   absl::Status removed = driver_->Remove("busy");
   EXPECT_EQ(removed.code(), absl::StatusCode::kFailedPrecondition) << removed;
   EXPECT_TRUE(absl::StrContains(removed.message(), "busy")) << removed;
   EXPECT_TRUE(driver_->Exists("busy")) << "a refused removal leaves the layer whole";
-  close(hold[1]);
-  waitpid(child, nullptr, 0);
+  ASSERT_TRUE(leak.Release());
   // Once free, the deferred dm remove has happened and removal works.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   absl::Status again;
@@ -499,7 +534,7 @@ TEST_F(DevmapperTest, PoolBelowMinFreeSpaceRefusesWrites) {
   o["dm.loopdatasize"] = "256M";
   o["dm.min_free_space"] = "50%";
   Open(o);
-  ASSERT_TRUE(driver_->Create("filler", "", {}).ok());
+  ASSERT_OK(driver_->Create("filler", "", {}));
   std::string dir = MustGet("filler");
   {
     std::string chunk(1 << 20, 'f');
@@ -509,7 +544,7 @@ TEST_F(DevmapperTest, PoolBelowMinFreeSpaceRefusesWrites) {
     ASSERT_EQ(fsync(fd), 0);
     close(fd);
   }
-  ASSERT_TRUE(driver_->Put("filler").ok());
+  ASSERT_OK(driver_->Put("filler"));
   auto thins_before = DriverThins(*driver_).size();
 
   absl::Status s = driver_->Create("more", "filler", {});
@@ -525,14 +560,14 @@ TEST_F(DevmapperTest, PoolBelowMinFreeSpaceRefusesWrites) {
   EXPECT_EQ(applied.status().code(), absl::StatusCode::kResourceExhausted) << applied.status();
 
   // Freeing space lets creation through again.
-  ASSERT_TRUE(driver_->Remove("filler").ok());
-  ASSERT_TRUE(driver_->Create("more", "", {}).ok());
+  ASSERT_OK(driver_->Remove("filler"));
+  ASSERT_OK(driver_->Create("more", "", {}));
   ExpectNoOrphans();
 }
 
 TEST_F(DevmapperTest, OrphanedThinIsDeletedOnOpen) {
   Open();
-  ASSERT_TRUE(driver_->Create("keep", "", {}).ok());
+  ASSERT_OK(driver_->Create("keep", "", {}));
   std::string tag = StatusValue(*driver_, "Thin Prefix");
   {
     auto state = thinpool::StateDir::Open(StatusValue(*driver_, "Pool State Dir"));
@@ -541,8 +576,8 @@ TEST_F(DevmapperTest, OrphanedThinIsDeletedOnOpen) {
     ASSERT_TRUE(dm.ok());
     auto pool = thinpool::Pool::Open(**state, **dm, StatusValue(*driver_, "Pool Name"));
     ASSERT_TRUE(pool.ok());
-    ASSERT_TRUE((*pool)->Snapshot(tag + "+base", tag + "-stray").ok());
-    ASSERT_TRUE((*pool)->CreateThin("someone-elses", 64 << 20).ok());
+    ASSERT_OK((*pool)->Snapshot(tag + "+base", tag + "-stray"));
+    ASSERT_OK((*pool)->CreateThin("someone-elses", 64 << 20));
   }
   Reopen();
   ExpectNoOrphans();
@@ -568,18 +603,18 @@ TEST_F(DevmapperTest, UsesAnExistingPool) {
   po.data_bytes = 1ull << 30;
   auto pool = thinpool::Pool::Create(**state, **dm, name, po);
   ASSERT_TRUE(pool.ok()) << pool.status();
-  ASSERT_TRUE((*pool)->CreateThin("other", 64 << 20).ok());
+  ASSERT_OK((*pool)->CreateThin("other", 64 << 20));
   Open({{"dm.thinpooldev", "/dev/mapper/dmthin-" + name}, {"dm.statedir", sd}, {"dm.basesize", "256M"}});
   EXPECT_EQ(StatusValue(*driver_, "Pool Name"), name);
-  ASSERT_TRUE(driver_->Create("l", "", {}).ok());
+  ASSERT_OK(driver_->Create("l", "", {}));
   WriteAll(MustGet("l") + "/f", "x");
-  ASSERT_TRUE(driver_->Put("l").ok());
-  ASSERT_TRUE(driver_->Remove("l").ok());
-  ASSERT_TRUE(driver_->Cleanup().ok());
+  ASSERT_OK(driver_->Put("l"));
+  ASSERT_OK(driver_->Remove("l"));
+  ASSERT_OK(driver_->Cleanup());
   EXPECT_TRUE((*pool)->IsActive().value_or(false)) << "a pool the driver did not make stays up";
   EXPECT_TRUE((*pool)->GetThinInfo("other").ok());
   driver_.reset();
-  EXPECT_TRUE((*pool)->Destroy(/*force=*/true).ok());
+  EXPECT_OK((*pool)->Destroy(/*force=*/true));
 }
 
 // ------------------------------------------------------------ crash points ---
@@ -636,10 +671,10 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
   const CrashCase& c = GetParam();
   if (c.op != "open") {
     Open();
-    ASSERT_TRUE(driver_->Create("parent", "", {}).ok());
+    ASSERT_OK(driver_->Create("parent", "", {}));
     WriteAll(MustGet("parent") + "/p", "parent data");
-    ASSERT_TRUE(driver_->Put("parent").ok());
-    ASSERT_TRUE(driver_->Create("victim", "parent", {}).ok());
+    ASSERT_OK(driver_->Put("parent"));
+    ASSERT_OK(driver_->Create("victim", "parent", {}));
     driver_.reset();
   }
   EXPECT_EQ(RunHelper(c), 77) << "the child should have died at " << c.point;
@@ -650,25 +685,25 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
     if (driver_->Exists("child")) {
       // Rolled forward: the layer is whole.
       EXPECT_EQ(ReadAll(MustGet("child") + "/p"), "parent data");
-      ASSERT_TRUE(driver_->Put("child").ok());
+      ASSERT_OK(driver_->Put("child"));
     }
-    ASSERT_TRUE(driver_->Create("child2", "parent", {}).ok());
+    ASSERT_OK(driver_->Create("child2", "parent", {}));
     EXPECT_EQ(ReadAll(MustGet("child2") + "/p"), "parent data");
-    ASSERT_TRUE(driver_->Put("child2").ok());
+    ASSERT_OK(driver_->Put("child2"));
   } else if (c.op == "remove") {
     EXPECT_FALSE(driver_->Exists("victim")) << "a removal once started is finished on open";
   }
   // The parent, mounted by the dead child, is still usable.
   if (c.op != "open") {
     EXPECT_EQ(ReadAll(MustGet("parent") + "/p"), "parent data");
-    ASSERT_TRUE(driver_->Put("parent").ok());
+    ASSERT_OK(driver_->Put("parent"));
   } else {
-    ASSERT_TRUE(driver_->Create("first", "", {}).ok());
+    ASSERT_OK(driver_->Create("first", "", {}));
     EXPECT_TRUE(fs::is_empty(MustGet("first")));
-    ASSERT_TRUE(driver_->Put("first").ok());
+    ASSERT_OK(driver_->Put("first"));
   }
   ExpectNoOrphans();
-  ASSERT_TRUE(driver_->Cleanup().ok());
+  ASSERT_OK(driver_->Cleanup());
 }
 
 INSTANTIATE_TEST_SUITE_P(
