@@ -119,9 +119,12 @@ void DestroyPools(const std::string& driver_root) {
   }
 }
 
-// A child process in its own mount namespace (private propagation) holding
-// a copy of every mount the parent had when it started: a "leaked" mount, as
-// a container runtime that unshared at the wrong moment leaves behind.
+// A child process in its own mount namespace (private propagation) that
+// bind-mounts a layer's mount elsewhere and keeps it: a "leaked" mount, as a
+// container that unshared and pivot_root'ed into the layer leaves behind.
+// (A copy left on the same mount point would not do: since Linux 3.18,
+// removing a mount point dentry detaches the mounts on it in every
+// namespace, and Remove does remove it.)
 class LeakedMounts {
  public:
   LeakedMounts() = default;
@@ -132,8 +135,9 @@ class LeakedMounts {
     }
     if (hold_ >= 0) close(hold_);
   }
-  // OK once the child holds the mounts.
-  bool Start() {
+  // OK once the child holds `dir` bind-mounted on `hold_at` (an empty
+  // directory outside the driver root).
+  bool Start(const std::string& dir, const std::string& hold_at) {
     int ready[2], hold[2];
     if (pipe(ready) != 0 || pipe(hold) != 0) return false;
     pid_ = fork();
@@ -142,6 +146,7 @@ class LeakedMounts {
       close(hold[1]);
       if (unshare(CLONE_NEWNS) != 0) _exit(2);
       if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
+      if (mount(dir.c_str(), hold_at.c_str(), nullptr, MS_BIND, nullptr) != 0) _exit(5);
       char c = 'r';
       if (write(ready[1], &c, 1) != 1) _exit(4);
       (void)!read(hold[0], &c, 1);  // until the parent lets go
@@ -460,7 +465,8 @@ TEST_F(DevmapperTest, BusyRemovalIsDeferredAndReaped) {
   std::string dm_name = (*md)["DeviceName"];
 
   LeakedMounts leak;
-  ASSERT_TRUE(leak.Start());
+  fs::create_directories(base_ + "/leak");
+  ASSERT_TRUE(leak.Start(dir, base_ + "/leak"));
 
   auto dm = dm::Control::Open();
   ASSERT_TRUE(dm.ok());
@@ -511,7 +517,8 @@ TEST_F(DevmapperTest, BusyRemovalWithoutDeferredDeletionFailsCleanly) {
   ASSERT_OK(driver_->Create("busy", "", {}));
   std::string dir = MustGet("busy");
   LeakedMounts leak;
-  ASSERT_TRUE(leak.Start());
+  fs::create_directories(base_ + "/leak");
+  ASSERT_TRUE(leak.Start(dir, base_ + "/leak"));
   absl::Status removed = driver_->Remove("busy");
   EXPECT_EQ(removed.code(), absl::StatusCode::kFailedPrecondition) << removed;
   EXPECT_TRUE(absl::StrContains(removed.message(), "busy")) << removed;
