@@ -94,7 +94,9 @@ absl::StatusOr<bool> ParseBool(const std::string& key, const std::string& value)
 absl::StatusOr<Config> ParseConfig(const DriverOptions& o) {
   Config c;
   c.state_dir = thinpool::kDefaultStateDir;
-  for (const auto& [key, value] : o.options) {
+  for (const auto& option : o.options) {
+    const std::string& key = option.first;
+    const std::string& value = option.second;
     auto size = [&](uint64_t* out) -> absl::Status {
       absl::StatusOr<uint64_t> s = base::ParseSize(value);
       if (!s.ok()) return base::Annotate(s.status(), absl::StrCat("devicemapper: ", key));

@@ -10,6 +10,8 @@
 //                            (registry.db, pools/<pool>/{data,metadata})
 //   <root>/metadata/<id>     one record per layer: thin name, parent, state
 //   <root>/metadata/.base    the base device's record
+//   <root>/deferred/<thin>   a removed layer's thin whose device is still
+//                            held open; the reaper deletes it later
 //   <root>/mnt/<id>          mount point of the layer's filesystem; the
 //                            layer's tree is `rootfs/` inside (as Docker's)
 //   <root>/.refs/<id>        Get/Put reference counts (graph::MountRefs)
@@ -27,11 +29,15 @@
 // thinpool's own protocol (intent → message → transaction id → done) covers
 // the pool side.
 //
-// Busy devices: a mount leaked into another mount namespace keeps the thin
-// device open. Put then schedules a deferred remove of the dm device (the
-// kernel removes it at last close); Remove hides the layer at once and leaves
-// the thin id to the reaper, which deletes it once the device is gone (a
-// background thread every dm.reaper_interval, and at every Create/Remove).
+// Busy devices: a mount leaked into another mount namespace (a container
+// that pivot_root'ed into the layer, a bind mount of it) or an open file
+// keeps the thin device open. (A copy left on the layer's own mount point is
+// detached by the kernel — since Linux 3.18 — when Remove deletes that
+// directory.) Put then schedules a deferred remove of the dm device (the
+// kernel removes it at last close); Remove hides the layer at once, frees
+// its id for reuse, and leaves the thin to the reaper, which deletes it once
+// the device is gone (a background thread every dm.reaper_interval, and at
+// every Create/Remove).
 //
 // Driver options (DriverOptions::options; sizes as base::ParseSize reads them):
 //   dm.thinpooldev=POOL       use the existing dmthin pool POOL (also
