@@ -80,6 +80,7 @@ struct Config {
   bool blkdiscard = false;
   bool deferred_removal = true;
   bool deferred_deletion = true;
+  bool sync_metadata = false;
   absl::Duration reaper_interval = absl::Seconds(30);
 };
 
@@ -155,6 +156,8 @@ absl::StatusOr<Config> ParseConfig(const DriverOptions& o) {
       ASSIGN_OR_RETURN(c.deferred_removal, ParseBool(key, value));
     } else if (key == "dm.use_deferred_deletion") {
       ASSIGN_OR_RETURN(c.deferred_deletion, ParseBool(key, value));
+    } else if (key == "dm.sync_metadata") {
+      ASSIGN_OR_RETURN(c.sync_metadata, ParseBool(key, value));
     } else if (key == "dm.reaper_interval") {
       if (!absl::ParseDuration(value, &c.reaper_interval) || c.reaper_interval < absl::ZeroDuration()) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -650,9 +653,18 @@ absl::Status DevmapperDriver::Recover() {
         referenced.insert(r->thin);
         RETURN_IF_ERROR(FinishRemoval(*r));
         break;
-      case LayerState::kReady:
+      case LayerState::kReady: {
+        // A removal whose "removing" mark a power cut lost while the
+        // pool's (durable) registry had already deleted the thin.
+        auto info = pool_->GetThinInfo(r->thin);
+        if (!info.ok() && info.status().code() == absl::StatusCode::kNotFound) {
+          RETURN_IF_ERROR(DropRecord(id));
+          break;
+        }
+        RETURN_IF_ERROR(info.status());
         referenced.insert(r->thin);
         break;
+      }
     }
   }
   ASSIGN_OR_RETURN(std::vector<std::string> deferred, ListDir(absl::StrCat(root_, "/deferred")));
@@ -773,6 +785,7 @@ absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mou
     (void)DeactivateThin(r.thin);
     return s;
   }
+ 
   std::string rootfs = absl::StrCat(mnt, "/rootfs");
   if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) {
     absl::Status s = base::ErrnoError(errno, absl::StrCat("creating ", rootfs));
@@ -812,7 +825,7 @@ absl::Status DevmapperDriver::FinishRemoval(Record r) {
   // Busy: held open by a mount in another namespace (or an open fd).
   if (!config_.deferred_deletion) {
     r.state = LayerState::kReady;
-    RETURN_IF_ERROR(WriteRecord(r, /*durable=*/true));
+    RETURN_IF_ERROR(WriteRecord(r, config_.sync_metadata));
     return absl::FailedPreconditionError(absl::StrCat(
         "devicemapper: layer ", r.id, " is busy (device ", info->dm_name,
         " is held open, e.g. by a mount in another mount namespace) and dm.use_deferred_deletion is off"));
@@ -820,7 +833,7 @@ absl::Status DevmapperDriver::FinishRemoval(Record r) {
   // The layer goes now; its thin id waits for the reaper. A crash between
   // the two steps leaves both, and Recover finishes again.
   RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), DeferredPath(r.thin), absl::StrCat("id=", r.id, "\n"),
-                                  /*durable=*/true));
+                                  config_.sync_metadata));
   return DropRecord(r.id);
 }
 
@@ -908,7 +921,7 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   }
   Failpoint("devmapper_after_snapshot");
   r.state = LayerState::kReady;
-  absl::Status w = WriteRecord(r, /*durable=*/true);
+  absl::Status w = WriteRecord(r, config_.sync_metadata);
   if (!w.ok()) {
     (void)pool_->DeleteThin(r.thin);
     (void)DropRecord(id);
@@ -923,14 +936,14 @@ absl::Status DevmapperDriver::Remove(const std::string& id) {
   ASSIGN_OR_RETURN(FileLock lock, Lock());
   ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
   r.state = LayerState::kRemoving;
-  RETURN_IF_ERROR(WriteRecord(r, /*durable=*/true));
+  RETURN_IF_ERROR(WriteRecord(r, config_.sync_metadata));
   Failpoint("devmapper_after_remove_mark");
   std::string mnt = MountPath(id);
   absl::Status unmounted = refs_.Reset(id, [&] { return Unmount(mnt); });
   if (unmounted.ok() && Mounted(mnt)) unmounted = Unmount(mnt);
   if (!unmounted.ok()) {
     r.state = LayerState::kReady;
-    (void)WriteRecord(r, /*durable=*/true);
+    (void)WriteRecord(r, config_.sync_metadata);
     return unmounted;
   }
   return FinishRemoval(r);

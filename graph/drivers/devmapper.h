@@ -59,6 +59,10 @@
 //                             (gives space back to a sparse data file)
 //   dm.use_deferred_removal=BOOL   (default true)
 //   dm.use_deferred_deletion=BOOL  (default true)
+//   dm.sync_metadata=BOOL     fsync layer records (default false: like the
+//                             overlay and vfs drivers, power-cut durability
+//                             is the layer store's; the pool's registry and
+//                             metadata are always synchronous)
 //   dm.reaper_interval=DURATION    background reaper period ("30s", "200ms";
 //                             "0" = no thread, reap only at Create/Remove)
 // Without dm.thinpooldev, dm.loopback or a pool already made under the root,
