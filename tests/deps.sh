@@ -12,6 +12,7 @@ PACKAGES=(
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
   tar gzip zstd xz-utils fio debootstrap
+  gnuplot-nox                    # tests/bench/graph_driver_bench.gp (docs/performance.md plot)
   # vm tier: QEMU, the initramfs, and the guest kernel's module tooling
   qemu-system-x86 busybox-static cpio kmod
 )

@@ -326,10 +326,12 @@ struct Record {
   std::string id;
   std::string thin;
   std::string parent;
+  bool rw = true;  // a container layer (read-only image layers: false)
   LayerState state = LayerState::kCreating;
 
   std::string Serialize() const {
-    return absl::StrCat("thin=", thin, "\nparent=", parent, "\nstate=", StateName(state), "\n");
+    return absl::StrCat("thin=", thin, "\nparent=", parent, "\nrw=", rw ? 1 : 0, "\nstate=", StateName(state),
+                        "\n");
   }
 };
 
@@ -339,6 +341,7 @@ std::optional<Record> ParseRecord(const std::string& id, const std::string& text
   r.id = id;
   r.thin = kv["thin"];
   r.parent = kv["parent"];
+  r.rw = kv["rw"] != "0";
   const std::string& st = kv["state"];
   if (st == "creating") r.state = LayerState::kCreating;
   else if (st == "ready") r.state = LayerState::kReady;
@@ -405,6 +408,8 @@ class DevmapperDriver : public Driver {
   // A thin whose deletion waits for its device to close (file names the thin).
   std::string DeferredPath(const std::string& thin) const { return absl::StrCat(root_, "/deferred/", thin); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
+  // Present while Mounts() holds a mount of the layer for its caller.
+  std::string PinPath(const std::string& id) const { return absl::StrCat(root_, "/pins/", id); }
   std::string TmpDir() const { return absl::StrCat(root_, "/tmp"); }
   std::string BaseThin() const { return absl::StrCat(tag_, "+base"); }
   bool OwnsThin(absl::string_view thin) const {
@@ -429,7 +434,7 @@ class DevmapperDriver : public Driver {
   absl::StatusOr<std::string> PickThinName(const std::string& id) const;
   absl::Status CheckFreeSpace(absl::string_view what) const;
 
-  absl::Status MountLayer(const Record& r, const std::string& mount_label);
+  absl::Status MountLayer(const Record& r, const std::string& mount_label) const;
   absl::Status UnmountLayer(const Record& r);
   // Deactivates a thin's dm device; when it is held open elsewhere and
   // deferred removal is on, asks the kernel to remove it at last close.
@@ -446,7 +451,7 @@ class DevmapperDriver : public Driver {
 
   const std::string root_;
   const Config config_;
-  MountRefs refs_;
+  mutable MountRefs refs_;
   std::string tag_;
   bool owns_pool_ = false;
   std::string pool_name_;
@@ -482,8 +487,9 @@ absl::StatusOr<Record> DevmapperDriver::ReadyRecord(const std::string& id) const
 }
 
 absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
-  std::string p = RecordPath(id);
-  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
+  for (const std::string& p : {PinPath(id), RecordPath(id)}) {
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
+  }
   std::string mnt = MountPath(id);
   if (::rmdir(mnt.c_str()) != 0 && errno != ENOENT && errno != EBUSY) {
     return base::ErrnoError(errno, absl::StrCat("removing ", mnt));
@@ -494,7 +500,7 @@ absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
 // ------------------------------------------------------------------ open ---
 
 absl::Status DevmapperDriver::Init() {
-  for (const char* sub : {"", "/metadata", "/mnt", "/tmp", "/deferred"}) {
+  for (const char* sub : {"", "/metadata", "/mnt", "/tmp", "/deferred", "/pins"}) {
     RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, sub), 0700));
   }
   // Leftover temporaries of a crashed writer.
@@ -754,7 +760,7 @@ absl::StatusOr<bool> DevmapperDriver::DeactivateThin(const std::string& thin) co
   return *removed == dm::Removal::kRemoved;
 }
 
-absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mount_label) {
+absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mount_label) const {
   RETURN_IF_ERROR(EnsurePoolActive());
   ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->ActivateThin(r.thin));
   // A device left to a deferred remove (Put while a leaked mount held it)
@@ -908,6 +914,7 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   Record r;
   r.id = id;
   r.parent = parent;
+  r.rw = options.read_write;
   ASSIGN_OR_RETURN(r.thin, PickThinName(id));
   r.state = LayerState::kCreating;
   // Not durable: after a power cut without it the thin is an orphan, which
@@ -1021,19 +1028,22 @@ absl::StatusOr<std::map<std::string, std::string>> DevmapperDriver::Metadata(con
   };
 }
 
+// The layer's tree is rootfs/ inside its filesystem, which a mount of the
+// device cannot name: the driver mounts the layer itself (a reference that
+// Remove and Cleanup drop) and describes a bind mount of rootfs/.
 absl::StatusOr<std::vector<MountSpec>> DevmapperDriver::Mounts(const std::string& id) const {
   ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
-  RETURN_IF_ERROR(EnsurePoolActive());
-  ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->ActivateThin(r.thin));
-  MountSpec m;
-  m.type = "ext4";
-  m.source = info.device;
-  m.options.push_back("rw");
-  if (!config_.mount_options.empty()) {
-    for (absl::string_view o : absl::StrSplit(config_.mount_options, ',', absl::SkipEmpty())) {
-      m.options.emplace_back(o);
-    }
+  std::string mnt = MountPath(id);
+  struct stat st;
+  bool pinned = ::stat(PinPath(id).c_str(), &st) == 0;
+  if (!pinned || !Mounted(mnt)) {
+    RETURN_IF_ERROR(refs_.Acquire(id, [&] { return Mounted(mnt); }, [&] { return MountLayer(r, ""); }));
+    RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), PinPath(id), "", /*durable=*/false));
   }
+  MountSpec m;
+  m.type = "bind";
+  m.source = absl::StrCat(mnt, "/rootfs");
+  m.options = {"rbind", r.rw ? "rw" : "ro"};
   return std::vector<MountSpec>{m};
 }
 
@@ -1050,8 +1060,10 @@ absl::Status DevmapperDriver::Cleanup() {
     const Record& rec = **r;
     keep(refs_.Reset(id, [&] { return Unmount(MountPath(id)); }));
     if (Mounted(MountPath(id))) keep(Unmount(MountPath(id)));
+    ::unlink(PinPath(id).c_str());
     keep(DeactivateThin(rec.thin).status());
   }
+  ReapDeferred();  // thins whose holders have gone meanwhile
   if (owns_pool_) {
     absl::Status s = pool_->Deactivate(/*force=*/false);
     // Active thins left (deferred removals, other users): keep the pool.

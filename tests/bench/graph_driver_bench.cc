@@ -15,7 +15,8 @@
 // 4 KiB in its own directory plus a change to a shared file), then N times a
 // container layer on the top image layer: Create, first Get (mount), Put
 // (unmount), Remove — median and 90th percentile of each, and "prepare" =
-// Create + first Get (what containerd's Prepare + mount costs).
+// Create + first Get (what containerd's Prepare + mount costs). The cycles
+// alternate between the drivers, so a busy host slows all of them alike.
 // Then fio (if installed, unless --no-fio) inside one container layer:
 // sequential write/read (1 MiB blocks) and random write/read (4 KiB blocks,
 // iodepth 1, psync, O_DIRECT where the filesystem allows), caches dropped
@@ -266,73 +267,91 @@ std::map<std::string, std::string> OptionsFor(const std::string& driver) {
   return {};
 }
 
-absl::Status RunDriver(const std::string& name, const std::string& base, int runs, bool fio,
-                       const std::string& fio_size, int fio_runtime, DriverResult* out) {
-  out->name = name;
-  auto opened = graph::OpenDriver(name, base, OptionsFor(name));
-  if (!opened.ok()) return opened.status();
-  std::unique_ptr<graph::Driver> d = std::move(*opened);
+// One driver under test: its image, then timed cycles.
+struct Bench {
+  std::string name;
+  std::unique_ptr<graph::Driver> d;
+  std::string top;
+  DriverResult result;
+};
 
-  // The image.
+absl::Status SetUp(Bench& b, const std::string& base) {
+  b.result.name = b.name;
+  auto opened = graph::OpenDriver(b.name, base, OptionsFor(b.name));
+  if (!opened.ok()) return opened.status();
+  b.d = std::move(*opened);
   std::string parent;
   for (int i = 0; i < 10; ++i) {
     std::string id = absl::StrCat("img", i);
-    absl::Status s = d->Create(id, parent, {});
+    absl::Status s = b.d->Create(id, parent, {});
     if (!s.ok()) return s;
     std::string tar = LayerTar(i);
     graph::StringSource src(tar);
-    auto applied = d->ApplyDiff(id, parent, src);
+    auto applied = b.d->ApplyDiff(id, parent, src);
     if (!applied.ok()) return applied.status();
     parent = id;
   }
-  // Warm-up cycle (not counted): first-use costs (module, caches).
+  b.top = parent;
+  return absl::OkStatus();
+}
+
+// One container layer: Create, first Get, Put, Remove (timed unless `warmup`).
+absl::Status Cycle(Bench& b, int n, bool warmup) {
   graph::CreateOptions rw;
   rw.read_write = true;
-  for (int r = -1; r < runs; ++r) {
-    std::string id = absl::StrCat("ctr", r + 1);
-    auto t0 = Clock::now();
-    absl::Status s = d->Create(id, parent, rw);
-    auto t1 = Clock::now();
-    if (!s.ok()) return s;
-    auto dir = d->Get(id, "");
-    auto t2 = Clock::now();
-    if (!dir.ok()) return dir.status();
-    s = d->Put(id);
-    auto t3 = Clock::now();
-    if (!s.ok()) return s;
-    s = d->Remove(id);
-    auto t4 = Clock::now();
-    if (!s.ok()) return s;
-    if (r < 0) continue;
-    out->ops.create.push_back(Ms(t0, t1));
-    out->ops.get.push_back(Ms(t1, t2));
-    out->ops.put.push_back(Ms(t2, t3));
-    out->ops.remove.push_back(Ms(t3, t4));
-    out->ops.prepare.push_back(Ms(t0, t2));
-  }
+  std::string id = absl::StrCat("ctr", n);
+  auto t0 = Clock::now();
+  absl::Status s = b.d->Create(id, b.top, rw);
+  auto t1 = Clock::now();
+  if (!s.ok()) return s;
+  auto dir = b.d->Get(id, "");
+  auto t2 = Clock::now();
+  if (!dir.ok()) return dir.status();
+  s = b.d->Put(id);
+  auto t3 = Clock::now();
+  if (!s.ok()) return s;
+  s = b.d->Remove(id);
+  auto t4 = Clock::now();
+  if (!s.ok()) return s;
+  if (warmup) return absl::OkStatus();
+  OpTimes& o = b.result.ops;
+  o.create.push_back(Ms(t0, t1));
+  o.get.push_back(Ms(t1, t2));
+  o.put.push_back(Ms(t2, t3));
+  o.remove.push_back(Ms(t3, t4));
+  o.prepare.push_back(Ms(t0, t2));
+  return absl::OkStatus();
+}
 
-  if (fio) {
-    absl::Status s = d->Create("fio", parent, rw);
-    if (!s.ok()) return s;
-    auto dir = d->Get("fio", "");
-    if (!dir.ok()) return dir.status();
-    struct Job {
-      const char* name;
-      const char* rw;
-      const char* bs;
-    };
-    for (const Job& j : {Job{"seq-write", "write", "1M"}, Job{"seq-read", "read", "1M"},
-                         Job{"rand-write", "randwrite", "4k"}, Job{"rand-read", "randread", "4k"}}) {
-      DropCaches();
-      auto r = FioJob(*dir, j.name, j.rw, j.bs, fio_size, fio_runtime);
-      if (!r.ok()) return r.status();
-      out->fio.push_back(*r);
-    }
-    (void)d->Put("fio");
-    (void)d->Remove("fio");
+absl::Status Fio(Bench& b, const std::string& fio_size, int fio_runtime) {
+  graph::CreateOptions rw;
+  rw.read_write = true;
+  absl::Status s = b.d->Create("fio", b.top, rw);
+  if (!s.ok()) return s;
+  auto dir = b.d->Get("fio", "");
+  if (!dir.ok()) return dir.status();
+  struct Job {
+    const char* name;
+    const char* rw;
+    const char* bs;
+  };
+  for (const Job& j : {Job{"seq-write", "write", "1M"}, Job{"seq-read", "read", "1M"},
+                       Job{"rand-write", "randwrite", "4k"}, Job{"rand-read", "randread", "4k"}}) {
+    DropCaches();
+    auto r = FioJob(*dir, j.name, j.rw, j.bs, fio_size, fio_runtime);
+    if (!r.ok()) return r.status();
+    b.result.fio.push_back(*r);
   }
-  for (int i = 9; i >= 0; --i) (void)d->Remove(absl::StrCat("img", i));
-  return d->Cleanup();
+  (void)b.d->Put("fio");
+  return b.d->Remove("fio");
+}
+
+absl::Status TearDown(Bench& b) {
+  if (!b.d) return absl::OkStatus();
+  for (int i = 9; i >= 0; --i) (void)b.d->Remove(absl::StrCat("img", i));
+  absl::Status s = b.d->Cleanup();
+  b.d.reset();
+  return s;
 }
 
 }  // namespace
@@ -381,16 +400,36 @@ int main(int argc, char** argv) {
   {
     auto ext4 = ScratchExt4::Create(base + "/ext4.img", base + "/fs", 16ull << 30);
     if (!ext4.ok()) return Fail(ext4.status(), "making the scratch ext4");
-    for (const std::string& name : drivers) {
-      DriverResult r;
-      absl::Status s = RunDriver(name, base + "/fs", runs, fio, fio_size, fio_runtime, &r);
-      if (!s.ok()) {
-        r.error = s.ToString();
-        failed = true;
-        std::fprintf(stderr, "graph_driver_bench: %s: %s\n", name.c_str(), r.error.c_str());
-      }
-      results.push_back(std::move(r));
+    std::vector<Bench> benches(drivers.size());
+    auto failure = [&](Bench& b, const absl::Status& s) {
+      b.result.error = s.ToString();
+      failed = true;
+      std::fprintf(stderr, "graph_driver_bench: %s: %s\n", b.name.c_str(), b.result.error.c_str());
+      (void)TearDown(b);
+    };
+    for (size_t i = 0; i < drivers.size(); ++i) {
+      benches[i].name = drivers[i];
+      absl::Status s = SetUp(benches[i], base + "/fs");
+      if (!s.ok()) failure(benches[i], s);
     }
+    // Cycles alternate between the drivers, so a busy host slows all alike.
+    for (int r = -1; r < runs; ++r) {
+      for (Bench& b : benches) {
+        if (!b.d) continue;
+        absl::Status s = Cycle(b, r + 1, r < 0);
+        if (!s.ok()) failure(b, s);
+      }
+    }
+    for (Bench& b : benches) {
+      if (!b.d) continue;
+      if (fio) {
+        absl::Status s = Fio(b, fio_size, fio_runtime);
+        if (!s.ok()) failure(b, s);
+      }
+      absl::Status s = TearDown(b);
+      if (!s.ok() && b.result.error.empty()) failure(b, s);
+    }
+    for (Bench& b : benches) results.push_back(std::move(b.result));
   }
   ::rmdir(base.c_str());
 

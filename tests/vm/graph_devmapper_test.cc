@@ -301,8 +301,17 @@ TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
   auto mounts = driver_->Mounts("l1");
   ASSERT_TRUE(mounts.ok()) << mounts.status();
   ASSERT_EQ(mounts->size(), 1u);
-  EXPECT_EQ((*mounts)[0].type, "ext4");
-  EXPECT_TRUE(fs::exists((*mounts)[0].source)) << (*mounts)[0].source;
+  EXPECT_EQ((*mounts)[0].type, "bind");
+  EXPECT_EQ((*mounts)[0].source, root_ + "/mnt/l1/rootfs");
+  EXPECT_EQ((*mounts)[0].options, (std::vector<std::string>{"rbind", "rw"}));
+  EXPECT_EQ(ReadAll(root_ + "/mnt/l1/rootfs/etc/conf"), "v2") << "Mounts keeps the layer mounted for its caller";
+  // A Get/Put pair on top leaves the caller's mount alone.
+  ASSERT_OK(driver_->Get("l1", ""));
+  ASSERT_OK(driver_->Put("l1"));
+  EXPECT_EQ(ReadAll(root_ + "/mnt/l1/rootfs/etc/conf"), "v2");
+  auto mounts0 = driver_->Mounts("l0");
+  ASSERT_TRUE(mounts0.ok()) << mounts0.status();
+  EXPECT_EQ((*mounts0)[0].options, (std::vector<std::string>{"rbind", "ro"})) << "image layers are read-only";
 
   auto list = driver_->List();
   ASSERT_TRUE(list.ok());
