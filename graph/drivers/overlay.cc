@@ -198,11 +198,25 @@ absl::Status MountNewApi(const std::string& root, const MountPlan& plan, const s
   return absl::OkStatus();
 }
 
-// Can fsconfig take "lowerdir+" (Linux ≥ 6.8)?
-bool HaveLowerdirPlus(const std::string& some_dir) {
-  base::UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
-  if (!fs) return false;
-  return ::fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", some_dir.c_str(), 0) == 0;
+// Can fsconfig take "lowerdir+" (Linux ≥ 6.8)? Before overlayfs moved to
+// the fs_context API (6.5), fsconfig accepts any key into the legacy option
+// string and only creating the superblock fails, so the probe creates one:
+// a read-only overlay of two empty lowers in a scratch dir under `dir`.
+bool HaveLowerdirPlus(const std::string& dir) {
+  std::string t = absl::StrCat(dir, "/.probe-lowerdir-", ::getpid(), "-", Rng()() % 1000000);
+  if (::mkdir(t.c_str(), 0700) != 0) return false;
+  bool ok = ::mkdir((t + "/a").c_str(), 0700) == 0 && ::mkdir((t + "/b").c_str(), 0700) == 0;
+  if (ok) {
+    base::UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
+    ok = fs.valid() &&
+         ::fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", (t + "/a").c_str(), 0) == 0 &&
+         ::fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", (t + "/b").c_str(), 0) == 0 &&
+         ::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) == 0;
+  }
+  ::rmdir((t + "/a").c_str());
+  ::rmdir((t + "/b").c_str());
+  ::rmdir(t.c_str());
+  return ok;
 }
 
 absl::Status Unmount(const std::string& target) {
