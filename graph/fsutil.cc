@@ -26,7 +26,9 @@
 namespace graph {
 namespace {
 
-int OpenBeneath(int dirfd, const std::string& path, int flags) {
+// OpenBeneath that also refuses to cross into another mount (tree removal
+// and copies stay on one filesystem).
+int OpenBeneathOneFs(int dirfd, const std::string& path, int flags) {
   struct open_how how = {};
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV |
@@ -83,7 +85,7 @@ absl::Status RemoveTree(int dirfd, const std::string& name) {
     }
     visited = true;
     std::string dir = path;  // `path` may dangle once the stack grows
-    base::UniqueFd fd(OpenBeneath(dirfd, dir, O_RDONLY | O_DIRECTORY));
+    base::UniqueFd fd(OpenBeneathOneFs(dirfd, dir, O_RDONLY | O_DIRECTORY));
     if (!fd) {
       if (errno == ENOENT) continue;
       return base::ErrnoError(errno, absl::StrCat("open ", dir, " for removal"));
@@ -351,6 +353,38 @@ absl::StatusOr<CopyStats> CopyTree(const std::string& src, const std::string& ds
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::futimens(d.get(), times) != 0) return base::ErrnoError(errno, "utimens");
   return c.stats;
+}
+
+int OpenBeneath(int dirfd, const std::string& path, int flags) {
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(
+      syscall(SYS_openat2, dirfd, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+absl::StatusOr<std::vector<DirEntry>> ListDirBeneath(int root, const std::string& rel) {
+  base::UniqueFd fd(OpenBeneath(root, rel, O_RDONLY | O_DIRECTORY));
+  if (!fd) return base::ErrnoError(errno, absl::StrCat("opening directory \"", rel, "\""));
+  DIR* d = ::fdopendir(fd.get());
+  if (d == nullptr) return base::ErrnoError(errno, "fdopendir");
+  (void)fd.release();  // owned by `d` now
+  std::vector<DirEntry> out;
+  while (struct dirent* ent = ::readdir(d)) {
+    std::string n = ent->d_name;
+    if (n == "." || n == "..") continue;
+    DirEntry e{n, {}};
+    if (::fstatat(::dirfd(d), n.c_str(), &e.st, AT_SYMLINK_NOFOLLOW) != 0) {
+      int err = errno;
+      ::closedir(d);
+      return base::ErrnoError(err, absl::StrCat("stat \"", rel, "/", n, "\""));
+    }
+    out.push_back(std::move(e));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(),
+            [](const DirEntry& x, const DirEntry& y) { return x.name < y.name; });
+  return out;
 }
 
 }  // namespace graph

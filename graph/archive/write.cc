@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "graph/fsutil.h"
 #include "graph/archive.h"
 #include "graph/archive/internal.h"
 #include "graph/digest.h"
@@ -29,14 +30,6 @@ namespace graph {
 namespace {
 
 constexpr size_t kCopyBlock = 1 << 20;
-
-int OpenBeneath(int dirfd, const std::string& path, int flags) {
-  struct open_how how = {};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(
-      syscall(SYS_openat2, dirfd, path.empty() ? "." : path.c_str(), &how, sizeof how));
-}
 
 bool ExportXattr(absl::string_view name) {
   return !absl::StartsWith(name, "trusted.overlay.") && !absl::StartsWith(name, "user.overlay.") &&
@@ -301,34 +294,6 @@ class LayerWriter {
   std::vector<char> zeros_;
 };
 
-struct Child {
-  std::string name;
-  struct stat st;
-};
-
-absl::StatusOr<std::vector<Child>> ListSorted(int root, const std::string& rel) {
-  base::UniqueFd fd(OpenBeneath(root, rel, O_RDONLY | O_DIRECTORY));
-  if (!fd) return base::ErrnoError(errno, absl::StrCat("opening directory \"", rel, "\""));
-  DIR* d = ::fdopendir(fd.get());
-  if (d == nullptr) return base::ErrnoError(errno, "fdopendir");
-  (void)fd.release();  // owned by `d` now
-  std::vector<Child> out;
-  errno = 0;
-  while (struct dirent* ent = ::readdir(d)) {
-    std::string n = ent->d_name;
-    if (n == "." || n == "..") continue;
-    Child c{n, {}};
-    if (::fstatat(::dirfd(d), n.c_str(), &c.st, AT_SYMLINK_NOFOLLOW) != 0) {
-      int err = errno;
-      ::closedir(d);
-      return base::ErrnoError(err, absl::StrCat("stat \"", rel, "/", n, "\""));
-    }
-    out.push_back(std::move(c));
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end(), [](const Child& x, const Child& y) { return x.name < y.name; });
-  return out;
-}
 
 bool IsOpaque(int root, const std::string& rel) {
   base::UniqueFd fd(OpenBeneath(root, rel, O_RDONLY | O_DIRECTORY));
@@ -339,8 +304,8 @@ bool IsOpaque(int root, const std::string& rel) {
 }
 
 absl::Status WalkTree(LayerWriter& w, const std::string& rel, WhiteoutFormat native) {
-  ASSIGN_OR_RETURN(std::vector<Child> children, ListSorted(w.root(), rel));
-  for (const Child& c : children) {
+  ASSIGN_OR_RETURN(std::vector<DirEntry> children, ListDirBeneath(w.root(), rel));
+  for (const DirEntry& c : children) {
     std::string path = rel.empty() ? c.name : absl::StrCat(rel, "/", c.name);
     if (native == WhiteoutFormat::kOverlay && S_ISCHR(c.st.st_mode) && c.st.st_rdev == makedev(0, 0)) {
       // Never a hard link, even when overlay shares one whiteout inode.

@@ -20,49 +20,21 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "graph/fsutil.h"
 
 namespace graph {
 namespace {
 
-int OpenBeneath(int dirfd, const std::string& path, int flags) {
-  struct open_how how = {};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(
-      syscall(SYS_openat2, dirfd, path.empty() ? "." : path.c_str(), &how, sizeof how));
-}
-
-struct Child {
-  std::string name;
-  struct stat st;
-};
+using Child = DirEntry;
 
 // Sorted children of `rel` under `root`; empty if `rel` does not exist or is
 // not a directory there.
 absl::StatusOr<std::vector<Child>> List(int root, const std::string& rel) {
-  std::vector<Child> out;
-  base::UniqueFd fd(OpenBeneath(root, rel, O_RDONLY | O_DIRECTORY));
-  if (!fd) {
-    if (errno == ENOENT || errno == ENOTDIR) return out;
-    return base::ErrnoError(errno, absl::StrCat("opening directory \"", rel, "\""));
-  }
-  DIR* d = ::fdopendir(fd.get());
-  if (d == nullptr) return base::ErrnoError(errno, "fdopendir");
-  (void)fd.release();
-  while (struct dirent* ent = ::readdir(d)) {
-    std::string n = ent->d_name;
-    if (n == "." || n == "..") continue;
-    Child c{n, {}};
-    if (::fstatat(::dirfd(d), n.c_str(), &c.st, AT_SYMLINK_NOFOLLOW) != 0) {
-      int err = errno;
-      ::closedir(d);
-      return base::ErrnoError(err, absl::StrCat("stat \"", rel, "/", n, "\""));
-    }
-    out.push_back(std::move(c));
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end(), [](const Child& x, const Child& y) { return x.name < y.name; });
-  return out;
+  auto listed = ListDirBeneath(root, rel);
+  if (!listed.ok() && (base::HasErrno(listed.status(), ENOENT) ||
+                       base::HasErrno(listed.status(), ENOTDIR)))
+    return std::vector<Child>();
+  return listed;
 }
 
 std::map<std::string, std::string> Xattrs(int root, const std::string& rel) {

@@ -3,13 +3,31 @@
 #ifndef DMTHIN_GRAPH_FSUTIL_H_
 #define DMTHIN_GRAPH_FSUTIL_H_
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace graph {
+
+// openat2 of `path` ("" = the directory itself) strictly beneath `dirfd`:
+// no "..", absolute paths or symlinks on the way (RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS). O_CLOEXEC is added. Returns
+// the fd, or -1 with errno set.
+int OpenBeneath(int dirfd, const std::string& path, int flags);
+
+// One entry of a directory, lstat'ed.
+struct DirEntry {
+  std::string name;
+  struct stat st;
+};
+// The entries of directory `rel` beneath `root` (without . and ..), sorted
+// by name. Errors carry errno (ENOENT/ENOTDIR when `rel` is not a directory).
+absl::StatusOr<std::vector<DirEntry>> ListDirBeneath(int root, const std::string& rel);
 
 // Removes `name` in directory `dirfd` and everything under it (like
 // rm -rf, never following symlinks, staying on one filesystem — a mount
