@@ -69,8 +69,8 @@ class DmsetupHarnessTest : public ::testing::Test {
   }
 
   void DmCreate(const std::string& name, const std::string& table) {
-    MustRun({"dmsetup", "create", name, "--table", table});
-    cleanup_.Push([name] { testsupport::Run({"dmsetup", "remove", "--retry", name}); });
+    MustRun({"dmsetup", "create", "--noudevsync", name, "--table", table});
+    cleanup_.Push([name] { testsupport::Run({"dmsetup", "remove", "--noudevsync", "--retry", name}); });
     MustRun({"dmsetup", "mknodes", name});  // no udev in the guest
   }
 
@@ -115,9 +115,9 @@ TEST_F(DmsetupHarnessTest, ThinPoolThinExt4AndSnapshot) {
   }
 
   // Snapshot: suspend the active origin around create_snap.
-  MustRun({"dmsetup", "suspend", thin});
+  MustRun({"dmsetup", "suspend", "--noudevsync", thin});
   MustRun({"dmsetup", "message", pool, "0", "create_snap 1 0"});
-  MustRun({"dmsetup", "resume", thin});
+  MustRun({"dmsetup", "resume", "--noudevsync", thin});
   DmCreate(snap, "0 2097152 thin " + MajMin(pool_dev) + " 1");
 
   MustRun({"mount", thin_dev, mnt});
