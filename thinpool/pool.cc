@@ -1004,7 +1004,7 @@ absl::Status Pool::DeactivateThinLocked(const ThinRecord& thin) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ThinInfo> Pool::Describe(const ThinRecord& thin) const {
+ThinInfo Pool::RecordInfo(const ThinRecord& thin) const {
   ThinInfo info;
   info.name = thin.name;
   info.dev_id = thin.dev_id;
@@ -1013,6 +1013,11 @@ absl::StatusOr<ThinInfo> Pool::Describe(const ThinRecord& thin) const {
   info.state = thin.state;
   info.dm_name = ThinDmName(thin.name);
   info.dm_uuid = ThinDmUuid(thin.dev_id);
+  return info;
+}
+
+absl::StatusOr<ThinInfo> Pool::Describe(const ThinRecord& thin) const {
+  ThinInfo info = RecordInfo(thin);
   if (thin.parent_id) {
     auto parent = state_.registry().GetThinById(name_, *thin.parent_id);
     if (parent.ok()) info.parent_name = parent->name;
@@ -1046,15 +1051,7 @@ absl::StatusOr<std::vector<ThinInfo>> Pool::ListThins() const {
       ASSIGN_OR_RETURN(ThinInfo info, Describe(t));
       out.push_back(std::move(info));
     } else {
-      ThinInfo info;
-      info.name = t.name;
-      info.dev_id = t.dev_id;
-      info.size_bytes = t.size_bytes;
-      info.parent_id = t.parent_id;
-      info.state = t.state;
-      info.dm_name = ThinDmName(t.name);
-      info.dm_uuid = ThinDmUuid(t.dev_id);
-      out.push_back(std::move(info));
+      out.push_back(RecordInfo(t));  // inactive: the registry says it all
     }
   }
   // Parent names from the same listing (no per-device lookups).

@@ -214,6 +214,8 @@ class Pool {
                                         bool activate);
   absl::StatusOr<ThinInfo> ActivateThinLocked(const ThinRecord& thin);
   absl::Status DeactivateThinLocked(const ThinRecord& thin);
+  // The registry's fields of a thin; Describe adds the kernel's.
+  ThinInfo RecordInfo(const ThinRecord& thin) const;
   absl::StatusOr<ThinInfo> Describe(const ThinRecord& thin) const;
   // Names of this pool's active thin dm devices.
   absl::StatusOr<std::vector<std::string>> ActiveThinDmNames() const;
