@@ -112,6 +112,34 @@ struct FsCloser {
   void operator()(ext2_filsys fs) const { ext2fs_free(fs); }
 };
 
+// The filesystem's overhead (metadata blocks) exactly as the kernel counts
+// it: blocks before the first group, then per group the superblock copy with
+// its descriptor and reserved descriptor blocks where there is one, the inode
+// table and two bitmaps, plus the internal journal (fs/ext4/super.c:
+// ext4_calculate_overhead, count_overhead; checked against the kernel by
+// tests/host/thinpool_ext4_test). At every rw
+// mount the kernel compares its figure with s_overhead_clusters and, if they
+// differ, rewrites the primary and every backup superblock synchronously
+// (ext4_update_overhead). On a thin snapshot each of those writes breaks the
+// sharing of a pool block and commits the pool's metadata: with the figure
+// right the mount writes only what it must.
+blk64_t KernelOverheadBlocks(ext2_filsys fs) {
+  blk64_t overhead = fs->super->s_first_data_block;
+  for (dgrp_t g = 0; g < fs->group_desc_count; ++g) {
+    if (ext2fs_bg_has_super(fs, static_cast<int>(g))) {
+      overhead += 1 + fs->desc_blocks + fs->super->s_reserved_gdt_blocks;
+    }
+    overhead += fs->inode_blocks_per_group + 2;
+  }
+  if (fs->super->s_journal_inum != 0) {
+    struct ext2_inode journal;
+    if (ext2fs_read_inode(fs, fs->super->s_journal_inum, &journal) == 0) {
+      overhead += EXT2_I_SIZE(&journal) / fs->blocksize;
+    }
+  }
+  return overhead;
+}
+
 }  // namespace
 
 absl::Status MakeExt4(const std::string& path, const Ext4Options& options) {
@@ -271,6 +299,9 @@ absl::Status MakeExt4(const std::string& path, const Ext4Options& options) {
     }
     // Too small for a journal: made without one, like mke2fs.
   }
+
+  sb->s_overhead_clusters = KernelOverheadBlocks(fs.get());
+  ext2fs_mark_super_dirty(fs.get());
 
   ext2_filsys closing = fs.release();
   err = ext2fs_close_free(&closing);

@@ -171,10 +171,24 @@ class Stmt {
 };
 
 // BEGIN IMMEDIATE ... COMMIT, rolled back unless committed.
+//
+// A transaction that only records what the kernel has already committed
+// (CommitOp) need not be durable on its own: if a power loss takes it, the
+// pending row it would have deleted is still there and the next reconcile
+// finds the kernel at the new transaction id and rolls forward again. Such a
+// transaction runs with synchronous=NORMAL (in WAL mode: no fsync at commit;
+// https://www.sqlite.org/pragma.html#pragma_synchronous) and becomes durable
+// with the next FULL commit, which syncs the WAL up to and including it.
 class Txn {
  public:
-  explicit Txn(sqlite3* db) : db_(db) {}
+  enum class Sync { kFull, kLazy };
+  explicit Txn(sqlite3* db, Sync sync = Sync::kFull) : db_(db), sync_(sync) {}
   absl::Status Begin() {
+    if (sync_ == Sync::kLazy) {
+      int rc = sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+      if (rc != SQLITE_OK) return SqliteError(db_, rc, "PRAGMA synchronous=NORMAL");
+      lazy_ = true;
+    }
     int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return SqliteError(db_, rc, "BEGIN IMMEDIATE");
     open_ = true;
@@ -188,11 +202,14 @@ class Txn {
   }
   ~Txn() {
     if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (lazy_) sqlite3_exec(db_, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
   }
 
  private:
   sqlite3* db_;
+  Sync sync_;
   bool open_ = false;
+  bool lazy_ = false;
 };
 
 absl::StatusOr<ThinState> ParseState(const std::string& s) {
@@ -608,7 +625,7 @@ absl::Status CheckPendingMatches(const std::optional<PendingOp>& have,
 
 absl::Status Registry::CommitOp(const PendingOp& op) {
   std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_);
+  Txn txn(db_, Txn::Sync::kLazy);
   RETURN_IF_ERROR(txn.Begin());
   ASSIGN_OR_RETURN(auto pending, GetPendingLocked(op.pool));
   RETURN_IF_ERROR(CheckPendingMatches(pending, op));

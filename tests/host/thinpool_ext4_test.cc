@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ext2fs/ext2_fs.h"
 #include "gtest/gtest.h"
 #include "tests/support/cleanup_stack.h"
 #include "tests/support/process.h"
@@ -164,6 +166,55 @@ TEST_F(Ext4Test, OnLoopDeviceMountWriteRead) {
   auto info = IdentifyFilesystem(loop->path());
   ASSERT_TRUE(info.ok() && info->has_value());
   EXPECT_EQ((*info)->type, "ext4");
+}
+
+// The kernel recomputes the metadata overhead at every rw mount and, when
+// s_overhead_clusters disagrees, rewrites the primary and all backup
+// superblocks. On a thin snapshot that costs a copy-on-write and a pool commit
+// per superblock, at every first mount of every layer: the figure must match.
+TEST_F(Ext4Test, RwMountLeavesSuperblocksAlone) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  struct Case {
+    uint32_t block_size;
+    bool journal;
+    off_t bytes;
+  };
+  for (const Case& c : {Case{4096, true, off_t{1} << 30}, Case{4096, false, off_t{1} << 30},
+                        Case{1024, true, off_t{64} << 20}}) {
+    SCOPED_TRACE(absl::StrCat("block size ", c.block_size, ", journal ", c.journal));
+    std::string img = Sparse(absl::StrCat("overhead-", c.block_size, "-", c.journal), c.bytes);
+    Ext4Options o;
+    o.block_size = c.block_size;
+    o.journal = c.journal;
+    o.assume_zeroed = true;
+    ASSERT_TRUE(MakeExt4(img, o).ok());
+    // Group 1's backup superblock: first data block + 8 * block size blocks in.
+    const off_t first_data_block = c.block_size == 1024 ? 1 : 0;
+    const off_t backup = (first_data_block + 8 * off_t{c.block_size}) * c.block_size;
+    auto read_at = [&](off_t off, size_t len) {
+      std::string buf(len, '\0');
+      int fd = open(img.c_str(), O_RDONLY | O_CLOEXEC);
+      EXPECT_GE(fd, 0);
+      EXPECT_EQ(pread(fd, buf.data(), len, off), ssize_t(len));
+      close(fd);
+      return buf;
+    };
+    const off_t overhead_at = 1024 + offsetof(struct ext2_super_block, s_overhead_clusters);
+    std::string overhead_before = read_at(overhead_at, 4);
+    EXPECT_NE(overhead_before, std::string(4, '\0')) << "s_overhead_clusters not set";
+    std::string backup_before = read_at(backup, 1024);
+    {
+      auto loop = LoopDevice::Attach(img);
+      ASSERT_TRUE(loop.ok()) << loop.status();
+      std::string mnt = dir_ + "/mnt-overhead";
+      fs::create_directories(mnt);
+      ASSERT_EQ(mount(loop->path().c_str(), mnt.c_str(), "ext4", 0, nullptr), 0) << strerror(errno);
+      ASSERT_EQ(umount(mnt.c_str()), 0) << strerror(errno);
+    }
+    EXPECT_EQ(read_at(overhead_at, 4), overhead_before) << "the kernel counted a different overhead";
+    EXPECT_TRUE(read_at(backup, 1024) == backup_before) << "the kernel rewrote the backup superblocks";
+    ExpectFsckClean(img);
+  }
 }
 
 TEST_F(Ext4Test, SmallDeviceWithoutRoomForJournal) {

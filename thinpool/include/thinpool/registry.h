@@ -1,11 +1,12 @@
 // The registry: one SQLite database per state dir holding pools, thin
 // devices and the one pending operation per pool.
 //
-// The database runs in WAL mode with synchronous=FULL and a busy timeout, so
-// several processes can share a state dir; every write is one IMMEDIATE
-// transaction. The registry alone does not serialise pool operations across
-// processes: callers hold the pool's lock (StateDir::LockPool) around an
-// operation's whole intent → message → set_transaction_id → done sequence.
+// The database runs in WAL mode with synchronous=FULL (CommitOp excepted, see
+// there) and a busy timeout, so several processes can share a state dir;
+// every write is one IMMEDIATE transaction. The registry alone does not
+// serialise pool operations across processes: callers hold the pool's lock
+// (StateDir::LockPool) around an operation's whole intent → message →
+// set_transaction_id → done sequence.
 //
 // Device ids are 24-bit (1 .. 2^24-1). An id is in use while a thin row holds
 // it; a freed id is handed out again; an id quarantined after a crash left
@@ -120,6 +121,8 @@ class Registry {
   absl::StatusOr<std::optional<PendingOp>> GetPending(absl::string_view pool);
   // Roll forward: the kernel has the new transaction id. Created rows become
   // ready, deleted rows go (freeing their id), the pool's txid advances.
+  // Not fsynced by itself (a lost CommitOp is redone by the next reconcile);
+  // the next durable write makes it durable too.
   absl::Status CommitOp(const PendingOp& op);
   // Roll back: the kernel kept the old transaction id and the device's state
   // was restored. A created row goes; a deleting row is ready again. With
