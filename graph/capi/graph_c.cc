@@ -79,6 +79,35 @@ char* Dup(const std::string& s) {
   return p;
 }
 
+// graph_store_open_opts's "key=value" array, checked for form only (the
+// driver checks keys and values): GRAPH_OK or GRAPH_EINVAL naming the entry.
+struct ParsedOptions {
+  std::map<std::string, std::string> options;
+  std::string given;  // "k=v k=v", for messages
+};
+
+int ParseDriverOptions(const char* const* options, ParsedOptions* out) {
+  for (size_t i = 0; options != nullptr && options[i] != nullptr; ++i) {
+    std::string kv = options[i];
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos) {
+      return Fail(GRAPH_EINVAL, absl::StrCat("graph_store_open_opts: options[", i, "] \"", kv,
+                                             "\" is not key=value (e.g. dm.basesize=20G)"));
+    }
+    if (eq == 0) {
+      return Fail(GRAPH_EINVAL,
+                  absl::StrCat("graph_store_open_opts: options[", i, "] \"", kv, "\" has an empty key"));
+    }
+    auto [it, added] = out->options.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+    if (!added) {
+      return Fail(GRAPH_EINVAL, absl::StrCat("graph_store_open_opts: option ", it->first, " given twice (\"",
+                                             it->first, "=", it->second, "\" and \"", kv, "\")"));
+    }
+    absl::StrAppend(&out->given, out->given.empty() ? "" : " ", kv);
+  }
+  return GRAPH_OK;
+}
+
 #define CHECK_ARG(cond, what) \
   if (!(cond)) return Fail(GRAPH_EINVAL, what)
 
@@ -120,13 +149,27 @@ const char* graph_version(void) { return "0.1.0"; }
 void graph_free(void* p) { std::free(p); }
 
 int graph_store_open(const char* root, const char* driver, graph_store** out) {
+  return graph_store_open_opts(root, driver, nullptr, out);
+}
+
+int graph_store_open_opts(const char* root, const char* driver, const char* const* options,
+                          graph_store** out) {
   CHECK_ARG(root != nullptr && *root != '\0', "graph_store_open: root is required");
   CHECK_ARG(out != nullptr, "graph_store_open: out is NULL");
   *out = nullptr;
   GUARDED({
+    ParsedOptions parsed;
+    if (int rc = ParseDriverOptions(options, &parsed); rc != GRAPH_OK) return rc;
     absl::StatusOr<std::unique_ptr<graph::LayerStore>> store =
-        graph::OpenLayerStore(root, driver == nullptr ? "" : driver);
-    if (!store.ok()) return FromStatus(store.status());
+        graph::OpenLayerStore(root, driver == nullptr ? "" : driver, parsed.options);
+    if (!store.ok()) {
+      if (store.status().code() == absl::StatusCode::kInvalidArgument && !parsed.given.empty()) {
+        // The driver refused an option: name the ones it was given.
+        return FromStatus(absl::InvalidArgumentError(
+            absl::StrCat("with options ", parsed.given, ": ", store.status().message())));
+      }
+      return FromStatus(store.status());
+    }
     auto* handle = new graph_store;
     handle->driver_name = (*store)->driver().Name();
     handle->store = std::move(*store);

@@ -63,6 +63,25 @@ typedef struct graph_store graph_store;
  * this machine supports. */
 int graph_store_open(const char* root, const char* driver, graph_store** out);
 
+/* graph_store_open with driver options (dockerd's --storage-opt): `options`
+ * is a NULL-terminated array of "key=value" strings, or NULL for none, e.g.
+ *
+ *   const char* opts[] = {"dm.loopdatasize=20G", "dm.basesize=4G", NULL};
+ *   rc = graph_store_open_opts("/srv/graph", "devicemapper", opts, &store);
+ *
+ * Keys are the driver's (docs/graphctl.md lists them): overlay.mount_api,
+ * dm.thinpooldev, dm.loopdatasize, dm.basesize, ... An entry without
+ * '=', with an empty key, or a key given twice is GRAPH_EINVAL before
+ * anything is opened. The driver checks the rest: a value it refuses, or a
+ * key it does not know, is GRAPH_EINVAL with the key in graph_last_error()
+ * (overlay, vfs and devicemapper refuse every unknown key; btrfs and aufs
+ * only those with their own prefix, "btrfs." / "aufs."). Options are
+ * not remembered: give them every time the store is opened (settings that
+ * shape what is made, such as dm.basesize, take effect when the driver
+ * first creates its state). The array is not kept after the call. */
+int graph_store_open_opts(const char* root, const char* driver, const char* const* options,
+                          graph_store** out);
+
 /* Unmounts what this handle mounted and frees it. NULL is fine. */
 void graph_store_close(graph_store* store);
 

@@ -68,6 +68,28 @@ int main(int argc, char** argv) {
   CHECK(graph_store_open(NULL, driver, &store) == GRAPH_EINVAL);
   CHECK(strcmp(graph_strerror(GRAPH_EEXIST), "already exists") == 0);
 
+  /* Driver options: malformed ones are refused before anything is opened,
+   * a key the driver does not know by the driver, named in the message. */
+  {
+    const char* no_value[] = {"no-equals-sign", NULL};
+    const char* no_key[] = {"=1", NULL};
+    const char* twice[] = {"a.b=1", "a.b=2", NULL};
+    CHECK(graph_store_open_opts(root, driver, no_value, &store) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "no-equals-sign") != NULL);
+    CHECK(graph_store_open_opts(root, driver, no_key, &store) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "empty key") != NULL);
+    CHECK(graph_store_open_opts(root, driver, twice, &store) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "a.b given twice") != NULL);
+    CHECK(store == NULL);
+    char bogus[256], refusal[300];
+    snprintf(bogus, sizeof(bogus), "%s.bogus=1", driver);
+    snprintf(refusal, sizeof(refusal), "unknown option \"%s.bogus\"", driver);
+    const char* unknown[] = {bogus, NULL};
+    CHECK(graph_store_open_opts(root, driver, unknown, &store) == GRAPH_EINVAL);
+    CHECK(store == NULL);
+    CHECK(strstr(graph_last_error(), refusal) != NULL);
+  }
+
   MUST(graph_store_open(root, driver, &store));
   CHECK(strcmp(graph_store_driver(store), driver) == 0);
   CHECK(strlen(graph_version()) > 0);
@@ -159,6 +181,15 @@ int main(int argc, char** argv) {
   graph_free(chain);
   graph_free(diff_id);
   graph_store_close(store);
+
+  /* An empty option list is no options. */
+  {
+    const char* none[] = {NULL};
+    store = NULL;
+    MUST(graph_store_open_opts(root, driver, none, &store));
+    CHECK(strcmp(graph_store_driver(store), driver) == 0);
+    graph_store_close(store);
+  }
 
   if (failures != 0) {
     printf("FAIL (%d checks)\n", failures);

@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -29,15 +31,42 @@ namespace {
 struct Context {
   std::string root = "/var/lib/dmthin/graph";
   std::string driver;
+  // --storage-opt KEY=VALUE as given, in order; checked by StorageOptions().
+  std::vector<std::string> storage_opts;
   std::unique_ptr<graph::LayerStore> store;
+
+  // The driver options, or a usage error naming the malformed or repeated
+  // --storage-opt. Unknown keys are the driver's to refuse.
+  absl::StatusOr<std::map<std::string, std::string>> StorageOptions() const {
+    std::map<std::string, std::string> options;
+    for (const std::string& kv : storage_opts) {
+      size_t eq = kv.find('=');
+      if (eq == std::string::npos) {
+        return cli::UsageError(absl::StrCat("--storage-opt wants KEY=VALUE (e.g. dm.basesize=20G), got '", kv,
+                                            "'"));
+      }
+      std::string key = kv.substr(0, eq);
+      if (key.empty()) return cli::UsageError(absl::StrCat("--storage-opt '", kv, "' has an empty key"));
+      auto [it, added] = options.emplace(key, kv.substr(eq + 1));
+      if (!added) {
+        return cli::UsageError(absl::StrCat("--storage-opt ", key, " given twice ('", key, "=", it->second,
+                                            "' and '", kv, "')"));
+      }
+    }
+    return options;
+  }
 
   absl::StatusOr<graph::LayerStore*> Store() {
     if (!store) {
-      auto opened = graph::OpenLayerStore(root, driver);
+      ASSIGN_OR_RETURN(auto options, StorageOptions());
+      auto opened = graph::OpenLayerStore(root, driver, options);
       if (!opened.ok()) {
         std::string hint;
         if (graph::GetUnsupported(opened.status()).has_value()) {
           hint = " ('graphctl status' lists what each driver needs)";
+        } else if (opened.status().code() == absl::StatusCode::kInvalidArgument && !storage_opts.empty()) {
+          // The driver refused an option: say which ones were given.
+          hint = absl::StrCat(" with --storage-opt ", absl::StrJoin(storage_opts, " --storage-opt "));
         }
         return base::Annotate(opened.status(), absl::StrCat("opening layer store ", root, hint));
       }
@@ -288,7 +317,8 @@ absl::Status Inspect(const cli::Args& args, const cli::Output&) {
 
 absl::Status Status(const cli::Args&, const cli::Output& out) {
   Context& ctx = Ctx();
-  std::vector<graph::ProbeReport> probes = graph::ProbeDrivers(ctx.root);
+  ASSIGN_OR_RETURN(auto options, ctx.StorageOptions());
+  std::vector<graph::ProbeReport> probes = graph::ProbeDrivers(ctx.root, options);
   absl::StatusOr<graph::LayerStore*> store = ctx.Store();
   cli::Json j;
   j["root"] = ctx.root;
@@ -369,12 +399,19 @@ int main(int argc, char** argv) {
   cli::App app("graphctl",
                "Container image and container layers: import OCI layer tarballs, create\n"
                "read-write container layers and read-only views, mount, diff, check.\n"
+               "Driver options (--storage-opt, as dockerd's) are given each time the store\n"
+               "is opened; e.g. devicemapper on a pool of sparse files, 4G per layer:\n"
+               "  graphctl --driver devicemapper --storage-opt dm.loopdatasize=20G \\\n"
+               "           --storage-opt dm.basesize=4G import base.tar\n"
                "Exit status: 0 ok, 1 failed, 2 usage.");
   app.AddGlobal({{"root", "DIR", "the layer store (default /var/lib/dmthin/graph)"},
                  [](const std::string& v) { Ctx().root = v; }});
   app.AddGlobal({{"driver", "NAME",
                   "overlay, btrfs, vfs, aufs, ... (default: the store's, else the first usable)"},
                  [](const std::string& v) { Ctx().driver = v; }});
+  app.AddGlobal({{"storage-opt", "KEY=VAL",
+                  "a driver option, repeatable: dm.basesize=20G, overlay.mount_api=legacy, ...", true},
+                 [](const std::string& v) { Ctx().storage_opts.push_back(v); }});
   cli::Option label{"label", "KEY=VALUE", "attach a label (repeatable)", true};
   app.AddVerb({"import", {"TAR"}, {{"parent", "CHAINID", "image layer this one sits on"}, label},
                "import an OCI layer tar (plain/gzip/zstd; - for stdin); prints the chain id",

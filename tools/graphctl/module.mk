@@ -2,5 +2,6 @@
 TOOLS += graphctl
 graphctl_SRCS := tools/graphctl/main.cc tools/common/cli.cc
 
-# Its host test runs the binary.
+# Its host and vm tests run the binary.
 $(BUILD)/tests/host/graphctl_test: | $(BUILD)/bin/graphctl
+$(BUILD)/tests/vm/graphctl_devmapper_test: | $(BUILD)/bin/graphctl
