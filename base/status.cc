@@ -18,6 +18,12 @@ absl::Status ErrnoError(int err, absl::string_view what) {
   return status;
 }
 
+absl::Status WithErrno(absl::Status status, int err) {
+  if (status.ok()) return status;
+  status.SetPayload(kErrnoPayload, absl::Cord(std::to_string(err)));
+  return status;
+}
+
 std::optional<int> GetErrno(const absl::Status& status) {
   auto payload = status.GetPayload(kErrnoPayload);
   if (!payload.has_value()) return std::nullopt;

@@ -341,12 +341,6 @@ absl::StatusOr<bool> Pool::IsActive() const {
   return info.has_value() && info->live_table();
 }
 
-absl::StatusOr<dm::DevNum> Pool::PoolDevNum() const {
-  ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
-  ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.Info(dmname));
-  return info.dev;
-}
-
 absl::StatusOr<dm::ThinPoolStatus> Pool::KernelStatus(bool commit) const {
   ASSIGN_OR_RETURN(dm::Name dmname, DmName(dm_name()));
   // Without noflush the kernel commits the pool's metadata before answering.
@@ -677,21 +671,26 @@ absl::Status Pool::SendMessage(const dm::ThinPoolMessage& message) const {
 }
 
 absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const {
-  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
-  if (!k.ok()) {
-    return absl::UnavailableError(absl::StrCat("pool '", name_, "' has failed"));
+  // The kernel refuses (EINVAL) unless it is at old_txid: only then look why.
+  absl::Status sent = SendMessage(dm::thin_msg::SetTransactionId{old_txid, new_txid});
+  if (!sent.ok()) {
+    ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
+    if (!k.ok()) {
+      return absl::UnavailableError(absl::StrCat("pool '", name_, "' has failed"));
+    }
+    if (k.transaction_id == new_txid) return absl::OkStatus();  // retried
+    if (k.transaction_id != old_txid) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", name_, "': kernel transaction id is ", k.transaction_id,
+          ", expected ", old_txid));
+    }
+    return sent;
   }
-  if (k.transaction_id == new_txid) return absl::OkStatus();  // retried
-  if (k.transaction_id != old_txid) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", name_, "': kernel transaction id is ", k.transaction_id,
-        ", expected ", old_txid));
-  }
-  RETURN_IF_ERROR(SendMessage(dm::thin_msg::SetTransactionId{old_txid, new_txid}));
   // The kernel commits the pool's metadata after every successful message
-  // (pool_message → commit), so the new id and the change it stands for are
-  // on disk before the registry says done; check that it took.
-  ASSIGN_OR_RETURN(k, KernelStatus());
+  // (pool_message → commit) but a failed commit does not fail the message, so
+  // check that the new id and the change it stands for are on disk before the
+  // registry says done.
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
   if (!k.ok() || k.transaction_id != new_txid) {
     return absl::DataLossError(absl::StrCat(
         "pool '", name_, "': committing transaction ", new_txid, " failed (kernel at ",
@@ -960,13 +959,13 @@ absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin) {
     return Describe(thin);
   }
   if (existing.has_value()) RETURN_IF_ERROR(dm_.Remove(n).status());
-  ASSIGN_OR_RETURN(bool active, IsActive());
-  if (!active) {
+  ASSIGN_OR_RETURN(dm::Name pool_name, DmName(dm_name()));
+  ASSIGN_OR_RETURN(auto pool_dev, dm_.Find(pool_name));
+  if (!pool_dev.has_value() || !pool_dev->live_table()) {
     return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
   }
-  ASSIGN_OR_RETURN(dm::DevNum pool_dev, PoolDevNum());
   dm::ThinTarget target;
-  target.pool = pool_dev;
+  target.pool = pool_dev->dev;
   target.device_id = thin.dev_id;
   dm::Table table = dm::Table::Single(dm::Sectors(thin.size_bytes / kSector), target);
   dm::CreateOptions create;
@@ -992,9 +991,10 @@ absl::Status Pool::DeactivateThinLocked(const ThinRecord& thin) {
   ASSIGN_OR_RETURN(auto existing, dm_.Find(n));
   if (!existing.has_value()) return absl::OkStatus();
   if (existing->open_count > 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "thin device '", thin.name, "' is in use (open count ", existing->open_count,
-        "; mounted?)"));
+    return base::WithErrno(absl::FailedPreconditionError(absl::StrCat(
+                               "thin device '", thin.name, "' is in use (open count ",
+                               existing->open_count, "; mounted?)")),
+                           EBUSY);
   }
   auto removed = dm_.Remove(n);
   if (!removed.ok()) {

@@ -17,4 +17,13 @@ TEST(ErrnoError, KeepsErrnoAndContext) {
   EXPECT_FALSE(base::GetErrno(absl::InternalError("x")).has_value());
 }
 
+TEST(WithErrno, AttachesErrnoKeepingCodeAndMessage) {
+  absl::Status s = base::WithErrno(absl::FailedPreconditionError("thin 'a' is in use"), EBUSY);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(), "thin 'a' is in use");
+  EXPECT_TRUE(base::HasErrno(s, EBUSY));
+  EXPECT_TRUE(base::HasErrno(base::Annotate(s, "deleting"), EBUSY));
+  EXPECT_TRUE(base::WithErrno(absl::OkStatus(), EBUSY).ok());
+}
+
 }  // namespace

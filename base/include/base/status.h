@@ -20,7 +20,11 @@ namespace base {
 // "<what>: <strerror(err)>", and `err` attached as a payload.
 absl::Status ErrnoError(int err, absl::string_view what);
 
-// The errno attached by ErrnoError, if any.
+// `status` (not OK) with `err` attached, for a failure that means an errno
+// without coming from a system call (e.g. EBUSY for "device is open").
+absl::Status WithErrno(absl::Status status, int err);
+
+// The errno attached by ErrnoError or WithErrno, if any.
 std::optional<int> GetErrno(const absl::Status& status);
 
 // True if `status` carries errno `err`.

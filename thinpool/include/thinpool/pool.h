@@ -201,7 +201,6 @@ class Pool {
   absl::StatusOr<std::string> ReconcileLocked();
   absl::StatusOr<dm::ThinPoolStatus> KernelStatus(bool commit = false) const;
   absl::Status CleanUpQuarantined();
-  absl::StatusOr<dm::DevNum> PoolDevNum() const;
   absl::StatusOr<dm::Table> PoolTable(const PoolRecord& record, dm::DevNum meta,
                                       dm::DevNum data) const;
   absl::Status SendMessage(const dm::ThinPoolMessage& message) const;
