@@ -303,11 +303,8 @@ bool Mounted(const std::string& path) {
   return m.ok() && *m;
 }
 
-// "in use (open count ...)" from thinpool's DeactivateThin/DeleteThin.
-bool IsBusy(const absl::Status& s) {
-  return base::HasErrno(s, EBUSY) ||
-         (s.code() == absl::StatusCode::kFailedPrecondition && absl::StrContains(s.message(), "in use"));
-}
+// A device held open: thinpool's DeactivateThin/DeleteThin say EBUSY.
+bool IsBusy(const absl::Status& s) { return base::HasErrno(s, EBUSY); }
 
 // ---------------------------------------------------------------- records ---
 
@@ -643,7 +640,9 @@ absl::Status DevmapperDriver::Recover() {
     if (!r) continue;
     switch (r->state) {
       case LayerState::kCreating: {
-        // Never became visible: undo whatever the snapshot got to.
+        // Written before the snapshot by earlier versions (now a layer has
+        // no record until it is whole). Never became visible: undo whatever
+        // the snapshot got to.
         auto info = pool_->GetThinInfo(r->thin);
         if (info.ok()) {
           RETURN_IF_ERROR(DeactivateThin(r->thin).status());
@@ -916,14 +915,11 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   r.parent = parent;
   r.rw = options.read_write;
   ASSIGN_OR_RETURN(r.thin, PickThinName(id));
-  r.state = LayerState::kCreating;
-  // Not durable: after a power cut without it the thin is an orphan, which
-  // Recover deletes just the same.
-  RETURN_IF_ERROR(WriteRecord(r, /*durable=*/false));
-  Failpoint("devmapper_after_record");
+  // No record before the snapshot: a crash between the two leaves a thin of
+  // ours that no record names, an orphan, which Recover deletes at the next
+  // open (as it would undo a "creating" record; this saves a file write).
   auto snap = pool_->Snapshot(origin, r.thin);
   if (!snap.ok()) {
-    (void)DropRecord(id);
     return base::Annotate(snap.status(), absl::StrCat("devicemapper: creating layer ", id));
   }
   Failpoint("devmapper_after_snapshot");

@@ -730,7 +730,7 @@ INSTANTIATE_TEST_SUITE_P(
                       CrashCase{"open", "after_set_txid"}, CrashCase{"open", "after_activate"},
                       CrashCase{"open", "devmapper_base_after_thin"},
                       CrashCase{"open", "devmapper_base_after_mkfs"},
-                      CrashCase{"create", "devmapper_after_record"}, CrashCase{"create", "after_intent"},
+                      CrashCase{"create", "after_intent"},
                       CrashCase{"create", "after_suspend"}, CrashCase{"create", "after_message"},
                       CrashCase{"create", "after_set_txid"}, CrashCase{"create", "devmapper_after_snapshot"},
                       CrashCase{"remove", "devmapper_after_remove_mark"}, CrashCase{"remove", "after_intent"},
