@@ -262,12 +262,15 @@ struct DriverResult {
 // production) did, instead of the driver's own sparse files on the root
 // filesystem (loop-lvm). The block devices are loop devices over sparse files
 // on SCRATCH itself (the guest's tmpfs), so a flush is nearly free, as on a
-// disk with a power-loss-protected cache.
+// disk with a power-loss-protected cache. The pool's registry (its state dir)
+// stays on the ext4 with the drivers' roots, as /var/lib/dmthin would.
 class DirectPool {
  public:
-  static absl::StatusOr<std::unique_ptr<DirectPool>> Create(const std::string& dir) {
+  static absl::StatusOr<std::unique_ptr<DirectPool>> Create(const std::string& dir,
+                                                            const std::string& state_dir) {
     auto p = std::unique_ptr<DirectPool>(new DirectPool);
     p->dir_ = dir;
+    p->state_dir_ = state_dir;
     ::mkdir(dir.c_str(), 0700);
     for (const char* f : {"/data", "/metadata"}) {
       std::string path = dir + f;
@@ -283,7 +286,7 @@ class DirectPool {
     auto dm = dm::Control::Open();
     if (!dm.ok()) return dm.status();
     p->dm_ = std::move(*dm);
-    auto state = thinpool::StateDir::Open(dir + "/state");
+    auto state = thinpool::StateDir::Open(state_dir);
     if (!state.ok()) return state.status();
     p->state_ = std::move(*state);
     thinpool::PoolOptions o;
@@ -302,13 +305,14 @@ class DirectPool {
     loops_.clear();
     for (const char* f : {"/data", "/metadata"}) ::unlink((dir_ + f).c_str());
     std::filesystem::remove_all(dir_);
+    std::filesystem::remove_all(state_dir_);
   }
-  std::string state_dir() const { return dir_ + "/state"; }
+  std::string state_dir() const { return state_dir_; }
   std::string pool_name() const { return "benchdirect"; }
 
  private:
   DirectPool() = default;
-  std::string dir_;
+  std::string dir_, state_dir_;
   std::vector<std::unique_ptr<thinpool::LoopDevice>> loops_;
   std::unique_ptr<dm::Control> dm_;
   std::unique_ptr<thinpool::StateDir> state_;
@@ -349,7 +353,7 @@ absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch
   std::string driver = b.name;
   if (b.name == "devicemapper-direct") {
     driver = "devicemapper";
-    auto direct = DirectPool::Create(scratch + "/direct-pool");
+    auto direct = DirectPool::Create(scratch + "/direct-pool", base + "/direct-pool-state");
     if (!direct.ok()) return direct.status();
     b.direct = std::move(*direct);
   }
@@ -558,8 +562,9 @@ int main(int argc, char** argv) {
           << Percentile(r.ops.prepare, 0.5) << "\n";
     }
     std::ofstream fd(data_dir + "/fio.dat");
-    fd << "# job";
-    for (const auto& r : results) fd << " " << r.name << "_MiBps";
+    // A header row (not a comment): the plot takes its titles from it.
+    fd << "job";
+    for (const auto& r : results) fd << " " << r.name;
     fd << "\n";
     for (size_t j = 0; !results.empty() && j < results[0].fio.size(); ++j) {
       std::string job = results[0].fio[j].job;

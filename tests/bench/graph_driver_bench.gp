@@ -4,7 +4,7 @@ if (!exists("dir")) dir = "build/bench-out"
 if (!exists("out")) out = "docs/performance-graph-drivers.svg"
 set terminal svg size 900,380 dynamic font "sans,11" background rgb "white"
 set output out
-set multiplot layout 1,2 title "devicemapper vs overlay, same VM run (tests/vm/run, TCG)"
+set multiplot layout 1,2 title "graph drivers side by side, same VM run (tests/vm/run, TCG)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -18,5 +18,6 @@ plot dir."/ops.dat" using 2:xtic(1) title "create", '' using 3 title "mount (Get
 set title "fio in the container layer (MiB/s)"
 set ylabel "MiB/s"
 set logscale y
-plot dir."/fio.dat" using 2:xtic(1) title "devicemapper", '' using 3 title "overlay"
+# fio.dat: a header row (job, then one column per driver), one row per job.
+plot for [i=2:*] dir."/fio.dat" using i:xtic(1) title columnheader(i)
 unset multiplot
