@@ -132,6 +132,23 @@ struct BufferLease {
 thread_local wire::Buffer BufferLease::cached;
 thread_local bool BufferLease::in_use = false;
 
+// Runs `request` and returns its reply as `decode` (one of wire::Decode*)
+// reads it.
+template <typename T>
+absl::StatusOr<T> RunDecoded(const Control& control, const wire::Request& request,
+                             absl::StatusOr<T> (*decode)(const wire::Response&),
+                             const DeviceLabel& device = {}) {
+  T out;
+  RETURN_IF_ERROR(control.Run(
+      request,
+      [&](const wire::Response& r) -> absl::Status {
+        ASSIGN_OR_RETURN(out, decode(r));
+        return absl::OkStatus();
+      },
+      device));
+  return out;
+}
+
 }  // namespace
 
 DeviceInfo DeviceInfo::FromHeader(const struct dm_ioctl& h) {
@@ -290,12 +307,7 @@ absl::StatusOr<Version> Control::QueryVersion() const {
 absl::StatusOr<std::vector<wire::ListedDevice>> Control::List() const {
   wire::Request req;
   req.command = Command::kListDevices;
-  std::vector<wire::ListedDevice> out;
-  RETURN_IF_ERROR(Run(req, [&](const wire::Response& r) -> absl::Status {
-    ASSIGN_OR_RETURN(out, wire::DecodeDeviceList(r));
-    return absl::OkStatus();
-  }));
-  return out;
+  return RunDecoded(*this, req, wire::DecodeDeviceList);
 }
 
 absl::StatusOr<DeviceInfo> Control::Create(const Name& name, const CreateOptions& options) const {
@@ -510,15 +522,7 @@ absl::StatusOr<std::vector<wire::TargetLine>> Control::Status(const DevId& id,
   RETURN_IF_ERROR(FillDevice(id, &req));
   if (options.inactive) req.flags |= DM_QUERY_INACTIVE_TABLE_FLAG;
   if (options.noflush) req.flags |= DM_NOFLUSH_FLAG;
-  std::vector<wire::TargetLine> out;
-  RETURN_IF_ERROR(Run(
-      req,
-      [&](const wire::Response& r) -> absl::Status {
-        ASSIGN_OR_RETURN(out, wire::DecodeTargets(r));
-        return absl::OkStatus();
-      },
-      id));
-  return out;
+  return RunDecoded(*this, req, wire::DecodeTargets, id);
 }
 
 absl::StatusOr<std::vector<wire::TargetLine>> Control::TableLines(const DevId& id,
@@ -528,15 +532,7 @@ absl::StatusOr<std::vector<wire::TargetLine>> Control::TableLines(const DevId& i
   RETURN_IF_ERROR(FillDevice(id, &req));
   req.flags = DM_STATUS_TABLE_FLAG;
   if (inactive) req.flags |= DM_QUERY_INACTIVE_TABLE_FLAG;
-  std::vector<wire::TargetLine> out;
-  RETURN_IF_ERROR(Run(
-      req,
-      [&](const wire::Response& r) -> absl::Status {
-        ASSIGN_OR_RETURN(out, wire::DecodeTargets(r));
-        return absl::OkStatus();
-      },
-      id));
-  return out;
+  return RunDecoded(*this, req, wire::DecodeTargets, id);
 }
 
 absl::StatusOr<Table> Control::GetTable(const DevId& id, bool inactive) const {
@@ -554,15 +550,7 @@ absl::StatusOr<std::vector<DevNum>> Control::Deps(const DevId& id, bool inactive
   req.command = Command::kTableDeps;
   RETURN_IF_ERROR(FillDevice(id, &req));
   if (inactive) req.flags |= DM_QUERY_INACTIVE_TABLE_FLAG;
-  std::vector<DevNum> out;
-  RETURN_IF_ERROR(Run(
-      req,
-      [&](const wire::Response& r) -> absl::Status {
-        ASSIGN_OR_RETURN(out, wire::DecodeDeps(r));
-        return absl::OkStatus();
-      },
-      id));
-  return out;
+  return RunDecoded(*this, req, wire::DecodeDeps, id);
 }
 
 absl::StatusOr<std::string> Control::Message(const DevId& id, Sectors sector,
@@ -573,15 +561,7 @@ absl::StatusOr<std::string> Control::Message(const DevId& id, Sectors sector,
   RETURN_IF_ERROR(FillDevice(id, &req));
   req.message_sector = sector.value();
   req.text = std::string(message);
-  std::string out;
-  RETURN_IF_ERROR(Run(
-      req,
-      [&](const wire::Response& r) -> absl::Status {
-        ASSIGN_OR_RETURN(out, wire::DecodeMessageResult(r));
-        return absl::OkStatus();
-      },
-      DeviceLabel(id, message)));
-  return out;
+  return RunDecoded(*this, req, wire::DecodeMessageResult, DeviceLabel(id, message));
 }
 
 absl::StatusOr<WaitResult> Control::WaitEvent(const DevId& id, uint32_t event_nr) const {
@@ -616,12 +596,7 @@ absl::Status Control::SetGeometry(const DevId& id, const Geometry& g) const {
 absl::StatusOr<std::vector<wire::TargetVersion>> Control::ListVersions() const {
   wire::Request req;
   req.command = Command::kListVersions;
-  std::vector<wire::TargetVersion> out;
-  RETURN_IF_ERROR(Run(req, [&](const wire::Response& r) -> absl::Status {
-    ASSIGN_OR_RETURN(out, wire::DecodeVersions(r));
-    return absl::OkStatus();
-  }));
-  return out;
+  return RunDecoded(*this, req, wire::DecodeVersions);
 }
 
 absl::StatusOr<Version> Control::TargetVersion(const std::string& type) const {
