@@ -8,16 +8,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/status.h"
+#include "parse_util.h"
 
 namespace dm {
 namespace {
 
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
+using internal::Overloaded;
+using internal::ParseDecimal;
 
 std::vector<absl::string_view> Words(absl::string_view s) {
   return absl::StrSplit(s, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
@@ -26,15 +23,6 @@ std::vector<absl::string_view> Words(absl::string_view s) {
 absl::Status Bad(absl::string_view type, absl::string_view params, absl::string_view why) {
   return absl::InvalidArgumentError(
       absl::StrCat("bad ", type, " target params '", params, "': ", why));
-}
-
-// Strict unsigned decimal (no sign, no spaces, no hex).
-template <typename T>
-bool ParseNumber(absl::string_view s, T* out) {
-  if (s.empty() || s.size() > 20) return false;
-  for (char c : s)
-    if (c < '0' || c > '9') return false;
-  return absl::SimpleAtoi(s, out);
 }
 
 // Cursor over whitespace-separated words.
@@ -54,7 +42,7 @@ class Args {
   absl::StatusOr<T> Number(absl::string_view what) {
     ASSIGN_OR_RETURN(absl::string_view w, Word(what));
     T v;
-    if (!ParseNumber(w, &v))
+    if (!ParseDecimal(w, &v))
       return Bad(type_, params_, absl::StrCat(what, " '", w, "' is not a number"));
     return v;
   }
@@ -332,7 +320,7 @@ absl::StatusOr<Table> Table::ParseText(absl::string_view text) {
     std::vector<absl::string_view> head =
         absl::StrSplit(absl::StripLeadingAsciiWhitespace(line), absl::MaxSplits(' ', 3));
     uint64_t start, length;
-    if (head.size() < 3 || !ParseNumber(head[0], &start) || !ParseNumber(head[1], &length))
+    if (head.size() < 3 || !ParseDecimal(head[0], &start) || !ParseDecimal(head[1], &length))
       return absl::InvalidArgumentError(
           absl::StrCat("bad table line '", line, "': want 'start length type params'"));
     ASSIGN_OR_RETURN(Target t, Target::Parse(Sectors(start), Sectors(length), head[2],

@@ -6,28 +6,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/status.h"
+#include "parse_util.h"
 
 namespace dm {
 namespace {
 
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
-
-bool Number(absl::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
-  for (char c : s)
-    if (c < '0' || c > '9') return false;
-  return absl::SimpleAtoi(s, out);
-}
+using internal::Overloaded;
+using internal::ParseDecimal;
 
 // "used/total" with used <= total.
 bool Fraction(absl::string_view s, uint64_t* used, uint64_t* total) {
   std::pair<absl::string_view, absl::string_view> p = absl::StrSplit(s, absl::MaxSplits('/', 1));
-  return Number(p.first, used) && Number(p.second, total) && *used <= *total;
+  return ParseDecimal(p.first, used) && ParseDecimal(p.second, total) && *used <= *total;
 }
 
 // Splits on spaces/tabs/newlines into at most `max` words without
@@ -77,7 +67,7 @@ absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
   if (size > 9)
     return BadStatus(kWhat, text, absl::StrCat("has ", size, " fields, want at most 9"));
   uint64_t a, b;
-  if (!Number(w[0], &s.transaction_id))
+  if (!ParseDecimal(w[0], &s.transaction_id))
     return BadStatus(kWhat, text, "transaction id is not a number");
   if (!Fraction(w[1], &a, &b))
     return BadStatus(kWhat, text, "metadata usage is not used/total");
@@ -87,7 +77,7 @@ absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
   s.used_data = DataBlocks(a);
   s.total_data = DataBlocks(b);
   if (w[3] != "-") {
-    if (!Number(w[3], &a)) return BadStatus(kWhat, text, "held root is not a number or '-'");
+    if (!ParseDecimal(w[3], &a)) return BadStatus(kWhat, text, "held root is not a number or '-'");
     s.held_metadata_root = a;
   }
   if (w[4] == "rw")
@@ -123,7 +113,7 @@ absl::StatusOr<ThinPoolStatus> ParseThinPoolStatus(absl::string_view text) {
       return BadStatus(kWhat, text, absl::StrCat("unknown check flag '", w[7], "'"));
   }
   if (size > 8) {
-    if (!Number(w[8], &a))
+    if (!ParseDecimal(w[8], &a))
       return BadStatus(kWhat, text, "metadata low watermark is not a number");
     s.metadata_low_watermark = MetaBlocks(a);
   }
@@ -173,10 +163,11 @@ absl::StatusOr<ThinStatus> ParseThinStatus(absl::string_view text) {
   }
   if (size != 2) return BadStatus(kWhat, text, absl::StrCat("has ", size, " fields, want 2"));
   uint64_t v;
-  if (!Number(w[0], &v)) return BadStatus(kWhat, text, "mapped sectors is not a number");
+  if (!ParseDecimal(w[0], &v)) return BadStatus(kWhat, text, "mapped sectors is not a number");
   s.mapped = Sectors(v);
   if (w[1] != "-") {
-    if (!Number(w[1], &v)) return BadStatus(kWhat, text, "highest mapped sector is not a number or '-'");
+    if (!ParseDecimal(w[1], &v))
+      return BadStatus(kWhat, text, "highest mapped sector is not a number or '-'");
     s.highest_mapped = Sectors(v);
   }
   return s;
