@@ -21,7 +21,9 @@
 #include "base/unique_fd.h"
 #include "graph/archive.h"
 #include "graph/driver.h"
+#include "graph/drivers/make_dirs.h"
 #include "graph/drivers/naive_diff.h"
+#include "graph/drivers/new_driver.h"
 #include "graph/fsutil.h"
 
 namespace graph {
@@ -70,18 +72,6 @@ bool IsAufsMetaName(const std::string& name) {
 
 namespace {
 
-// mkdir -p `path` (0700 for what it creates).
-absl::Status MakeDirs(const std::string& path) {
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    std::string prefix = path.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
-      return base::ErrnoError(errno, absl::StrCat("aufs: mkdir ", prefix));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::ErrnoError(errno, absl::StrCat("aufs: mkdir ", path));
@@ -108,7 +98,7 @@ class AufsDriver : public Driver {
 
   absl::Status Init() {
     for (const std::string& d : {root_ + "/diff", root_ + "/layers", root_ + "/mnt"}) {
-      RETURN_IF_ERROR(MakeDirs(d));
+      RETURN_IF_ERROR(MakeDirs(d, "aufs"));
     }
     return absl::OkStatus();
   }
@@ -357,10 +347,8 @@ DriverInfo AufsDriverInfo() {
   info.probe = ProbeAufs;
   // Constructing the driver does not need the kernel module (its state can
   // be listed and removed without it); Create, Get and ApplyDiff do.
-  info.create = [](const DriverOptions& options) -> absl::StatusOr<std::unique_ptr<Driver>> {
-    auto driver = std::make_unique<AufsDriver>(options.root);
-    RETURN_IF_ERROR(driver->Init());
-    return std::unique_ptr<Driver>(std::move(driver));
+  info.create = [](const DriverOptions& options) {
+    return NewInitializedDriver<AufsDriver>(options.root);
   };
   return info;
 }

@@ -17,22 +17,12 @@
 #include "base/status.h"
 #include "graph/driver.h"
 #include "graph/drivers/btrfs_subvol.h"
+#include "graph/drivers/make_dirs.h"
 #include "graph/drivers/naive_diff.h"
+#include "graph/drivers/new_driver.h"
 
 namespace graph {
 namespace {
-
-// mkdir -p `path` (0700 for what it creates).
-absl::Status MakeDirs(const std::string& path) {
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    std::string prefix = path.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
-      return base::ErrnoError(errno, absl::StrCat("btrfs: mkdir ", prefix));
-    }
-  }
-  return absl::OkStatus();
-}
 
 // The nearest existing ancestor of `path` (the driver root may not exist yet
 // when probed).
@@ -75,7 +65,7 @@ class BtrfsDriver : public Driver {
       : root_(std::move(root)), subvols_(root_ + "/subvolumes") {}
 
   absl::Status Init() {
-    RETURN_IF_ERROR(MakeDirs(subvols_));
+    RETURN_IF_ERROR(MakeDirs(subvols_, "btrfs"));
     return btrfs::CheckOnBtrfs(subvols_);
   }
 
@@ -220,9 +210,7 @@ DriverInfo BtrfsDriverInfo() {
   info.probe = ProbeBtrfs;
   info.create = [](const DriverOptions& options) -> absl::StatusOr<std::unique_ptr<Driver>> {
     RETURN_IF_ERROR(ProbeBtrfs(options));
-    auto driver = std::make_unique<BtrfsDriver>(options.root);
-    RETURN_IF_ERROR(driver->Init());
-    return std::unique_ptr<Driver>(std::move(driver));
+    return NewInitializedDriver<BtrfsDriver>(options.root);
   };
   return info;
 }
