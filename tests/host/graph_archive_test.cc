@@ -1,8 +1,6 @@
 // Host tests of the archive path that need root: numeric owners, device
 // nodes, trusted.* xattrs, overlay whiteouts both ways, and a real root
 // filesystem tarball checked against GNU tar.
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -17,6 +15,7 @@
 #include "graph/digest.h"
 #include "gtest/gtest.h"
 #include "tests/support/graph_tar.h"
+#include "tests/support/scratch_dir.h"
 #include "tests/support/process.h"
 
 namespace graph {
@@ -26,6 +25,7 @@ using testsupport::BuildTar;
 using testsupport::ReadFileOrEmpty;
 using testsupport::ScratchDir;
 using testsupport::TarEntry;
+using testsupport::TarEntryNames;
 
 class HostArchiveTest : public ::testing::Test {
  protected:
@@ -46,21 +46,6 @@ class HostArchiveTest : public ::testing::Test {
   }
   ScratchDir dir_{"host-archive"};
 };
-
-// Entries of a tar: (name, hardlink target).
-std::vector<std::pair<std::string, std::string>> TarNames(const std::string& tar) {
-  std::vector<std::pair<std::string, std::string>> out;
-  struct archive* a = archive_read_new();
-  archive_read_support_format_tar(a);
-  archive_read_open_memory(a, tar.data(), tar.size());
-  struct archive_entry* e;
-  while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
-    const char* h = archive_entry_hardlink(e);
-    out.emplace_back(archive_entry_pathname(e), h ? h : "");
-  }
-  archive_read_free(a);
-  return out;
-}
 
 TEST_F(HostArchiveTest, OwnersDevicesAndTrustedXattrs) {
   TarEntry f{.path = "srv/data", .data = "d", .mode = 02755, .uid = 1234, .gid = 5678};
@@ -125,7 +110,7 @@ TEST_F(HostArchiveTest, OverlayWhiteoutsBothWays) {
   auto d = WriteLayerTree(root.get(), WhiteoutFormat::kOverlay, sink);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->diff_id, Sha256Digest(tar));
-  auto names = TarNames(tar);
+  auto names = TarEntryNames(tar);
   std::vector<std::pair<std::string, std::string>> want = {
       {"etc/", ""},          {"etc/.wh.gshadow", ""}, {"etc/.wh.shadow", ""}, {"h1", ""},
       {"h2", "h1"},          {"mine", ""},            {"opt/", ""},           {"opt/.wh..wh..opq", ""},

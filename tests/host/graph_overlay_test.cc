@@ -1,8 +1,6 @@
 // Host tests of the overlay driver on the host kernel's overlayfs, run with
 // both mount paths: the new mount API (fsconfig lowerdir+) and mount(2) with
 // short l/ links from a child process.
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -21,6 +19,7 @@
 #include "graph/fsutil.h"
 #include "gtest/gtest.h"
 #include "tests/support/graph_tar.h"
+#include "tests/support/scratch_dir.h"
 
 namespace graph {
 namespace {
@@ -29,21 +28,7 @@ using testsupport::BuildTar;
 using testsupport::ReadFileOrEmpty;
 using testsupport::ScratchDir;
 using testsupport::TarEntry;
-
-// Entries of a tar: name → hardlink target ("" if none).
-std::vector<std::pair<std::string, std::string>> TarNames(const std::string& tar) {
-  std::vector<std::pair<std::string, std::string>> out;
-  struct archive* a = archive_read_new();
-  archive_read_support_format_tar(a);
-  archive_read_open_memory(a, tar.data(), tar.size());
-  struct archive_entry* e;
-  while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
-    const char* h = archive_entry_hardlink(e);
-    out.emplace_back(archive_entry_pathname(e), h ? h : "");
-  }
-  archive_read_free(a);
-  return out;
-}
+using testsupport::TarEntryNames;
 
 bool Mounted(const std::string& path) {
   auto m = IsMountPoint(path);
@@ -138,7 +123,7 @@ TEST_P(OverlayTest, WhiteoutsAndOpaqueDirsInImageLayers) {
   auto d = driver_->Diff("l1", "base", sink);
   ASSERT_TRUE(d.ok()) << d.status();
   std::vector<std::string> names;
-  for (auto& [n, h] : TarNames(tar)) names.push_back(n);
+  for (auto& [n, h] : TarEntryNames(tar)) names.push_back(n);
   EXPECT_EQ(names, (std::vector<std::string>{"etc/", "etc/.wh.shadow", "opt/", "opt/a/", "opt/a/.wh..wh..opq",
                                              "opt/a/z"}));
 }
@@ -171,11 +156,11 @@ TEST_P(OverlayTest, ContainerLayerDiffRoundTrips) {
   std::string tar;
   StringSink sink(&tar);
   ASSERT_TRUE(driver_->Diff("ctr", "base", sink).ok());
-  for (auto& [n, h] : TarNames(tar)) {
+  for (auto& [n, h] : TarEntryNames(tar)) {
     EXPECT_EQ(h, "") << n << " must not be a hard link";
   }
   std::vector<std::string> names;
-  for (auto& [n, h] : TarNames(tar)) names.push_back(n);
+  for (auto& [n, h] : TarEntryNames(tar)) names.push_back(n);
   EXPECT_EQ(names, (std::vector<std::string>{".wh.a", ".wh.b", ".wh.c", "d/", "d/.wh..wh..opq", "d/new", "e"}));
   auto size = driver_->DiffSize("ctr", "base");
   ASSERT_TRUE(size.ok());

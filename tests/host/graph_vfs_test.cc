@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/graph_tar.h"
+#include "tests/support/scratch_dir.h"
 
 namespace graph {
 namespace {

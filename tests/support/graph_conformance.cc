@@ -32,57 +32,6 @@
 #include "gtest/gtest.h"
 
 namespace graph::testing {
-namespace {
-
-absl::Status RemoveBelow(int dir_fd, const std::string& path, int depth) {
-  if (depth > 10000) return absl::InternalError(absl::StrCat("too deep: ", path));
-  int dup_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return base::ErrnoError(errno, "dup");
-  DIR* dir = ::fdopendir(dup_fd);
-  if (dir == nullptr) {
-    ::close(dup_fd);
-    return base::ErrnoError(errno, absl::StrCat("fdopendir ", path));
-  }
-  std::vector<std::string> names;
-  while (struct dirent* ent = ::readdir(dir)) {
-    if (std::strcmp(ent->d_name, ".") && std::strcmp(ent->d_name, "..")) {
-      names.emplace_back(ent->d_name);
-    }
-  }
-  ::closedir(dir);
-  for (const std::string& name : names) {
-    struct statx stx;
-    if (::statx(dir_fd, name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_TYPE, &stx) != 0) {
-      if (errno == ENOENT) continue;
-      return base::ErrnoError(errno, absl::StrCat("statx ", path, "/", name));
-    }
-    std::string child = absl::StrCat(path, "/", name);
-    if (S_ISDIR(stx.stx_mode)) {
-      if ((stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
-          (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
-        return absl::FailedPreconditionError(absl::StrCat(child, " is a mount point"));
-      }
-      base::UniqueFd fd(::openat(dir_fd, name.c_str(),
-                                 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd) return base::ErrnoError(errno, absl::StrCat("open ", child));
-      RETURN_IF_ERROR(RemoveBelow(fd.get(), child, depth + 1));
-      fd.reset();
-      if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-        return base::ErrnoError(errno, absl::StrCat("rmdir ", child));
-      }
-    } else if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
-      return base::ErrnoError(errno, absl::StrCat("unlink ", child));
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-std::string UniqueName(const std::string& prefix) {
-  static std::atomic<int> counter{0};
-  return absl::StrCat(prefix, "-", ::getpid(), "-", counter++);
-}
 
 bool KernelHasFilesystem(const std::string& fstype) {
   std::ifstream in("/proc/filesystems");
@@ -137,44 +86,6 @@ absl::Status RunProgram(const std::vector<std::string>& argv, std::string* outpu
       WIFEXITED(wstatus) ? absl::StrCat("exit ", WEXITSTATUS(wstatus))
                          : absl::StrCat("signal ", WTERMSIG(wstatus)),
       "): ", out));
-}
-
-absl::Status RemoveTree(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return base::ErrnoError(errno, absl::StrCat("stat ", path));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    if (::unlink(path.c_str()) != 0) return base::ErrnoError(errno, absl::StrCat("unlink ", path));
-    return absl::OkStatus();
-  }
-  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return base::ErrnoError(errno, absl::StrCat("open ", path));
-  RETURN_IF_ERROR(RemoveBelow(fd.get(), path, 0));
-  fd.reset();
-  if (::rmdir(path.c_str()) != 0) return base::ErrnoError(errno, absl::StrCat("rmdir ", path));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<ScratchDir>> ScratchDir::Create(const std::string& prefix,
-                                                                const std::string& parent) {
-  std::string base = parent;
-  if (base.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    base = (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
-  }
-  std::string tmpl = absl::StrCat(base, "/", prefix, "-", ::getpid(), "-XXXXXX");
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return base::ErrnoError(errno, absl::StrCat("mkdtemp ", tmpl));
-  }
-  return std::unique_ptr<ScratchDir>(new ScratchDir(tmpl));
-}
-
-ScratchDir::~ScratchDir() {
-  absl::Status s = RemoveTree(path_);
-  if (!s.ok()) std::fprintf(stderr, "warning: cleanup of %s: %s\n", path_.c_str(),
-                            std::string(s.message()).c_str());
 }
 
 absl::StatusOr<std::unique_ptr<ScratchBtrfs>> ScratchBtrfs::Create(uint64_t size_mb) {

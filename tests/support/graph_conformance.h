@@ -16,6 +16,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "graph/driver.h"
+#include "tests/support/process.h"
+#include "tests/support/scratch_dir.h"
 
 namespace graph::testing {
 
@@ -24,23 +26,10 @@ namespace graph::testing {
 absl::Status RunProgram(const std::vector<std::string>& argv,
                         std::string* output = nullptr);
 
-// Removes `path` and everything below it without following symlinks; fails
-// on mount points below it rather than descending into them. Missing is OK.
-absl::Status RemoveTree(const std::string& path);
-
-// A unique directory (under $TMPDIR or /tmp, or under `parent`), removed with
-// everything in it on destruction.
-class ScratchDir {
- public:
-  static absl::StatusOr<std::unique_ptr<ScratchDir>> Create(
-      const std::string& prefix, const std::string& parent = "");
-  ~ScratchDir();
-  const std::string& path() const { return path_; }
-
- private:
-  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
-  std::string path_;
-};
+// Scratch directories and their removal: the one implementation, shared with
+// the tests that include tests/support/scratch_dir.h directly.
+using testsupport::RemoveTree;
+using testsupport::ScratchDir;
 
 // A fresh btrfs filesystem: sparse image → mkfs.btrfs → loop device
 // (LOOP_CONFIGURE with autoclear) → mounted at a unique directory. The
@@ -68,7 +57,7 @@ class ScratchBtrfs {
 bool KernelHasFilesystem(const std::string& fstype);
 
 // A unique short name for devices, dirs and ids: "<prefix>-<pid>-<n>".
-std::string UniqueName(const std::string& prefix);
+using testsupport::UniqueName;
 
 // ------------------------------------------------------------ filesystems ---
 

@@ -16,8 +16,6 @@
 #include <stdexcept>
 
 #include "graph/digest.h"
-#include "graph/fsutil.h"
-#include "tests/support/process.h"
 
 namespace testsupport {
 namespace {
@@ -138,6 +136,20 @@ std::string RawPaxHeader(const std::map<std::string, std::string>& records) {
   return RawHeader("PaxHeaders/x", 'x', size) + Pad512(body);
 }
 
+std::vector<std::pair<std::string, std::string>> TarEntryNames(const std::string& tar) {
+  std::vector<std::pair<std::string, std::string>> out;
+  struct archive* a = archive_read_new();
+  archive_read_support_format_tar(a);
+  archive_read_open_memory(a, tar.data(), tar.size());
+  struct archive_entry* e;
+  while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+    const char* h = archive_entry_hardlink(e);
+    out.emplace_back(archive_entry_pathname(e), h ? h : "");
+  }
+  archive_read_free(a);
+  return out;
+}
+
 std::string TarEnd() { return std::string(1024, '\0'); }
 
 std::string Pad512(const std::string& data) {
@@ -145,13 +157,6 @@ std::string Pad512(const std::string& data) {
   out.resize((data.size() + 511) / 512 * 512, '\0');
   return out;
 }
-
-ScratchDir::ScratchDir(const std::string& tag, const std::string& base) {
-  path_ = base + "/" + UniqueName("dmthin-" + tag);
-  if (::mkdir(path_.c_str(), 0755) != 0) throw std::runtime_error("mkdir " + path_);
-}
-
-ScratchDir::~ScratchDir() { (void)graph::RemoveTree(path_); }
 
 std::string ReadFileOrEmpty(const std::string& path, bool* ok) {
   std::ifstream in(path, std::ios::binary);

@@ -1,6 +1,6 @@
 // Test support for the graph archive path: build layer tarballs in memory
-// (well-formed ones with libarchive, hostile ones byte by byte), and make
-// scratch directories.
+// (well-formed ones with libarchive, hostile ones byte by byte), list what a
+// tarball holds, and fingerprint directory trees.
 #ifndef DMTHIN_TESTS_SUPPORT_GRAPH_TAR_H_
 #define DMTHIN_TESTS_SUPPORT_GRAPH_TAR_H_
 
@@ -44,24 +44,14 @@ std::string RawHeader(const std::string& name, char typeflag,
                       const std::string& linkname = "");
 // A pax extended header block carrying `records` ("key=value" pairs).
 std::string RawPaxHeader(const std::map<std::string, std::string>& records);
+// The entries of an (uncompressed) tar in order: (path, hardlink target,
+// "" when not a hardlink).
+std::vector<std::pair<std::string, std::string>> TarEntryNames(const std::string& tar);
+
 // 1024 zero bytes.
 std::string TarEnd();
 // `data` padded with zeros to a multiple of 512.
 std::string Pad512(const std::string& data);
-
-// A fresh directory under `base` (default /tmp), removed by the destructor.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& tag, const std::string& base = "/tmp");
-  ~ScratchDir();
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
 
 // Reads a whole file ("" with ok=false when missing).
 std::string ReadFileOrEmpty(const std::string& path, bool* ok = nullptr);

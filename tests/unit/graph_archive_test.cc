@@ -16,6 +16,7 @@
 #include "graph/fsutil.h"
 #include "gtest/gtest.h"
 #include "tests/support/graph_tar.h"
+#include "tests/support/scratch_dir.h"
 
 namespace graph {
 namespace {
