@@ -58,7 +58,9 @@ std::string ReadFileOrEmpty(const std::string& path, bool* ok = nullptr);
 void WriteFileOrDie(const std::string& path, const std::string& data);
 
 // Every path under `dir` with type/mode/size/content hash: a fingerprint to
-// prove a directory was not touched.
+// prove a directory was not touched. Walks the tree with its own readdir and
+// lstat, not graph's ListDirBeneath or the drivers' listings: an oracle built
+// from the code under test would share its bugs and could not fail on them.
 std::string TreeFingerprint(const std::string& dir);
 // "" when equal, else the first differing line of two fingerprints.
 std::string FirstDifference(const std::string& a, const std::string& b);
