@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 
 #include "absl/cleanup/cleanup.h"
@@ -32,9 +33,13 @@ constexpr uint64_t kMinBlockBytes = 64 * 1024;
 constexpr uint64_t kMaxBlockBytes = 1ull << 30;
 
 // DMTHIN_FAILPOINT=<name>: die here, as a crash would, for the crash tests.
-void Failpoint(absl::string_view name) {
+bool FailpointIs(absl::string_view name) {
   const char* want = std::getenv("DMTHIN_FAILPOINT");
-  if (want != nullptr && name == want) ::_exit(77);
+  return want != nullptr && name == want;
+}
+
+void Failpoint(absl::string_view name) {
+  if (FailpointIs(name)) ::_exit(77);
 }
 
 std::string DataFile(const StateDir& state, absl::string_view pool) {
@@ -771,6 +776,10 @@ absl::StatusOr<std::string> Pool::ReconcileLocked() {
 
 // The kernel is at op.old_txid: undo a create whose message may have landed.
 absl::Status Pool::RollBackCreate(const PendingOp& op) {
+  // A create asked to activate may have got its device active (CreateLocked
+  // activates while the transaction id is set): it must go first.
+  auto created = state_.registry().GetThinById(name_, op.dev_id);
+  if (created.ok()) (void)DeactivateThinLocked(*created);
   absl::Status deleted = SendMessage(dm::thin_msg::Delete{op.dev_id});
   if (deleted.ok() || base::HasErrno(deleted, ENODATA)) {
     return state_.registry().AbortOp(op, std::nullopt);
@@ -882,19 +891,43 @@ absl::StatusOr<ThinInfo> Pool::CreateLocked(absl::string_view name, uint64_t siz
                                                name_, "'"));
     }
     Failpoint("after_message");
+    // The new device is in the pool's committed metadata now. When asked to
+    // activate it, do so while the transaction id is set and the registry
+    // commits: the thin target's constructor waits for an RCU grace period
+    // (drivers/md/dm-thin.c thin_ctr → synchronize_rcu) and the
+    // set_transaction_id message for a metadata commit, so the two overlap.
+    // (libdm's Control and the registry may be used from two threads.) If
+    // the process dies meanwhile, a rollback deactivates it first.
+    std::future<absl::Status> activation;
+    if (activate) {
+      ThinRecord pending;
+      pending.name = std::string(name);
+      pending.dev_id = op.dev_id;
+      pending.size_bytes = size;
+      activation = std::async(std::launch::async,
+                              [this, pending] { return ActivateDevice(pending); });
+      // For the crash tests: die with the device active, before the commit.
+      if (FailpointIs("activated_before_txid")) {
+        activation.wait();
+        Failpoint("activated_before_txid");
+      }
+    }
     absl::Status txid = SetTransactionId(op.old_txid, op.new_txid);
     if (!txid.ok()) {
+      if (activation.valid()) (void)activation.get();
       (void)ReconcileLocked();
       return txid;
     }
     Failpoint("after_set_txid");
-    RETURN_IF_ERROR(state_.registry().CommitOp(op));
+    absl::Status committed = state_.registry().CommitOp(op);
+    absl::Status activated = activation.valid() ? activation.get() : absl::OkStatus();
+    RETURN_IF_ERROR(committed);
     ASSIGN_OR_RETURN(ThinRecord rec, state_.registry().GetThinById(name_, op.dev_id));
-    if (activate) {
-      ASSIGN_OR_RETURN(ThinInfo info, ActivateThinLocked(rec));
-      Failpoint("after_activate");
-      return info;
+    if (!activated.ok()) {
+      return base::Annotate(activated, absl::StrCat("thin device '", name,
+                                                    "' was created but not activated"));
     }
+    if (activate) Failpoint("after_activate");
     return Describe(rec);
   }
 }
@@ -948,6 +981,11 @@ absl::StatusOr<ThinInfo> Pool::ActivateThin(absl::string_view name) {
 }
 
 absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin) {
+  RETURN_IF_ERROR(ActivateDevice(thin));
+  return Describe(thin);
+}
+
+absl::Status Pool::ActivateDevice(const ThinRecord& thin) const {
   ASSIGN_OR_RETURN(dm::Name n, DmName(ThinDmName(thin.name)));
   ASSIGN_OR_RETURN(auto existing, dm_.Find(n));
   if (existing.has_value() && existing->live_table()) {
@@ -956,7 +994,7 @@ absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin) {
           "device-mapper device ", ThinDmName(thin.name), " exists with uuid '",
           existing->uuid, "', expected '", ThinDmUuid(thin.dev_id), "'"));
     }
-    return Describe(thin);
+    return absl::OkStatus();
   }
   if (existing.has_value()) RETURN_IF_ERROR(dm_.Remove(n).status());
   ASSIGN_OR_RETURN(dm::Name pool_name, DmName(dm_name()));
@@ -976,7 +1014,7 @@ absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin) {
     return base::Annotate(created.status(),
                           absl::StrCat("activating thin device '", thin.name, "'"));
   }
-  return Describe(thin);
+  return absl::OkStatus();
 }
 
 absl::Status Pool::DeactivateThin(absl::string_view name) {

@@ -918,8 +918,12 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   // No record before the snapshot: a crash between the two leaves a thin of
   // ours that no record names, an orphan, which Recover deletes at the next
   // open (as it would undo a "creating" record; this saves a file write).
-  auto snap = pool_->Snapshot(origin, r.thin);
+  // A container (read-write) layer is mounted next: activate its device now,
+  // which thinpool overlaps with the snapshot's own commit. Image layers are
+  // left inactive until someone mounts them.
+  auto snap = pool_->Snapshot(origin, r.thin, /*activate=*/r.rw);
   if (!snap.ok()) {
+    if (pool_->GetThinInfo(r.thin).ok()) (void)pool_->DeleteThin(r.thin);  // made, not activated
     return base::Annotate(snap.status(), absl::StrCat("devicemapper: creating layer ", id));
   }
   Failpoint("devmapper_after_snapshot");

@@ -531,11 +531,13 @@ TEST_F(PoolTest, CrashPointMatrix) {
   const std::vector<CrashCase> cases = {
       {Op::kCreate, "after_intent", false},
       {Op::kCreate, "after_message", false},
+      {Op::kCreate, "activated_before_txid", false},
       {Op::kCreate, "after_set_txid", true},
       {Op::kCreate, "after_activate", true},
       {Op::kSnapshot, "after_intent", false},
       {Op::kSnapshot, "after_suspend", false},
       {Op::kSnapshot, "after_message", false},
+      {Op::kSnapshot, "activated_before_txid", false},
       {Op::kSnapshot, "after_set_txid", true},
       {Op::kSnapshot, "after_activate", true},
       {Op::kDelete, "after_intent", false},

@@ -9,17 +9,22 @@
 //   2. send the message(s) (idempotent: EEXIST/ENODATA on retry are fine)
 //                                                            [after_message]
 //   3. set_transaction_id OLD NEW (compare-and-swap)         [after_set_txid]
-//   4. mark done in the registry; activate if asked          [after_activate]
+//   4. mark done in the registry                             [after_activate]
+// A create asked to activate its device does so beside steps 3-4 (the two
+// overlap their kernel waits).
 //
 // Whoever takes the pool next (Open/Activate, or the next operation, always
 // under the pool lock) compares the kernel's transaction id with the
 // registry's pending operation: kernel at NEW → roll forward (mark done);
 // kernel at OLD → a delete is finished (roll forward), a create is undone
-// (roll back; the id is freed, or quarantined if it could not be removed).
+// (roll back: its device deactivated if it got active, the id freed, or
+// quarantined if it could not be removed).
 //
 // Failure injection for tests: DMTHIN_FAILPOINT=<name> makes the process
 // _exit(77) at that point (names in brackets above, plus after_suspend: the
-// origin of a snapshot suspended, message not yet sent).
+// origin of a snapshot suspended, message not yet sent; and
+// activated_before_txid: a create asked to activate has its device active,
+// step 3 not yet done).
 //
 // Device-mapper names: pool "dmthin-<pool>", thin "dmthin-<pool>-<thin>";
 // uuids "DMTHIN-POOL-<pool>", "DMTHIN-THIN-<pool>-<id>" so udev rules can
@@ -212,6 +217,9 @@ class Pool {
                                         std::optional<uint32_t> origin_id,
                                         bool activate);
   absl::StatusOr<ThinInfo> ActivateThinLocked(const ThinRecord& thin);
+  // Makes the thin's dm device (or checks the one there); ActivateThinLocked
+  // without the description. Safe to run beside other pool calls.
+  absl::Status ActivateDevice(const ThinRecord& thin) const;
   absl::Status DeactivateThinLocked(const ThinRecord& thin);
   // The registry's fields of a thin; Describe adds the kernel's.
   ThinInfo RecordInfo(const ThinRecord& thin) const;
