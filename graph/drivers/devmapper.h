@@ -7,9 +7,11 @@
 //   <root>/instance          8 hex digits naming this root's thins ("tag")
 //   <root>/.lock             flock()ed around Create, Remove, recovery, reaper
 //   <root>/thinpool/         the thinpool state dir of a pool the driver made
-//                            (registry.db, pools/<pool>/{data,metadata})
+//                            (.registry.db, <pool>/{data,metadata})
 //   <root>/metadata/<id>     one record per layer: thin name, parent, state
-//   <root>/metadata/.base    the base device's record
+//   <root>/base              the base device's record
+//   <root>/tmp/              temporaries of atomic writes (cleared on open)
+//   <root>/pins/<id>         the mount reference Mounts() holds for a layer
 //   <root>/deferred/<thin>   a removed layer's thin whose device is still
 //                            held open; the reaper deletes it later
 //   <root>/mnt/<id>          mount point of the layer's filesystem; the
@@ -21,13 +23,18 @@
 // "<tag>+base". Every thin in the pool whose name starts with the tag is the
 // driver's: one no record points at is an orphan and is deleted on open.
 //
-// Crash safety: a record is written (state "creating") before the snapshot
-// and marked "ready" after; "removing" before the thin is deleted. Opening
-// the driver (under the lock) deletes the thin of every "creating" record,
-// finishes every "removing" one and deletes orphans, so after a crash at any
-// point no thin id is orphaned and no half-made layer is visible. The
-// thinpool's own protocol (intent → message → transaction id → done) covers
-// the pool side.
+// Crash safety: a layer's record is written ("ready") only once its thin
+// exists; it is marked "removing" before the thin is deleted. Opening the
+// driver (under the lock) finishes every "removing" record, deletes the thin
+// of a "creating" one (written by earlier versions) and deletes orphans —
+// our thins no record names, which is what a crash between snapshot and
+// record leaves — so after a crash at any point no thin id is orphaned and
+// no half-made layer is visible. The thinpool's own protocol (intent →
+// message → transaction id → done) covers the pool side.
+//
+// A read-write (container) layer's device is activated at Create, which
+// thinpool overlaps with the snapshot's commit; Get then only mounts. Image
+// layers stay inactive until mounted.
 //
 // Busy devices: a mount leaked into another mount namespace (a container
 // that pivot_root'ed into the layer, a bind mount of it) or an open file
