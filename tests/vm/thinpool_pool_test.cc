@@ -39,7 +39,10 @@ namespace fs = std::filesystem;
 constexpr uint64_t kMiB = 1 << 20;
 
 // Writes `len` bytes of a pattern derived from `seed` at `offset`.
-bool WritePattern(const std::string& dev, uint64_t offset, uint64_t len, uint32_t seed) {
+// With `sync_every`, fdatasync after each that many bytes (a writer that
+// bounds its dirty data); otherwise one fsync at the end.
+bool WritePattern(const std::string& dev, uint64_t offset, uint64_t len, uint32_t seed,
+                  uint64_t sync_every = 0) {
   int fd = open(dev.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return false;
   std::string buf(1 << 20, '\0');
@@ -52,6 +55,7 @@ bool WritePattern(const std::string& dev, uint64_t offset, uint64_t len, uint32_
     }
     ok = pwrite(fd, buf.data(), n, offset + done) == ssize_t(n);
     done += n;
+    if (ok && sync_every != 0 && done % sync_every == 0) ok = fdatasync(fd) == 0;
   }
   ok = ok && fsync(fd) == 0;
   close(fd);
@@ -491,7 +495,14 @@ TEST_F(PoolTest, MonitorKeepsWriterGoingThroughExtensions) {
     log.push_back(absl::StrCat(MonitorEventKindName(e.kind), ": ", e.message));
   });
   ASSERT_TRUE(monitor.Start().ok());
-  bool ok = WritePattern(thin->device, 0, 160 * kMiB, 11);
+  // The writer syncs every 8 MiB, as a database would. With one fsync at the
+  // end, writeback sends bursts of up to dirty_ratio of RAM at once, far past
+  // any headroom: the pool runs out and queues writes until the monitor has
+  // grown it. That path works too, but once in a full CI run (Debian 6.1
+  // kernel under TCG) a queued write was failed at no_space_timeout (60 s,
+  // "lost async page write") although the pool had been grown past what the
+  // writer needed — see docs/thinpool.md, "Known issues".
+  bool ok = WritePattern(thin->device, 0, 160 * kMiB, 11, 8 * kMiB);
   monitor.Stop();
   for (const auto& l : log) std::cout << l << "\n";
   EXPECT_TRUE(ok);
