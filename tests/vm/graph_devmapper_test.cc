@@ -32,6 +32,7 @@
 #include "libdm/control.h"
 #include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
+#include "tests/support/thinpool_cleanup.h"
 #include "thinpool/pool.h"
 #include "thinpool/state_dir.h"
 
@@ -99,24 +100,6 @@ std::vector<thinpool::ThinInfo> DriverThins(const Driver& d) {
     if (absl::StartsWith(t.name, tag)) out.push_back(t);
   }
   return out;
-}
-
-// Destroys every pool in a driver root's own state dir (tests only).
-void DestroyPools(const std::string& driver_root) {
-  std::string sd = driver_root + "/thinpool";
-  if (!fs::exists(sd + "/registry.db")) return;
-  auto state = thinpool::StateDir::Open(sd);
-  auto dm = dm::Control::Open();
-  if (!state.ok() || !dm.ok()) return;
-  auto pools = (*state)->registry().ListPools();
-  if (!pools.ok()) return;
-  for (const auto& p : *pools) {
-    auto pool = thinpool::Pool::Open(**state, **dm, p.name);
-    if (pool.ok()) {
-      absl::Status s = (*pool)->Destroy(/*force=*/true);
-      EXPECT_TRUE(s.ok()) << s;
-    }
-  }
 }
 
 // A child process in its own mount namespace (private propagation) that
@@ -195,7 +178,7 @@ class DevmapperTest : public ::testing::Test {
       std::error_code ec;
       for (const auto& e : fs::directory_iterator(m, ec)) umount2(e.path().c_str(), MNT_DETACH);
     }
-    DestroyPools(root_);
+    EXPECT_EQ(testsupport::DestroyDriverPools(root_), absl::OkStatus());
     std::error_code ec;
     fs::remove_all(base_, ec);
   }

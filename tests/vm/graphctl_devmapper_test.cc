@@ -19,6 +19,7 @@
 #include "tests/support/cleanup_stack.h"
 #include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
+#include "tests/support/thinpool_cleanup.h"
 #include "thinpool/pool.h"
 #include "thinpool/state_dir.h"
 
@@ -43,25 +44,6 @@ std::string Line(const RunResult& r) {
   return s;
 }
 
-// Destroys every pool in the driver's own state dir (the loopback pool that
-// dm.loopdatasize made), with its loop devices.
-void DestroyPools(const std::string& driver_root) {
-  std::string sd = driver_root + "/thinpool";
-  if (!fs::exists(sd + "/registry.db")) return;
-  auto state = thinpool::StateDir::Open(sd);
-  auto dm = dm::Control::Open();
-  if (!state.ok() || !dm.ok()) return;
-  auto pools = (*state)->registry().ListPools();
-  if (!pools.ok()) return;
-  for (const auto& p : *pools) {
-    auto pool = thinpool::Pool::Open(**state, **dm, p.name);
-    if (pool.ok()) {
-      absl::Status s = (*pool)->Destroy(/*force=*/true);
-      EXPECT_TRUE(s.ok()) << s;
-    }
-  }
-}
-
 class GraphctlDevmapperTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -79,7 +61,7 @@ class GraphctlDevmapperTest : public ::testing::Test {
       for (const auto& e : fs::directory_iterator(root_ + "/devicemapper/mnt", ec)) {
         ::umount2(e.path().c_str(), MNT_DETACH);
       }
-      DestroyPools(root_ + "/devicemapper");
+      EXPECT_EQ(testsupport::DestroyDriverPools(root_ + "/devicemapper"), absl::OkStatus());
       fs::remove_all(base_, ec);
     });
   }
