@@ -8,6 +8,7 @@ PACKAGES=(
   g++ clang lld make pkg-config
   libabsl-dev libblkid-dev libudev-dev libext2fs-dev libarchive-dev
   libsqlite3-dev libssl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
+  zlib1g-dev                     # gzip layers: zlib checks CRC-32 and length (libarchive does not)
   libclang-rt-14-dev             # clang's sanitizer and libFuzzer runtimes
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev

@@ -4,6 +4,10 @@
 //   ByteSource → [outer: decompression filters + "raw" format]
 //              → (sha256 over the decompressed bytes)
 //              → [inner: tar format] → entries
+// gzip is the exception: libarchive's gzip reader does not verify the CRC-32
+// and length in each member's trailer (a flipped byte in deflate data would
+// import as different content), so gzip streams are inflated with zlib,
+// which checks both, and read by the tar reader like a plain tar.
 // The inner reader's read callback pulls decompressed blocks from the outer
 // reader and hashes them as they pass, so the diff id is computed over the
 // uncompressed tar exactly as libarchive consumes it; what the tar reader
@@ -20,6 +24,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -33,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -108,17 +114,16 @@ class LayerReader {
     }
     if (prefetched_ == 0) return absl::InvalidArgumentError("layer stream is empty");
     const unsigned char* m = reinterpret_cast<const unsigned char*>(src_buf_.data());
+    gzip_ = prefetched_ >= 2 && m[0] == 0x1f && m[1] == 0x8b;
     bool compressed = prefetched_ >= 6 &&
-                      ((m[0] == 0x1f && m[1] == 0x8b) ||                                  // gzip
-                       (m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd) ||  // zstd
+                      ((m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd) ||  // zstd
                        (m[0] == 0xfd && m[1] == '7' && m[2] == 'z' && m[3] == 'X' && m[4] == 'Z') ||  // xz
                        (m[0] == 'B' && m[1] == 'Z' && m[2] == 'h'));                     // bzip2
     if (compressed) {
       outer_ = archive_read_new();
       if (outer_ == nullptr) return absl::ResourceExhaustedError("archive_read_new");
-      // Decompression: OCI allows gzip and zstd; xz and bzip2 are cheap to
-      // accept. Never the "program" filter (no external processes).
-      archive_read_support_filter_gzip(outer_);
+      // Decompression: OCI allows gzip (zlib, above) and zstd; xz and bzip2
+      // are cheap to accept. Each checks its own integrity data. Never the "program" filter (no external processes).
       archive_read_support_filter_zstd(outer_);
       archive_read_support_filter_xz(outer_);
       archive_read_support_filter_bzip2(outer_);
@@ -246,11 +251,83 @@ class LayerReader {
     }
   }
 
+  // gzip: inflate with zlib (one or more members; trailing zero padding is
+  // ignored, as gzip(1) does) into the pool's blocks and hash them there.
+  // zlib verifies every member's CRC-32 and length (ISIZE).
+  absl::Status ProduceGzip() {
+    z_stream z = {};
+    if (inflateInit2(&z, 15 + 16) != Z_OK) return absl::ResourceExhaustedError("gzip: inflateInit2");
+    absl::Cleanup end = [&z] { inflateEnd(&z); };
+    z.next_in = reinterpret_cast<Bytef*>(src_buf_.data());
+    z.avail_in = static_cast<uInt>(prefetched_);
+    bool in_member = true, eof = false;
+    int idx = -1;
+    auto flush = [&] {
+      if (idx < 0) return;
+      Block& blk = pool_[idx];
+      if (blk.len > 0) {
+        hash_.Update(blk.data.data(), blk.len);
+        bytes_ += blk.len;
+        PushFull(idx);
+      } else {
+        Release(idx);
+      }
+      idx = -1;
+    };
+    for (;;) {
+      if (z.avail_in == 0 && !eof) {
+        absl::StatusOr<size_t> n = source_.Read(src_buf_.data(), src_buf_.size());
+        if (!n.ok()) {
+          flush();
+          return base::Annotate(n.status(), "reading layer stream");
+        }
+        eof = *n == 0;
+        z.next_in = reinterpret_cast<Bytef*>(src_buf_.data());
+        z.avail_in = static_cast<uInt>(*n);
+      }
+      if (!in_member) {
+        if (z.avail_in == 0 && eof) break;
+        if (*z.next_in == 0) {  // zero padding after the last member
+          ++z.next_in;
+          --z.avail_in;
+          continue;
+        }
+        if (inflateReset(&z) != Z_OK) return absl::InternalError("gzip: inflateReset");
+        in_member = true;
+      }
+      if (z.avail_in == 0 && eof) {
+        flush();
+        return absl::DataLossError("gzip stream is truncated (unexpected end of data)");
+      }
+      if (idx < 0) {
+        idx = TakeFree();
+        if (idx < 0) return absl::OkStatus();  // stopped
+        pool_[idx].len = 0;
+      }
+      Block& blk = pool_[idx];
+      z.next_out = reinterpret_cast<Bytef*>(blk.data.data() + blk.len);
+      z.avail_out = static_cast<uInt>(blk.data.size() - blk.len);
+      int r = inflate(&z, Z_NO_FLUSH);
+      blk.len = blk.data.size() - z.avail_out;
+      if (r == Z_STREAM_END) {
+        in_member = false;
+      } else if (r != Z_OK && r != Z_BUF_ERROR) {
+        flush();
+        return absl::DataLossError(absl::StrCat(
+            "gzip stream is corrupt: ", z.msg != nullptr ? z.msg : zError(r),
+            " (after ", bytes_, " bytes of tar)"));
+      }
+      if (blk.len == blk.data.size()) flush();
+    }
+    flush();
+    return absl::OkStatus();
+  }
+
   // Producer thread: decompress, hash, hand over.
   void Produce() {
     absl::Status status;
     if (outer_ == nullptr) {
-      status = ProducePlain();
+      status = gzip_ ? ProduceGzip() : ProducePlain();
       {
         std::lock_guard<std::mutex> lock(mu_);
         producer_status_ = status;
@@ -368,6 +445,7 @@ class LayerReader {
   ByteSource& source_;
   RawBuffer src_buf_;
   size_t prefetched_ = 0;
+  bool gzip_ = false;
   struct archive* outer_ = nullptr;
   struct archive* inner_ = nullptr;
   absl::Status source_status_;  // producer thread only until done_

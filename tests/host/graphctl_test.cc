@@ -345,4 +345,38 @@ TEST_F(GraphctlTest, WorksOnBtrfs) {
   driver_ = "vfs";
 }
 
+// Every codec's integrity check is enforced: one flipped byte in the
+// compressed data of a gzip, zstd or xz layer (made by the real tools; gzip
+// -t reports a CRC error) fails the import, and nothing is left behind.
+TEST_F(GraphctlTest, CorruptCompressedLayersAreRejected) {
+  RunResult random = testsupport::Run({"head", "-c", "300000", "/dev/urandom"});
+  ASSERT_TRUE(random.ok()) << random.Describe();
+  std::string noise = random.out;
+  std::string tar = Write("noise.tar", BuildTar({{"noise", '0', noise}, {"etc/issue", '0', "hi\n"}}));
+  ASSERT_TRUE(Run({"--driver", "vfs", "ls"}).ok());
+  for (const std::vector<std::string>& codec :
+       std::vector<std::vector<std::string>>{{"gzip", "-1"}, {"zstd", "-q"}, {"xz", "-0"}}) {
+    if (!testsupport::HaveProgram(codec[0])) continue;
+    std::vector<std::string> argv = codec;
+    argv.insert(argv.end(), {"-c", tar});
+    RunResult z = testsupport::Run(argv);
+    ASSERT_TRUE(z.ok()) << z.Describe();
+    std::string bad = z.out;
+    bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x5a);
+    std::string path = Write("bad." + codec[0], bad);
+    RunResult test = testsupport::Run({codec[0], "-t", path});
+    ASSERT_NE(test.exit_code, 0) << codec[0] << " -t accepts the damaged file";
+    RunResult imp = Run({"import", path});
+    EXPECT_EQ(imp.exit_code, 1) << codec[0] << ": " << imp.Describe();
+    RunResult good = Run({"import", "-"}, z.out);
+    ASSERT_TRUE(good.ok()) << codec[0] << ": " << good.Describe();
+    ASSERT_TRUE(Run({"rm", Line(good)}).ok());
+  }
+  EXPECT_EQ(Line(Run({"--json", "ls"})), "[]");
+  RunResult check = Run({"check"});
+  EXPECT_TRUE(check.ok()) << check.Describe();
+  RunResult leftovers = testsupport::Run({"find", root_ + "/vfs/dir", "-mindepth", "1", "-maxdepth", "1"});
+  EXPECT_EQ(leftovers.out, "") << "driver layers left behind";
+}
+
 }  // namespace

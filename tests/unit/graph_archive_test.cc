@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include <random>
 #include <string>
 
 #include "base/unique_fd.h"
@@ -375,6 +377,59 @@ TEST_F(ArchiveTest, RejectsTruncatedStreams) {
   std::string gz = BuildTar({{.path = "a", .data = std::string(100000, 'q')}}, TarFilter::kGzip);
   auto r = Apply(gz.substr(0, gz.size() / 2));
   EXPECT_FALSE(r.ok());
+}
+
+// One gzip member of `data` (zlib), level 1 so random data stays in stored
+// blocks: a flipped byte there inflates without error to other content, and
+// only the trailer's CRC-32 tells.
+std::string GzipMember(const std::string& data) {
+  z_stream z = {};
+  EXPECT_EQ(deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, data.size()) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST_F(ArchiveTest, EveryCodecChecksItsIntegrity) {
+  std::mt19937 rng(42);
+  std::string noise(200000, '\0');
+  for (char& c : noise) c = static_cast<char>(rng());
+  std::string tar = BuildTar({{.path = "a", .data = noise}, {.path = "b", .data = "b"}});
+  std::string gz = GzipMember(tar);
+  auto apply = [&](const std::string& stream) {
+    ScratchDir d("archive-crc");
+    base::UniqueFd root(::open(d.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    StringSource src(stream);
+    ApplyOptions o;
+    o.preserve_owners = false;
+    return ApplyLayer(root.get(), src, o);
+  };
+  auto good = apply(gz);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(good->diff_id, Sha256Digest(tar));
+  // Several members (pigz, concatenated streams) and gzip(1)'s zero padding.
+  auto multi = apply(GzipMember(tar.substr(0, 70000)) + GzipMember(tar.substr(70000)) + std::string(512, '\0'));
+  ASSERT_TRUE(multi.ok()) << multi.status();
+  EXPECT_EQ(multi->diff_id, good->diff_id);
+  // A flipped byte in the deflate data, the CRC-32 or the length: gzip -t
+  // fails on each, so must the import.
+  for (size_t at : {gz.size() / 2, gz.size() - 6, gz.size() - 2}) {
+    std::string bad = gz;
+    bad[at] = static_cast<char>(bad[at] ^ 0x5a);
+    auto r = apply(bad);
+    ASSERT_FALSE(r.ok()) << "flipped byte at " << at << " of " << gz.size();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+    EXPECT_NE(r.status().message().find("gzip"), absl::string_view::npos) << r.status();
+  }
+  auto trailing = apply(gz + "garbage");
+  EXPECT_FALSE(trailing.ok()) << "bytes after the last gzip member are not padding";
+  EXPECT_FALSE(apply(gz.substr(0, gz.size() - 4)).ok()) << "a cut trailer";
 }
 
 TEST_F(ArchiveTest, RejectsGarbageAndEmptyStreams) {
