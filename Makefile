@@ -68,6 +68,7 @@ TEST_LDLIBS := $(call pkglibs,gmock gtest_main gtest)
 #   LIBRARIES           short names (dm, thinpool, graph): lib<name>.{a,so}
 #   <name>_SRCS         the library's .cc files; <name>_VERSION its soname version
 #   TOOLS               tool names; <tool>_SRCS its sources; linked to all libs
+#                       and <tool>_LDLIBS (its own extra libraries)
 #   FUZZ_BINS, BENCH_BINS, EXTRA_TEST_BINS  extra binaries for fuzz/bench/check
 # Fragments are found at */module.mk and */*/module.mk.
 #   HEADERS_<name>      public headers to install (dir prefix stripped)
@@ -117,7 +118,7 @@ define TOOL_RULES
 $(BUILD)/bin/$(1): $(call objs,$($(1)_SRCS)) $(STATIC_LIBS)
 	@mkdir -p $$(@D)
 	$$(call say,LD,$$@)
-	$(Q)$(CXX) $(LDFLAGS) -o $$@ $(call objs,$($(1)_SRCS)) $(STATIC_LIBS) $(LDLIBS)
+	$(Q)$(CXX) $(LDFLAGS) -o $$@ $(call objs,$($(1)_SRCS)) $(STATIC_LIBS) $($(1)_LDLIBS) $(LDLIBS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULES,$(t))))
 TOOL_BINS := $(foreach t,$(TOOLS),$(BUILD)/bin/$(t))
@@ -214,7 +215,8 @@ install: all
 
 # clean keeps build/vm (the downloaded kernel and initramfs cache).
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/fuzz build/san-*
+	rm -rf $(BUILD)/obj $(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/fuzz $(BUILD)/gen $(BUILD)/proto \
+	  $(BUILD)/go build/san-*
 
 distclean:
 	rm -rf build

@@ -10,6 +10,11 @@ PACKAGES=(
   libsqlite3-dev libssl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   zlib1g-dev                     # gzip layers: zlib checks CRC-32 and length (libarchive does not)
   libclang-rt-14-dev             # clang's sanitizer and libFuzzer runtimes
+  # dmthin-snapshotter: gRPC/protobuf, CLI11, containerd's .proto files
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcli11-dev
+  golang-github-containerd-containerd-dev
+  # containerd's snapshotter suite (Go, built offline) and the end-to-end tests
+  golang-go containerd runc skopeo umoci
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
   tar gzip zstd xz-utils fio debootstrap

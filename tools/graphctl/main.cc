@@ -24,6 +24,7 @@
 #include "graph/store.h"
 #include "graph/stream.h"
 #include "tools/common/cli.h"
+#include "tools/common/storage_opts.h"
 
 namespace graphctl {
 namespace {
@@ -36,24 +37,9 @@ struct Context {
   std::unique_ptr<graph::LayerStore> store;
 
   // The driver options, or a usage error naming the malformed or repeated
-  // --storage-opt. Unknown keys are the driver's to refuse.
+  // --storage-opt.
   absl::StatusOr<std::map<std::string, std::string>> StorageOptions() const {
-    std::map<std::string, std::string> options;
-    for (const std::string& kv : storage_opts) {
-      size_t eq = kv.find('=');
-      if (eq == std::string::npos) {
-        return cli::UsageError(absl::StrCat("--storage-opt wants KEY=VALUE (e.g. dm.basesize=20G), got '", kv,
-                                            "'"));
-      }
-      std::string key = kv.substr(0, eq);
-      if (key.empty()) return cli::UsageError(absl::StrCat("--storage-opt '", kv, "' has an empty key"));
-      auto [it, added] = options.emplace(key, kv.substr(eq + 1));
-      if (!added) {
-        return cli::UsageError(absl::StrCat("--storage-opt ", key, " given twice ('", key, "=", it->second,
-                                            "' and '", kv, "')"));
-      }
-    }
-    return options;
+    return cli::ParseStorageOptions(storage_opts);
   }
 
   absl::StatusOr<graph::LayerStore*> Store() {

@@ -1,0 +1,26 @@
+# containerd's snapshotter conformance suite as a Go test binary
+# (tests/containerd/snapshotter_suite_test.go), built offline in GOPATH mode
+# against Debian's Go packages and run by tests/host/snapshotter_suite_test.
+# The binary is rebuilt only when its source, Go or the containerd/grpc
+# packages change (the key below); Go's build cache is machine-wide
+# (GO_BUILD_CACHE) so a fresh clone relinks instead of recompiling grpc and
+# containerd.
+GO ?= go
+GO_BUILD_CACHE ?= $(if $(filter 0,$(shell id -u)),/var/cache/dmthin/go-build,$(abspath $(BUILD)/go/cache))
+GO_SUITE := $(BUILD)/go/snapshotter-suite.test
+GO_SUITE_KEY := $(shell { $(GO) version; dpkg-query -W -f '$${Version}\n' golang-go \
+                  golang-github-containerd-containerd-dev golang-google-grpc-dev; } 2>/dev/null | md5sum | cut -c1-12)
+GO_SUITE_PKG := $(BUILD)/go/src/dmthin/snapshottersuite
+EXTRA_TEST_BINS += $(GO_SUITE)
+
+$(BUILD)/go/key-%:
+	@mkdir -p $(@D)
+	$(Q)rm -f $(BUILD)/go/key-* && touch $@
+
+$(GO_SUITE): tests/containerd/snapshotter_suite_test.go $(BUILD)/go/key-$(GO_SUITE_KEY)
+	$(call say,GO,$@)
+	$(Q)rm -rf $(GO_SUITE_PKG) && mkdir -p $(GO_SUITE_PKG) $(GO_BUILD_CACHE) && cp $< $(GO_SUITE_PKG)/
+	$(Q)cd $(GO_SUITE_PKG) && GO111MODULE=off GOPROXY=off GOFLAGS= GOCACHE=$(GO_BUILD_CACHE) \
+	  GOPATH=$(abspath $(BUILD)/go):/usr/share/gocode $(GO) test -c -o $(abspath $@) .
+
+$(BUILD)/tests/host/snapshotter_test: | $(BUILD)/bin/dmthin-snapshotter $(GO_SUITE)

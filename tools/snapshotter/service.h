@@ -1,0 +1,60 @@
+// SnapshotsService: containerd's snapshots gRPC service
+// (containerd.services.snapshots.v1.Snapshots) over one graph::LayerStore.
+// containerd keys and names are the store's layer names as they come
+// (containerd prefixes them with the namespace: "default/12/sha256:...");
+// the drivers see only the store's cache ids, never a key.
+#ifndef DMTHIN_TOOLS_SNAPSHOTTER_SERVICE_H_
+#define DMTHIN_TOOLS_SNAPSHOTTER_SERVICE_H_
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
+#include "graph/store.h"
+
+namespace snapshotter {
+
+namespace api = ::containerd::services::snapshots::v1;
+
+// The gRPC status containerd's errdefs.FromGRPC turns back into the error
+// it expects (absl's codes are gRPC's codes).
+grpc::Status ToGrpc(const absl::Status& status);
+
+class SnapshotsService final : public api::Snapshots::Service {
+ public:
+  // `store` outlives the service. LayerStore is used by one thread at a
+  // time: every call holds mu_ while it talks to the store.
+  explicit SnapshotsService(graph::LayerStore* store) : store_(store) {}
+
+  grpc::Status Prepare(grpc::ServerContext*, const api::PrepareSnapshotRequest* request,
+                       api::PrepareSnapshotResponse* response) override;
+  grpc::Status View(grpc::ServerContext*, const api::ViewSnapshotRequest* request,
+                    api::ViewSnapshotResponse* response) override;
+  grpc::Status Mounts(grpc::ServerContext*, const api::MountsRequest* request,
+                      api::MountsResponse* response) override;
+  grpc::Status Commit(grpc::ServerContext*, const api::CommitSnapshotRequest* request,
+                      google::protobuf::Empty*) override;
+  grpc::Status Remove(grpc::ServerContext*, const api::RemoveSnapshotRequest* request,
+                      google::protobuf::Empty*) override;
+  grpc::Status Stat(grpc::ServerContext*, const api::StatSnapshotRequest* request,
+                    api::StatSnapshotResponse* response) override;
+  grpc::Status Update(grpc::ServerContext*, const api::UpdateSnapshotRequest* request,
+                      api::UpdateSnapshotResponse* response) override;
+  grpc::Status List(grpc::ServerContext*, const api::ListSnapshotsRequest* request,
+                    grpc::ServerWriter<api::ListSnapshotsResponse>* writer) override;
+  grpc::Status Usage(grpc::ServerContext*, const api::UsageRequest* request,
+                     api::UsageResponse* response) override;
+  grpc::Status Cleanup(grpc::ServerContext*, const api::CleanupRequest* request,
+                       google::protobuf::Empty*) override;
+
+ private:
+  absl::Status Create(const std::string& key, const std::string& parent,
+                      const google::protobuf::Map<std::string, std::string>& labels, graph::LayerKind kind,
+                      google::protobuf::RepeatedPtrField<containerd::types::Mount>* mounts);
+
+  absl::Mutex mu_;
+  graph::LayerStore* store_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace snapshotter
+
+#endif  // DMTHIN_TOOLS_SNAPSHOTTER_SERVICE_H_
