@@ -74,32 +74,27 @@ func start(bin, driver, root string) (snapshots.Snapshotter, func() error, error
 		}
 	}
 
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			break
-		}
+	// The socket file appears at bind(), before listen(): wait until a
+	// connection is accepted (or the server exits).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
 		select {
 		case err := <-exited:
-			return nil, nil, fmt.Errorf("dmthin-snapshotter exited before serving: %v", err)
-		default:
+			exited <- err
+			cancel()
+		case <-ctx.Done():
 		}
-		if time.Now().After(deadline) {
-			_ = stop()
-			return nil, nil, fmt.Errorf("dmthin-snapshotter did not create %s within 20s", sock)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-
+	}()
 	// Debian's grpc-go predates credentials/insecure.
-	conn, err := grpc.Dial(sock, grpc.WithInsecure(),
+	conn, err := grpc.DialContext(ctx, sock, grpc.WithInsecure(), grpc.WithBlock(),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", addr)
 		}))
 	if err != nil {
 		_ = stop()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("connecting to dmthin-snapshotter on %s: %v", sock, err)
 	}
 	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "dmthin")
 	return sn, func() error {

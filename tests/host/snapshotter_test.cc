@@ -46,7 +46,7 @@ class SnapshotterServer : public ::testing::Test {
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto d = Daemon::Start(argv, dir_.Sub("log"));
     if (!d.ok()) return d.status();
-    if (absl::Status s = (*d)->WaitForPath(sock()); !s.ok()) return s;
+    if (absl::Status s = (*d)->WaitForListening(sock()); !s.ok()) return s;
     return d;
   }
   std::string sock() const { return dir_.Sub("snapshotter.sock"); }

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,6 +75,29 @@ absl::Status Daemon::WaitForPath(const std::string& path, absl::Duration timeout
     ::usleep(10000);
   }
   return absl::OkStatus();
+}
+
+absl::Status Daemon::WaitForListening(const std::string& path, absl::Duration timeout) {
+  struct sockaddr_un addr = {};
+  if (path.size() >= sizeof(addr.sun_path)) return absl::InvalidArgumentError(path + ": socket path too long");
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return base::ErrnoError(errno, "socket");
+    int rc = ::connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
+    ::close(fd);
+    if (rc == 0) return absl::OkStatus();
+    if (!running()) {
+      return absl::FailedPreconditionError(absl::StrCat("exited before listening on ", path, "; log:\n", Log()));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("nothing listening on ", path, " after ",
+                                                      absl::FormatDuration(timeout), "; log:\n", Log()));
+    }
+    ::usleep(10000);
+  }
 }
 
 absl::StatusOr<int> Daemon::Stop(int sig, absl::Duration timeout) {

@@ -32,6 +32,9 @@ class Daemon {
   // Waits until `path` exists (a socket, a pid file), failing if the daemon
   // exits first or `timeout` passes.
   absl::Status WaitForPath(const std::string& path, absl::Duration timeout = absl::Seconds(20));
+  // Waits until the unix socket `path` accepts a connection (a socket file
+  // exists from bind(), before listen()).
+  absl::Status WaitForListening(const std::string& path, absl::Duration timeout = absl::Seconds(20));
   // Sends `sig` and reaps the process: its exit code, or 128 + signal.
   // After `timeout` it is killed (SIGKILL) and DeadlineExceeded returned.
   absl::StatusOr<int> Stop(int sig, absl::Duration timeout = absl::Seconds(30));
