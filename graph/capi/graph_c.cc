@@ -1,6 +1,7 @@
 // The C ABI (graph/include/graph.h) over graph::LayerStore.
 #include "graph.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "base/status.h"
 #include "graph/driver.h"
 #include "graph/store.h"
 #include "graph/stream.h"
@@ -36,6 +38,8 @@ int FromStatus(const absl::Status& s) {
     return GRAPH_OK;
   }
   int code = GRAPH_EIO;
+  if (base::HasErrno(s, EBUSY)) return Fail(GRAPH_EBUSY, std::string(s.message()));
+  if (base::HasErrno(s, ENOSPC) || base::HasErrno(s, EDQUOT)) return Fail(GRAPH_ENOSPC, std::string(s.message()));
   switch (s.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
@@ -228,9 +232,18 @@ int graph_commit(graph_store* store, const char* name, const char* key) {
   GUARDED({ return FromStatus(store->store->Commit(name, key).status()); })
 }
 
-int graph_remove(graph_store* store, const char* name) {
+int graph_remove(graph_store* store, const char* name) { return graph_remove_flags(store, name, 0); }
+
+int graph_remove_flags(graph_store* store, const char* name, int flags) {
   CHECK_ARG(store != nullptr && name != nullptr, "graph_remove: store and name are required");
-  GUARDED({ return FromStatus(store->store->Remove(name)); })
+  CHECK_ARG((flags & ~GRAPH_REMOVE_FORCE) == 0, "graph_remove: unknown flags");
+  GUARDED({
+    graph::RemoveOptions options;
+    options.force = (flags & GRAPH_REMOVE_FORCE) != 0;
+    absl::Status s = store->store->Remove(name, options);
+    if (s.ok() && options.force) store->mounts.erase(name);  // nothing left to unmount at close
+    return FromStatus(s);
+  })
 }
 
 int graph_mount(graph_store* store, const char* name, char** path) {

@@ -11,7 +11,6 @@
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +21,7 @@
 #include "graph/archive.h"
 #include "graph/driver.h"
 #include "graph/drivers/make_dirs.h"
+#include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
 #include "graph/drivers/new_driver.h"
 #include "graph/fsutil.h"
@@ -94,7 +94,7 @@ absl::Status ProbeAufs(const DriverOptions& options) {
 
 class AufsDriver : public Driver {
  public:
-  explicit AufsDriver(std::string root) : root_(std::move(root)) {}
+  explicit AufsDriver(std::string root) : root_(std::move(root)), refs_(root_ + "/.refs") {}
 
   absl::Status Init() {
     for (const std::string& d : {root_ + "/diff", root_ + "/layers", root_ + "/mnt"}) {
@@ -146,16 +146,8 @@ class AufsDriver : public Driver {
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("aufs: layer ", id, " not found"));
-    absl::StatusOr<bool> mounted = IsMountPoint(MntDir(id));
-    if (mounted.ok() && *mounted) {
-      if (::umount2(MntDir(id).c_str(), 0) != 0 && errno != EINVAL) {
-        return base::ErrnoError(errno, absl::StrCat("aufs: umount ", MntDir(id)));
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      refs_.erase(id);
-    }
+    RETURN_IF_ERROR(refs_.Reset(id, [&] { return Unmount(id); }));
+    RETURN_IF_ERROR(Unmount(id));
     RETURN_IF_ERROR(RemoveTree(DiffDir(id)));
     if (::unlink(LayersFile(id).c_str()) != 0 && errno != ENOENT) {
       return base::ErrnoError(errno, absl::StrCat("aufs: unlink ", LayersFile(id)));
@@ -170,41 +162,34 @@ class AufsDriver : public Driver {
     RETURN_IF_ERROR(aufs::KernelSupport());
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("aufs: layer ", id, " not found"));
-    std::lock_guard<std::mutex> lock(mu_);
-    if (refs_[id]++ > 0) return MntDir(id);
-    ASSIGN_OR_RETURN(bool mounted, IsMountPoint(MntDir(id)));
-    if (mounted) return MntDir(id);  // mounted by another process
-    ASSIGN_OR_RETURN(std::vector<std::string> data, Data(id));
-    unsigned long flags = 0;
-    std::string first = data[0];
-    if (!mount_label.empty()) first += absl::StrCat(",context=\"", mount_label, "\"");
-    if (::mount("none", MntDir(id).c_str(), "aufs", flags, first.c_str()) != 0) {
-      int err = errno;
-      refs_[id]--;
-      return base::ErrnoError(err, absl::StrCat("aufs: mount ", MntDir(id)));
-    }
-    for (size_t i = 1; i < data.size(); ++i) {
-      if (::mount("none", MntDir(id).c_str(), "aufs", MS_REMOUNT, data[i].c_str()) != 0) {
-        int err = errno;
-        ::umount2(MntDir(id).c_str(), MNT_DETACH);
-        refs_[id]--;
-        return base::ErrnoError(err, absl::StrCat("aufs: remount ", MntDir(id), " ", data[i]));
+    RETURN_IF_ERROR(refs_.Acquire(id, [&] { return IsMounted(id); }, [&]() -> absl::Status {
+      if (IsMounted(id)) return absl::OkStatus();  // stale count, mount still there
+      ASSIGN_OR_RETURN(std::vector<std::string> data, Data(id));
+      std::string first = data[0];
+      if (!mount_label.empty()) first += absl::StrCat(",context=\"", mount_label, "\"");
+      if (::mount("none", MntDir(id).c_str(), "aufs", 0, first.c_str()) != 0) {
+        return base::ErrnoError(errno, absl::StrCat("aufs: mount ", MntDir(id)));
       }
-    }
+      for (size_t i = 1; i < data.size(); ++i) {
+        if (::mount("none", MntDir(id).c_str(), "aufs", MS_REMOUNT, data[i].c_str()) != 0) {
+          int err = errno;
+          ::umount2(MntDir(id).c_str(), MNT_DETACH);
+          return base::ErrnoError(err, absl::StrCat("aufs: remount ", MntDir(id), " ", data[i]));
+        }
+      }
+      return absl::OkStatus();
+    }));
     return MntDir(id);
   }
 
   absl::Status Put(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = refs_.find(id);
-    if (it != refs_.end() && --it->second > 0) return absl::OkStatus();
-    if (it != refs_.end()) refs_.erase(it);
-    ASSIGN_OR_RETURN(bool mounted, IsMountPoint(MntDir(id)));
-    if (mounted && ::umount2(MntDir(id).c_str(), 0) != 0) {
-      return base::ErrnoError(errno, absl::StrCat("aufs: umount ", MntDir(id)));
-    }
-    return absl::OkStatus();
+    return refs_.Release(id, [&] { return Unmount(id); });
+  }
+
+  absl::StatusOr<int> MountCount(const std::string& id) const override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    return refs_.Live(id, [&] { return IsMounted(id); });
   }
 
   bool Exists(const std::string& id) const override {
@@ -243,13 +228,14 @@ class AufsDriver : public Driver {
   }
 
   absl::Status Cleanup() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [id, n] : refs_) {
-      absl::StatusOr<bool> mounted = IsMountPoint(MntDir(id));
-      if (mounted.ok() && *mounted) ::umount2(MntDir(id).c_str(), MNT_DETACH);
+    ASSIGN_OR_RETURN(std::vector<std::string> ids, List());
+    absl::Status first;
+    for (const std::string& id : ids) {
+      absl::Status s = refs_.Reset(id, [&] { return Unmount(id); });
+      if (s.ok()) s = Unmount(id);
+      if (!s.ok() && first.ok()) first = s;
     }
-    refs_.clear();
-    return absl::OkStatus();
+    return first;
   }
 
   // The diff dir already holds OCI-form whiteouts: export it natively.
@@ -334,8 +320,18 @@ class AufsDriver : public Driver {
   }
 
   std::string root_;
-  mutable std::mutex mu_;
-  std::map<std::string, int> refs_;
+  bool IsMounted(const std::string& id) const {
+    absl::StatusOr<bool> m = IsMountPoint(MntDir(id));
+    return m.ok() && *m;
+  }
+  absl::Status Unmount(const std::string& id) const {
+    if (IsMounted(id) && ::umount2(MntDir(id).c_str(), 0) != 0 && errno != EINVAL) {
+      return base::ErrnoError(errno, absl::StrCat("aufs: umount ", MntDir(id)));
+    }
+    return absl::OkStatus();
+  }
+
+  MountRefs refs_;
 };
 
 }  // namespace

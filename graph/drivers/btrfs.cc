@@ -11,13 +11,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "graph/driver.h"
 #include "graph/drivers/btrfs_subvol.h"
 #include "graph/drivers/make_dirs.h"
+#include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
 #include "graph/drivers/new_driver.h"
 
@@ -62,7 +62,7 @@ absl::Status ProbeBtrfs(const DriverOptions& options) {
 class BtrfsDriver : public Driver {
  public:
   explicit BtrfsDriver(std::string root)
-      : root_(std::move(root)), subvols_(root_ + "/subvolumes") {}
+      : root_(std::move(root)), subvols_(root_ + "/subvolumes"), refs_(root_ + "/.refs") {}
 
   absl::Status Init() {
     RETURN_IF_ERROR(MakeDirs(subvols_, "btrfs"));
@@ -92,10 +92,7 @@ class BtrfsDriver : public Driver {
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      refs_.erase(id);
-    }
+    RETURN_IF_ERROR(refs_.Reset(id, [] { return absl::OkStatus(); }));
     return btrfs::DeleteSubvolume(Dir(id));
   }
 
@@ -105,19 +102,22 @@ class BtrfsDriver : public Driver {
       return absl::InvalidArgumentError("btrfs: mount labels need a mount; btrfs layers are not mounted");
     }
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
-    std::lock_guard<std::mutex> lock(mu_);
-    refs_[id]++;
+    // Nothing to mount (the subvolume is the view), but the count is kept
+    // across processes as for every driver: the store will not remove a
+    // layer someone has "mounted".
+    RETURN_IF_ERROR(refs_.Acquire(id, [] { return true; }, [] { return absl::OkStatus(); }));
     return Dir(id);
   }
 
   absl::Status Put(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
-    std::lock_guard<std::mutex> lock(mu_);
-    // Nothing to unmount; tolerate a Put from another process's Get.
-    auto it = refs_.find(id);
-    if (it != refs_.end() && --it->second <= 0) refs_.erase(it);
-    return absl::OkStatus();
+    return refs_.Release(id, [] { return absl::OkStatus(); });
+  }
+
+  absl::StatusOr<int> MountCount(const std::string& id) const override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    return refs_.Count(id);
   }
 
   bool Exists(const std::string& id) const override {
@@ -197,8 +197,7 @@ class BtrfsDriver : public Driver {
 
   std::string root_;
   std::string subvols_;
-  std::mutex mu_;
-  std::map<std::string, int> refs_;
+  MountRefs refs_;
 };
 
 }  // namespace

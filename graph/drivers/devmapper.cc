@@ -373,6 +373,7 @@ class DevmapperDriver : public Driver {
   absl::Status Remove(const std::string& id) override;
   absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override;
   absl::Status Put(const std::string& id) override;
+  absl::StatusOr<int> MountCount(const std::string& id) const override;
   bool Exists(const std::string& id) const override;
   absl::StatusOr<std::vector<std::string>> List() const override;
   std::vector<std::pair<std::string, std::string>> Status() const override;
@@ -968,6 +969,12 @@ absl::Status DevmapperDriver::Put(const std::string& id) {
   ASSIGN_OR_RETURN(std::optional<Record> r, ReadRecord(id));
   if (!r) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
   return refs_.Release(id, [&] { return UnmountLayer(*r); });
+}
+
+absl::StatusOr<int> DevmapperDriver::MountCount(const std::string& id) const {
+  RETURN_IF_ERROR(ValidateLayerId(id));
+  std::string mnt = MountPath(id);
+  return refs_.Live(id, [&] { return Mounted(mnt); });
 }
 
 bool DevmapperDriver::Exists(const std::string& id) const { return ReadyRecord(id).ok(); }

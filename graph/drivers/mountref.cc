@@ -69,12 +69,12 @@ absl::Status MountRefs::Release(const std::string& id, const std::function<absl:
   absl::StatusOr<Locked> l = Lock(dir_, id, false);
   if (!l.ok()) {
     if (base::HasErrno(l.status(), ENOENT)) {
-      return absl::FailedPreconditionError(absl::StrCat("layer ", id, " is not mounted (Put without Get)"));
+      return absl::FailedPreconditionError(absl::StrCat("layer ", id, " is not mounted (an umount without its mount)"));
     }
     return l.status();
   }
   if (l->count <= 0) {
-    return absl::FailedPreconditionError(absl::StrCat("layer ", id, " is not mounted (Put without Get)"));
+    return absl::FailedPreconditionError(absl::StrCat("layer ", id, " is not mounted (an umount without its mount)"));
   }
   if (l->count == 1) RETURN_IF_ERROR(unmount());
   return Store(*l, l->count - 1);
@@ -106,6 +106,12 @@ absl::StatusOr<int> MountRefs::Count(const std::string& id) const {
   ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
   if (n < 0) return base::ErrnoError(errno, absl::StrCat("reading ", path));
   return n > 0 ? std::atoi(buf) : 0;
+}
+
+absl::StatusOr<int> MountRefs::Live(const std::string& id, const std::function<bool()>& is_mounted) const {
+  ASSIGN_OR_RETURN(int n, Count(id));
+  if (n > 0 && !is_mounted()) return 0;
+  return n < 0 ? 0 : n;
 }
 
 }  // namespace graph

@@ -37,6 +37,10 @@ class MountRefs {
 
   absl::StatusOr<int> Count(const std::string& id) const;
 
+  // Count, but 0 when `is_mounted()` says a positive count is stale (its
+  // mount is gone: a crash or a reboot), as Acquire would see it.
+  absl::StatusOr<int> Live(const std::string& id, const std::function<bool()>& is_mounted) const;
+
  private:
   std::string dir_;
 };

@@ -475,6 +475,14 @@ class OverlayDriver : public Driver {
     return refs_.Release(id, [&] { return has_mount ? Unmount(merged) : absl::OkStatus(); });
   }
 
+  absl::StatusOr<int> MountCount(const std::string& id) const override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    // A base layer's view is its diff dir (no mount to go stale).
+    absl::StatusOr<std::string> lower = ReadSmallFile(Path(id, "lower"));
+    if (!lower.ok() || lower->empty()) return refs_.Count(id);
+    return refs_.Live(id, [&] { return HasMount(id); });
+  }
+
   bool Exists(const std::string& id) const override {
     if (!ValidateLayerId(id).ok()) return false;
     struct stat st;

@@ -124,6 +124,11 @@ class VfsDriver : public Driver {
     return refs_.Release(id, [] { return absl::OkStatus(); });
   }
 
+  absl::StatusOr<int> MountCount(const std::string& id) const override {
+    RETURN_IF_ERROR(ValidateLayerId(id));
+    return refs_.Count(id);  // no mount: a count stays until Put or Remove
+  }
+
   bool Exists(const std::string& id) const override {
     if (!ValidateLayerId(id).ok()) return false;
     struct stat st;

@@ -106,8 +106,16 @@ int graph_create(graph_store* store, const char* name, const char* parent, int f
 /* Active layer `key` becomes committed layer `name`. */
 int graph_commit(graph_store* store, const char* name, const char* key);
 
-/* Drops a reference to layer `name`; the last one removes it. */
+/* Drops a reference to layer `name`; the last one removes it. A layer that
+ * is mounted (graph_mount, graphctl mount: in any process) is refused with
+ * GRAPH_EBUSY, the message naming the layer and umount as the way out. */
 int graph_remove(graph_store* store, const char* name);
+
+enum { GRAPH_REMOVE_FORCE = 0x1 /* remove even while mounted */ };
+
+/* graph_remove with flags: GRAPH_REMOVE_FORCE takes the layer away from
+ * whoever has it mounted (their view is unmounted or deleted). */
+int graph_remove_flags(graph_store* store, const char* name, int flags);
 
 /* Mounts the full view of `name`; *path gets the directory. Each mount
  * needs one graph_umount. */

@@ -15,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/digest.h"
@@ -130,6 +131,36 @@ absl::Status ValidateName(absl::string_view name) {
                      "\": want 1..4096 bytes without NUL"));
   }
   return absl::OkStatus();
+}
+
+// FailedPrecondition + EBUSY while `layer` is mounted (a Get without its
+// Put, in any process).
+absl::Status NotMounted(const Driver& driver, const LayerInfo& layer) {
+  ASSIGN_OR_RETURN(int mounts, driver.MountCount(layer.cache_id));
+  if (mounts <= 0) return absl::OkStatus();
+  return base::WithErrno(
+      absl::FailedPreconditionError(absl::StrCat(
+          "cannot remove layer \"", layer.name, "\": it is mounted (", mounts,
+          mounts == 1 ? " mount reference" : " mount references",
+          "); unmount it first (graphctl umount, once per mount; graph_umount), "
+          "or force the removal (graphctl rm --force; GRAPH_REMOVE_FORCE)")),
+      EBUSY);
+}
+
+// A driver's error about `info`'s layer, speaking of the layer by its name:
+// drivers only know cache ids, which mean nothing to the caller. Code and
+// payloads (errno, unsupported reason) are kept.
+absl::Status Named(const LayerInfo& info, const absl::Status& s) {
+  if (s.ok() || info.cache_id.empty()) return s;
+  std::string quoted = absl::StrCat("\"", info.name, "\"");
+  std::vector<std::pair<std::string, std::string>> replace;
+  if (!info.init_id.empty()) replace.push_back({info.init_id, absl::StrCat("init layer of ", quoted)});
+  replace.push_back({info.cache_id, quoted});
+  std::string msg = absl::StrReplaceAll(s.message(), replace);
+  if (msg == s.message()) return s;
+  absl::Status out(s.code(), msg);
+  s.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 bool GoneOrNotFound(const absl::Status& s) {
@@ -565,7 +596,7 @@ absl::StatusOr<std::vector<LayerInfo>> LayerStore::List() {
   return out;
 }
 
-absl::Status LayerStore::Remove(const std::string& name) {
+absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& options) {
   Db& db = *impl_->db;
   Row row;
   std::optional<OpLock> lock;
@@ -582,21 +613,33 @@ absl::Status LayerStore::Remove(const std::string& name) {
           "cannot remove layer \"", name, "\": it has ", row.info.children,
           row.info.children == 1 ? " child" : " children"));
     }
+    if (!options.force) RETURN_IF_ERROR(NotMounted(*driver_, row.info));
     ASSIGN_OR_RETURN(lock, OpLock::Acquire(impl_->locks_dir, row.info.cache_id, true));
     ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
         "UPDATE layers SET name = NULL, state = 'removing' WHERE cache_id = ?"));
     RETURN_IF_ERROR(hide.Bind(1, row.info.cache_id).Run());
     RETURN_IF_ERROR(txn->Commit());
   }
+  if (!options.force) {
+    // A mount that raced with the check above (Mount found the layer before
+    // it was hidden): give the layer back rather than pull it from under it.
+    if (absl::Status busy = NotMounted(*driver_, row.info); !busy.ok()) {
+      ASSIGN_OR_RETURN(Stmt unhide, db.Prepare(
+          "UPDATE layers SET name = ?, state = 'ready' WHERE cache_id = ?"));
+      RETURN_IF_ERROR(unhide.Bind(1, row.info.name).Bind(2, row.info.cache_id).Run());
+      lock->Release();
+      return busy;
+    }
+  }
   // Hidden: from here on the layer is gone for every reader; reap it.
   absl::Status rm = driver_->Remove(row.info.cache_id);
   if (!rm.ok() && !GoneOrNotFound(rm)) {
-    return base::Annotate(rm, absl::StrCat("remove layer \"", name, "\" (check --repair retries)"));
+    return base::Annotate(Named(row.info, rm), absl::StrCat("remove layer \"", name, "\" (check --repair retries)"));
   }
   if (!row.info.init_id.empty()) {
     absl::Status rm_init = driver_->Remove(row.info.init_id);
     if (!rm_init.ok() && !GoneOrNotFound(rm_init)) {
-      return base::Annotate(rm_init, absl::StrCat("remove init layer of \"", name, "\""));
+      return base::Annotate(Named(row.info, rm_init), absl::StrCat("remove init layer of \"", name, "\""));
     }
   }
   RETURN_IF_ERROR(impl_->DeleteRow(row.info.cache_id));
@@ -606,17 +649,22 @@ absl::Status LayerStore::Remove(const std::string& name) {
 
 absl::StatusOr<std::string> LayerStore::Mount(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  return driver_->Get(row.info.cache_id, "");
+  absl::StatusOr<std::string> dir = driver_->Get(row.info.cache_id, "");
+  if (!dir.ok()) return Named(row.info, dir.status());
+  return dir;
 }
 
 absl::Status LayerStore::Unmount(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  return driver_->Put(row.info.cache_id);
+  // Every driver answers FailedPrecondition for a layer nobody mounted.
+  return Named(row.info, driver_->Put(row.info.cache_id));
 }
 
 absl::StatusOr<std::vector<MountSpec>> LayerStore::Mounts(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  ASSIGN_OR_RETURN(std::vector<MountSpec> mounts, driver_->Mounts(row.info.cache_id));
+  absl::StatusOr<std::vector<MountSpec>> described = driver_->Mounts(row.info.cache_id);
+  if (!described.ok()) return Named(row.info, described.status());
+  std::vector<MountSpec> mounts = std::move(*described);
   if (row.info.kind != LayerKind::kActive) {
     for (MountSpec& m : mounts) {
       m.options.erase(std::remove(m.options.begin(), m.options.end(), "rw"), m.options.end());
@@ -636,22 +684,30 @@ std::string DiffBase(const Row& row) {
 
 absl::StatusOr<DiffResult> LayerStore::Diff(const std::string& name, ByteSink& sink) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  return driver_->Diff(row.info.cache_id, DiffBase(row), sink);
+  absl::StatusOr<DiffResult> r = driver_->Diff(row.info.cache_id, DiffBase(row), sink);
+  if (!r.ok()) return Named(row.info, r.status());
+  return r;
 }
 
 absl::StatusOr<std::vector<Change>> LayerStore::Changes(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  return driver_->Changes(row.info.cache_id, DiffBase(row));
+  absl::StatusOr<std::vector<Change>> r = driver_->Changes(row.info.cache_id, DiffBase(row));
+  if (!r.ok()) return Named(row.info, r.status());
+  return r;
 }
 
 absl::StatusOr<int64_t> LayerStore::Usage(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  return driver_->DiffSize(row.info.cache_id, DiffBase(row));
+  absl::StatusOr<int64_t> r = driver_->DiffSize(row.info.cache_id, DiffBase(row));
+  if (!r.ok()) return Named(row.info, r.status());
+  return r;
 }
 
 absl::StatusOr<std::map<std::string, std::string>> LayerStore::Metadata(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  return driver_->Metadata(row.info.cache_id);
+  absl::StatusOr<std::map<std::string, std::string>> r = driver_->Metadata(row.info.cache_id);
+  if (!r.ok()) return Named(row.info, r.status());
+  return r;
 }
 
 absl::StatusOr<std::map<std::string, int64_t>> LayerStore::Counts() {

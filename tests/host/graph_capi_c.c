@@ -150,6 +150,28 @@ int main(int argc, char** argv) {
   graph_free(dir);
   MUST(graph_umount(store, "ctr"));
 
+  /* A mounted layer is not removed: GRAPH_EBUSY naming the layer and umount
+   * as the way out; GRAPH_REMOVE_FORCE is the only way past. */
+  MUST(graph_mount(store, "ctr", &dir));
+  graph_free(dir);
+  CHECK(graph_remove(store, "ctr") == GRAPH_EBUSY);
+  CHECK(strstr(graph_last_error(), "\"ctr\": it is mounted") != NULL);
+  CHECK(strstr(graph_last_error(), "umount") != NULL);
+  CHECK(graph_remove_flags(store, "ctr", 0x80) == GRAPH_EINVAL);
+  MUST(graph_umount(store, "ctr"));
+  /* umount of a layer nobody mounted: the same answer on every driver, with
+   * the layer's name (not the driver's cache id) and one prefix. */
+  CHECK(graph_umount(store, "ctr") == GRAPH_EPRECONDITION);
+  CHECK(strstr(graph_last_error(), "\"ctr\" is not mounted") != NULL);
+  {
+    char message[1024];
+    snprintf(message, sizeof(message), "%s", graph_last_error());
+    graph_layer_info* ctr = NULL;
+    MUST(graph_layer_stat(store, "ctr", &ctr));
+    CHECK(strstr(message, ctr->cache_id) == NULL);
+    graph_layer_info_free(ctr);
+  }
+
   graph_change* changes = NULL;
   size_t n = 0;
   MUST(graph_changes(store, "ctr", &changes, &n));
@@ -167,7 +189,9 @@ int main(int argc, char** argv) {
   graph_strings_free(names, n);
 
   CHECK(graph_remove(store, chain) == GRAPH_EPRECONDITION); /* ctr sits on it */
-  MUST(graph_remove(store, "ctr"));
+  MUST(graph_mount(store, "ctr", &dir));
+  graph_free(dir);
+  MUST(graph_remove_flags(store, "ctr", GRAPH_REMOVE_FORCE));
   MUST(graph_remove(store, chain));
   MUST(graph_remove(store, "built"));
   CHECK(graph_layer_stat(store, chain, &info) == GRAPH_ENOTFOUND);

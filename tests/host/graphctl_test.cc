@@ -47,6 +47,13 @@ class GraphctlTest : public ::testing::Test {
       Run({"--driver", driver_, "check"});
     }
   }
+
+ public:  // for helpers that run one scenario on several drivers
+  RunResult RunP(std::vector<std::string> args, const std::string& stdin_data = "") {
+    return Run(std::move(args), stdin_data);
+  }
+
+ protected:
   RunResult Run(std::vector<std::string> args, const std::string& stdin_data = "") {
     std::vector<std::string> argv = {Graphctl(), "--root", root_};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -377,6 +384,68 @@ TEST_F(GraphctlTest, CorruptCompressedLayersAreRejected) {
   EXPECT_TRUE(check.ok()) << check.Describe();
   RunResult leftovers = testsupport::Run({"find", root_ + "/vfs/dir", "-mindepth", "1", "-maxdepth", "1"});
   EXPECT_EQ(leftovers.out, "") << "driver layers left behind";
+}
+
+// rm of a mounted layer is refused on every driver (the mount taken by one
+// graphctl process, the rm by another), naming umount as the way out; the
+// layer and its mount stay; after umount, rm works; --force is the only way
+// past a mount.
+void RemoveMountedIsRefused(GraphctlTest& t, const std::string& driver) {
+  SCOPED_TRACE(driver);
+  RunResult imp = t.RunP({"--driver", driver, "import", "-"}, BuildTar({{"etc/issue", '0', "hi\n"}}));
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  std::string base = Line(imp);
+  for (const char* kind : {"--rw", ""}) {
+    std::vector<std::string> create = {"create", "c2", "--parent", base};
+    if (*kind) create.push_back(kind);
+    ASSERT_TRUE(t.RunP(create).ok());
+    RunResult mount = t.RunP({"mount", "c2"});
+    ASSERT_TRUE(mount.ok()) << mount.Describe();
+    std::string dir = Line(mount);
+    RunResult rm = t.RunP({"rm", "c2"});
+    EXPECT_EQ(rm.exit_code, 1) << rm.Describe();
+    EXPECT_NE(rm.err.find("\"c2\": it is mounted"), std::string::npos) << rm.err;
+    EXPECT_NE(rm.err.find("umount"), std::string::npos) << rm.err;
+    EXPECT_EQ(testsupport::ReadFileOrEmpty(dir + "/etc/issue"), "hi\n") << "the mount was disturbed";
+    ASSERT_TRUE(t.RunP({"inspect", "c2"}).ok()) << "the layer is gone after a refused rm";
+    // The image layer under it is refused too (it has a child), and a
+    // mounted image layer with one reference as well.
+    EXPECT_EQ(t.RunP({"rm", base}).exit_code, 1);
+    ASSERT_TRUE(t.RunP({"umount", "c2"}).ok());
+    EXPECT_TRUE(t.RunP({"rm", "c2"}).ok());
+    // --force: the only way past a mount.
+    ASSERT_TRUE(t.RunP(create).ok());
+    ASSERT_TRUE(t.RunP({"mount", "c2"}).ok());
+    RunResult forced = t.RunP({"rm", "--force", "c2"});
+    EXPECT_TRUE(forced.ok()) << forced.Describe();
+    EXPECT_NE(t.RunP({"inspect", "c2"}).exit_code, 0);
+  }
+  ASSERT_TRUE(t.RunP({"mount", base}).ok());
+  RunResult rm_base = t.RunP({"rm", base});
+  EXPECT_EQ(rm_base.exit_code, 1) << rm_base.Describe();
+  ASSERT_TRUE(t.RunP({"umount", base}).ok());
+  EXPECT_TRUE(t.RunP({"rm", base}).ok());
+  RunResult check = t.RunP({"check"});
+  EXPECT_TRUE(check.ok()) << check.Describe();
+}
+
+TEST_F(GraphctlTest, RemoveMountedIsRefusedVfs) { RemoveMountedIsRefused(*this, "vfs"); }
+
+TEST_F(GraphctlTest, RemoveMountedIsRefusedOverlay) {
+  driver_ = "overlay";
+  RunResult probe = Run({"--driver", "overlay", "ls"});
+  if (!probe.ok()) GTEST_SKIP() << probe.err;
+  RemoveMountedIsRefused(*this, "overlay");
+}
+
+TEST_F(GraphctlTest, RemoveMountedIsRefusedBtrfs) {
+  auto fs = graph::testing::ScratchBtrfs::Create();
+  if (!fs.ok()) GTEST_SKIP() << fs.status();
+  root_ = (*fs)->path() + "/store";
+  driver_ = "btrfs";
+  RemoveMountedIsRefused(*this, "btrfs");
+  root_ = dir_->path() + "/root";
+  driver_ = "vfs";
 }
 
 }  // namespace

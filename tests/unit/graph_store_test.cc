@@ -91,6 +91,10 @@ class DirDriver : public Driver {
     refs_[id]--;
     return absl::OkStatus();
   }
+  absl::StatusOr<int> MountCount(const std::string& id) const override {
+    auto it = refs_.find(id);
+    return it == refs_.end() ? 0 : it->second;
+  }
   bool Exists(const std::string& id) const override { return PathExists(Dir(id)); }
   absl::StatusOr<std::vector<std::string>> List() const override {
     std::vector<std::string> ids;
@@ -403,6 +407,27 @@ TEST_F(StoreTest, FailedRemoveStaysHiddenUntilRepair) {
   EXPECT_TRUE(absl::IsNotFound(store_->Stat("stuck").status()));
   driver_->remove_fault = DirDriver::Fault::kNone;
   EXPECT_EQ(store_->Check(true)->repaired.size(), 1u);
+  EXPECT_TRUE(DriverIds().empty());
+}
+
+TEST_F(StoreTest, MountedLayerIsNotRemovedWithoutForce) {
+  ASSERT_TRUE(store_->Create("busy", "", {}).ok());
+  ASSERT_TRUE(store_->Mount("busy").ok());
+  absl::Status s = store_->Remove("busy");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_TRUE(base::HasErrno(s, EBUSY)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("\"busy\": it is mounted (1 mount reference)"));
+  EXPECT_THAT(s.message(), HasSubstr("umount"));
+  EXPECT_TRUE(store_->Stat("busy").ok()) << "a refused remove hides nothing";
+  EXPECT_TRUE(store_->Check(false)->clean());
+  ASSERT_TRUE(store_->Unmount("busy").ok());
+  // Unmount of a layer nobody mounted names the layer, not its cache id.
+  absl::Status again = store_->Unmount("busy");
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store_->Mount("busy").ok());
+  RemoveOptions force;
+  force.force = true;
+  EXPECT_TRUE(store_->Remove("busy", force).ok());
   EXPECT_TRUE(DriverIds().empty());
 }
 

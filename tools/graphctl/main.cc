@@ -255,7 +255,9 @@ absl::Status Changes(const cli::Args& args, const cli::Output& out) {
 
 absl::Status Remove(const cli::Args& args, const cli::Output&) {
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
-  return store->Remove(args.positional(0));
+  graph::RemoveOptions options;
+  options.force = args.has("force");
+  return store->Remove(args.positional(0), options);
 }
 
 absl::Status List(const cli::Args&, const cli::Output& out) {
@@ -421,7 +423,10 @@ int main(int argc, char** argv) {
                "write layer ID's changes as an OCI layer tar; prints the diff id", "", graphctl::Diff});
   app.AddVerb({"changes", {"ID"}, {}, "list layer ID's changes (A added, C changed, D deleted)", "",
                graphctl::Changes});
-  app.AddVerb({"rm", {"ID"}, {}, "drop a reference to layer ID; the last one removes it", "",
+  app.AddVerb({"rm", {"ID"}, {{"force", "", "remove even while mounted (pulls it from under its users)"}},
+               "drop a reference to layer ID; the last one removes it",
+               "A mounted layer (graphctl mount, in any process) is refused until each mount\n"
+               "is dropped with 'graphctl umount ID'; --force removes it anyway.",
                graphctl::Remove});
   app.AddVerb({"ls", {}, {}, "list layers", "", graphctl::List});
   app.AddVerb({"inspect", {"ID"}, {}, "layer ID as JSON, with the driver's data and mounts", "",

@@ -118,7 +118,15 @@ class Driver {
                                           const std::string& mount_label) = 0;
 
   // Drops one reference taken by Get; the last one unmounts.
+  // FailedPrecondition ("... is not mounted") if `id` holds no reference,
+  // on every driver.
   virtual absl::Status Put(const std::string& id) = 0;
+
+  // References taken by Get and not yet dropped by Put, in every process:
+  // 0 when nobody has the layer mounted (a count left by a crashed process
+  // whose mount is gone counts 0). The layer store refuses to remove a layer
+  // while it is positive (Remove itself does not look: it unmounts).
+  virtual absl::StatusOr<int> MountCount(const std::string& id) const = 0;
 
   virtual bool Exists(const std::string& id) const = 0;
 

@@ -86,6 +86,13 @@ struct CreateLayerOptions {
   std::map<std::string, std::string> storage_options;
 };
 
+struct RemoveOptions {
+  // Remove the layer even while it is mounted: its mount is taken away
+  // from whoever is inside (overlay detaches it; vfs and btrfs delete the
+  // directory under them). Without it a mounted layer is refused.
+  bool force = false;
+};
+
 struct CheckReport {
   std::vector<std::string> problems;  // what is wrong
   std::vector<std::string> repaired;  // what repair did
@@ -144,8 +151,10 @@ class LayerStore {
 
   // Drops one reference to `name`; the last one removes the layer (and its
   // init layer). FailedPrecondition ("cannot remove ...: it has N children")
-  // if other layers are built on it.
-  absl::Status Remove(const std::string& name);
+  // if other layers are built on it; FailedPrecondition with errno EBUSY
+  // ("... is mounted ...") while the layer is mounted (driver Get count > 0,
+  // in any process) unless `options.force`.
+  absl::Status Remove(const std::string& name, const RemoveOptions& options = {});
 
   // Mounts the full view of `name` (driver Get) and returns the directory;
   // Unmount drops that reference (driver Put).
