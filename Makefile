@@ -68,7 +68,8 @@ TEST_LDLIBS := $(call pkglibs,gmock gtest_main gtest)
 #   LIBRARIES           short names (dm, thinpool, graph): lib<name>.{a,so}
 #   <name>_SRCS         the library's .cc files; <name>_VERSION its soname version
 #   TOOLS               tool names; <tool>_SRCS its sources; linked to all libs
-#                       and <tool>_LDLIBS (its own extra libraries)
+#                       and <tool>_LDLIBS (its own extra libraries); a test
+#                       binary's own: `$(BUILD)/tests/T/N_test: TEST_LDLIBS += ...`
 #   FUZZ_BINS, BENCH_BINS, EXTRA_TEST_BINS  extra binaries for fuzz/bench/check
 # Fragments are found at */module.mk and */*/module.mk.
 #   HEADERS_<name>      public headers to install (dir prefix stripped)
@@ -131,7 +132,7 @@ $(1)_TEST_BINS := $$(patsubst tests/$(1)/%.cc,$(BUILD)/tests/$(1)/%,$$($(1)_TEST
 $(BUILD)/tests/$(1)/%_test: $(BUILD)/obj/tests/$(1)/%_test.o $(TEST_SUPPORT_OBJS) $(STATIC_LIBS)
 	@mkdir -p $$(@D)
 	$$(call say,LD,$$@)
-	$(Q)$(CXX) $(LDFLAGS) -o $$@ $$< $(TEST_SUPPORT_OBJS) $(STATIC_LIBS) $(TEST_LDLIBS) $(LDLIBS)
+	$(Q)$(CXX) $(LDFLAGS) -o $$@ $$< $(TEST_SUPPORT_OBJS) $(STATIC_LIBS) $$(TEST_LDLIBS) $(LDLIBS)
 endef
 TEST_SUPPORT_SRCS := $(sort $(wildcard tests/support/*.cc))
 TEST_SUPPORT_OBJS := $(call objs,$(TEST_SUPPORT_SRCS))

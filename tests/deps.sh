@@ -15,6 +15,8 @@ PACKAGES=(
   golang-github-containerd-containerd-dev
   # containerd's snapshotter suite (Go, built offline) and the end-to-end tests
   golang-go containerd runc skopeo umoci
+  # dmthin-docker-plugin: HTTP on a unix socket; its tests run a real dockerd
+  libcpp-httplib-dev docker.io
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
   tar gzip zstd xz-utils fio debootstrap

@@ -130,4 +130,9 @@ std::string RepoRoot() {
   return std::filesystem::current_path().string();
 }
 
+std::string BuiltTool(const std::string& name) {
+  std::filesystem::path tier = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  return (tier.parent_path().parent_path() / "bin" / name).string();
+}
+
 }  // namespace testsupport

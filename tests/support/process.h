@@ -33,6 +33,10 @@ std::string UniqueName(const std::string& prefix);
 // Repository root (the directory holding Makefile), from the binary's path.
 std::string RepoRoot();
 
+// A tool of this build: <build>/bin/NAME, found from the test binary's own
+// path (<build>/tests/<tier>/NAME_test).
+std::string BuiltTool(const std::string& name);
+
 }  // namespace testsupport
 
 #endif  // DMTHIN_TESTS_SUPPORT_PROCESS_H_
