@@ -1,4 +1,5 @@
-# libFuzzer targets for libdm's decoders and parsers (clang only).
+# libFuzzer targets for libdm's decoders and parsers and dmthin-docker-plugin's
+# request decoding (clang only).
 #   make fuzz [FUZZ_SECONDS=N]   builds them and runs each for N seconds.
 # The library sources they need are rebuilt here with the fuzzer and
 # sanitizer instrumentation, into $(BUILD)/fuzz/obj.
@@ -7,8 +8,10 @@ FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
               -fno-omit-frame-pointer -g -O1
 FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.cc,%,$(sort $(wildcard tests/fuzz/*_fuzz.cc)))
 FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/%_fuzz,$(FUZZ_TARGETS))
-# Pure code only: no ioctl, no udev.
-FUZZ_LIB_SRCS := libdm/wire.cc libdm/types.cc libdm/table.cc libdm/thin.cc base/status.cc
+# Pure code only: no ioctl, no udev, no sockets (dmthin-docker-plugin's JSON
+# codec is pure too).
+FUZZ_LIB_SRCS := libdm/wire.cc libdm/types.cc libdm/table.cc libdm/thin.cc base/status.cc \
+                 tools/docker-plugin/codec.cc
 FUZZ_LIB_OBJS := $(patsubst %.cc,$(BUILD)/fuzz/obj/%.o,$(FUZZ_LIB_SRCS))
 
 $(BUILD)/fuzz/obj/%.o: %.cc
