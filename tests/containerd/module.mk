@@ -24,3 +24,4 @@ $(GO_SUITE): tests/containerd/snapshotter_suite_test.go $(BUILD)/go/key-$(GO_SUI
 	  GOPATH=$(abspath $(BUILD)/go):/usr/share/gocode $(GO) test -c -o $(abspath $@) .
 
 $(BUILD)/tests/host/snapshotter_test: | $(BUILD)/bin/dmthin-snapshotter $(GO_SUITE)
+$(BUILD)/tests/host/snapshotter_containerd_test: | $(BUILD)/bin/dmthin-snapshotter

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -174,7 +175,23 @@ void WriteFileOrDie(const std::string& path, const std::string& data) {
 }
 
 namespace {
-void Walk(const std::string& dir, const std::string& rel, std::vector<std::string>& out) {
+std::string Xattrs(const std::string& path) {
+  std::vector<char> names(65536);
+  ssize_t n = ::llistxattr(path.c_str(), names.data(), names.size());
+  if (n <= 0) return "";
+  std::vector<std::string> attrs;
+  for (const char* p = names.data(); p < names.data() + n; p += std::strlen(p) + 1) {
+    std::vector<char> value(65536);
+    ssize_t v = ::lgetxattr(path.c_str(), p, value.data(), value.size());
+    attrs.push_back(std::string(p) + "=" + (v >= 0 ? std::string(value.data(), static_cast<size_t>(v)) : "?"));
+  }
+  std::sort(attrs.begin(), attrs.end());
+  std::string out;
+  for (const std::string& a : attrs) out += " xattr " + a;
+  return out;
+}
+
+void Walk(const std::string& dir, const std::string& rel, std::vector<std::string>& out, bool links_and_xattrs) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return;
   std::vector<std::string> names;
@@ -200,8 +217,12 @@ void Walk(const std::string& dir, const std::string& rel, std::vector<std::strin
       ssize_t n2 = ::readlink(p.c_str(), buf, sizeof buf);
       if (n2 > 0) line += " -> " + std::string(buf, static_cast<size_t>(n2));
     }
+    if (links_and_xattrs) {
+      if (!S_ISDIR(st.st_mode)) line += " nlink " + std::to_string(st.st_nlink);
+      line += Xattrs(p);
+    }
     out.push_back(line);
-    if (S_ISDIR(st.st_mode)) Walk(p, r, out);
+    if (S_ISDIR(st.st_mode)) Walk(p, r, out, links_and_xattrs);
   }
 }
 }  // namespace
@@ -218,9 +239,9 @@ std::string FirstDifference(const std::string& a, const std::string& b) {
   }
 }
 
-std::string TreeFingerprint(const std::string& dir) {
+std::string TreeFingerprint(const std::string& dir, bool links_and_xattrs) {
   std::vector<std::string> lines;
-  Walk(dir, "", lines);
+  Walk(dir, "", lines, links_and_xattrs);
   std::string out;
   for (const std::string& l : lines) out += l + "\n";
   return out;

@@ -61,7 +61,9 @@ void WriteFileOrDie(const std::string& path, const std::string& data);
 // prove a directory was not touched. Walks the tree with its own readdir and
 // lstat, not graph's ListDirBeneath or the drivers' listings: an oracle built
 // from the code under test would share its bugs and could not fail on them.
-std::string TreeFingerprint(const std::string& dir);
+// With `links_and_xattrs`, each non-directory's link count and every
+// entry's extended attributes (name=value, sorted) are part of it too.
+std::string TreeFingerprint(const std::string& dir, bool links_and_xattrs = false);
 // "" when equal, else the first differing line of two fingerprints.
 std::string FirstDifference(const std::string& a, const std::string& b);
 
