@@ -131,8 +131,12 @@ std::string RepoRoot() {
 }
 
 std::string BuiltTool(const std::string& name) {
-  std::filesystem::path tier = std::filesystem::read_symlink("/proc/self/exe").parent_path();
-  return (tier.parent_path().parent_path() / "bin" / name).string();
+  // <build>/tests/<tier>/X_test or <build>/bench/X_bench.
+  std::filesystem::path dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  for (int up = 0; up < 3 && !dir.empty(); ++up, dir = dir.parent_path()) {
+    if (std::filesystem::exists(dir / "bin" / name)) return (dir / "bin" / name).string();
+  }
+  return name;
 }
 
 }  // namespace testsupport

@@ -33,8 +33,9 @@ std::string UniqueName(const std::string& prefix);
 // Repository root (the directory holding Makefile), from the binary's path.
 std::string RepoRoot();
 
-// A tool of this build: <build>/bin/NAME, found from the test binary's own
-// path (<build>/tests/<tier>/NAME_test).
+// A tool of this build: <build>/bin/NAME, found from the running binary's
+// own path (<build>/tests/<tier>/X_test, <build>/bench/X_bench); NAME alone
+// (looked up in PATH) if there is none.
 std::string BuiltTool(const std::string& name);
 
 }  // namespace testsupport
