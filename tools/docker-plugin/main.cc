@@ -7,7 +7,6 @@
 //
 // Runs in the foreground; SIGTERM or SIGINT stops accepting connections and
 // exits once the requests in flight are answered.
-#include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -22,7 +21,6 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "graph/driver.h"
@@ -44,13 +42,6 @@ struct Flags {
   bool verbose = false;
 };
 
-absl::StatusOr<gid_t> GroupId(const std::string& group) {
-  if (struct group* g = ::getgrnam(group.c_str())) return g->gr_gid;
-  uint32_t gid;
-  if (absl::SimpleAtoi(group, &gid)) return static_cast<gid_t>(gid);
-  return absl::NotFoundError(absl::StrCat("no group ", group));
-}
-
 // The driver to open: --driver, else the one whose directory a previous run
 // left under the root (so a restart keeps its layers), else auto-selection.
 std::string ChooseDriver(const Flags& flags) {
@@ -68,11 +59,6 @@ absl::Status Run(const Flags& flags) {
     return cli::UsageError(absl::StrCat("--root must be an absolute path, got '", flags.root, "'"));
   }
   ASSIGN_OR_RETURN(auto options, cli::ParseStorageOptions(flags.storage_opts));
-  std::optional<gid_t> group;
-  if (!flags.group.empty()) {
-    ASSIGN_OR_RETURN(gid_t gid, GroupId(flags.group));
-    group = gid;
-  }
   if (::mkdir(flags.root.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::ErrnoError(errno, absl::StrCat("creating ", flags.root));
   }
@@ -92,7 +78,7 @@ absl::Status Run(const Flags& flags) {
   GraphDriverRole graphdriver(std::move(*driver), options);
   graphdriver.Register(router);
 
-  ASSIGN_OR_RETURN(std::unique_ptr<UnixServer> server, UnixServer::Listen(flags.socket, group));
+  ASSIGN_OR_RETURN(std::unique_ptr<UnixServer> server, UnixServer::Listen(flags.socket, flags.group));
   router.Install(server->http());
   bool verbose = flags.verbose;
   server->http().set_logger([verbose](const httplib::Request& req, const httplib::Response& res) {

@@ -5,7 +5,7 @@ TOOLS += dmthin-docker-plugin
 dmthin-docker-plugin_SRCS := tools/docker-plugin/main.cc tools/docker-plugin/unix_server.cc \
   tools/docker-plugin/router.cc tools/docker-plugin/codec.cc \
   tools/docker-plugin/pipe_stream.cc tools/docker-plugin/graphdriver_role.cc tools/common/cli.cc \
-  tools/common/storage_opts.cc
+  tools/common/storage_opts.cc tools/common/unix_socket.cc
 dmthin-docker-plugin_LDLIBS := $(call pkglibs,cpp-httplib)
 
 # Its host tests run the binary (and speak HTTP with cpp-httplib's client).

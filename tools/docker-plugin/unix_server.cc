@@ -2,16 +2,14 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
-#include "base/unique_fd.h"
+#include "tools/common/unix_socket.h"
 
 namespace dockerplugin {
 namespace {
@@ -26,48 +24,15 @@ absl::Status MakeParents(const std::string& path) {
   return absl::OkStatus();
 }
 
-// True if a server accepts connections on the unix socket `path`.
-bool Answers(const std::string& path) {
-  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-}
-
-// Makes `path` free for a new socket: a stale socket is removed.
-absl::Status ClearStale(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return base::ErrnoError(errno, absl::StrCat("looking at ", path));
-  }
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a socket"));
-  }
-  if (Answers(path)) {
-    return absl::AlreadyExistsError(absl::StrCat("another server listens on ", path));
-  }
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return base::ErrnoError(errno, absl::StrCat("removing stale socket ", path));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UnixServer>> UnixServer::Listen(const std::string& path,
-                                                               std::optional<gid_t> group) {
+                                                               const std::string& group) {
   if (path.empty() || path[0] != '/') {
     return absl::InvalidArgumentError(absl::StrCat("socket path must be absolute, got '", path, "'"));
   }
-  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path ", path, " is longer than ",
-                                                   sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
-  }
   RETURN_IF_ERROR(MakeParents(path));
-  RETURN_IF_ERROR(ClearStale(path));
+  RETURN_IF_ERROR(cli::ClaimSocketPath(path));
 
   std::unique_ptr<UnixServer> server(new UnixServer());
   server->path_ = path;
@@ -85,12 +50,7 @@ absl::StatusOr<std::unique_ptr<UnixServer>> UnixServer::Listen(const std::string
   if (::stat(path.c_str(), &st) != 0) return base::ErrnoError(errno, absl::StrCat("looking at ", path));
   server->dev_ = st.st_dev;
   server->ino_ = st.st_ino;
-  if (group.has_value()) {
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) {
-      return base::ErrnoError(errno, absl::StrCat("giving ", path, " to group ", *group));
-    }
-    if (::chmod(path.c_str(), 0660) != 0) return base::ErrnoError(errno, absl::StrCat("chmod 0660 ", path));
-  }
+  RETURN_IF_ERROR(cli::RestrictSocket(path, group));
   return server;
 }
 

@@ -4,7 +4,8 @@
 // The socket is bound under umask 0177, so it is 0600 from its first moment;
 // with a group it is then chowned and made 0660. A stale socket left by a
 // crashed server is replaced; a path where another server answers, or that
-// is not a socket, is refused. The socket is removed when the server goes.
+// is not a socket, is refused (tools/common/unix_socket.h, shared with
+// dmthin-snapshotter). The socket is removed when the server goes.
 //
 // Stop() (from any thread, e.g. on SIGTERM) stops accepting; Serve() returns
 // once every request already received has been answered.
@@ -14,7 +15,6 @@
 #include <sys/types.h>
 
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -25,9 +25,10 @@ namespace dockerplugin {
 
 class UnixServer {
  public:
-  // Binds `path` (parent directories made 0755 if missing).
+  // Binds `path` (parent directories made 0755 if missing); `group` "" =
+  // root only.
   static absl::StatusOr<std::unique_ptr<UnixServer>> Listen(const std::string& path,
-                                                            std::optional<gid_t> group);
+                                                            const std::string& group);
   ~UnixServer();
 
   httplib::Server& http() { return http_; }

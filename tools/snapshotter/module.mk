@@ -17,7 +17,7 @@ SNAPSHOTTER_GEN_SRCS := $(patsubst %,$(BUILD)/gen/%.pb.cc,$(SNAPSHOTTER_PROTO_NA
 SNAPSHOTTER_GEN_HDRS := $(SNAPSHOTTER_GEN_SRCS:.cc=.h)
 SNAPSHOTTER_PKGS := grpc++ protobuf
 
-dmthin-snapshotter_SRCS := $(sort $(wildcard tools/snapshotter/*.cc)) tools/common/storage_opts.cc tools/common/cli.cc \
+dmthin-snapshotter_SRCS := $(sort $(wildcard tools/snapshotter/*.cc)) tools/common/storage_opts.cc tools/common/unix_socket.cc tools/common/cli.cc \
                            $(SNAPSHOTTER_GEN_SRCS)
 
 $(BUILD)/proto/%.proto: $(CONTAINERD_API_SRC)/%.proto
