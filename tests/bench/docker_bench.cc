@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "tests/support/daemon.h"
+#include "tests/support/dockerd.h"
 #include "tests/support/process.h"
 #include "tests/support/scratch_dir.h"
 
@@ -49,24 +50,6 @@ void Must(const absl::Status& s, const std::string& log = "") {
   }
 }
 
-// The image: layer 1 busybox-static, layer 2 zoneinfo (umoci + skopeo).
-std::string BuildImage(const testsupport::ScratchDir& dir) {
-  std::string oci = dir.Sub("oci"), bundle = dir.Sub("bundle"), rootfs = bundle + "/rootfs";
-  Must(testsupport::Run({"umoci", "init", "--layout", oci}));
-  Must(testsupport::Run({"umoci", "new", "--image", oci + ":t"}));
-  Must(testsupport::Run({"umoci", "unpack", "--image", oci + ":t", bundle}));
-  ::mkdir((rootfs + "/bin").c_str(), 0755);
-  Must(testsupport::Run({"cp", "--", "/bin/busybox", rootfs + "/bin/busybox"}));
-  for (const char* applet : {"sh", "true"}) ::symlink("busybox", (rootfs + "/bin/" + applet).c_str());
-  Must(testsupport::Run({"umoci", "repack", "--image", oci + ":t", bundle}));
-  Must(testsupport::Run({"mkdir", "-p", rootfs + "/usr/share"}));
-  Must(testsupport::Run({"cp", "-a", "/usr/share/zoneinfo", rootfs + "/usr/share/zoneinfo"}));
-  Must(testsupport::Run({"umoci", "repack", "--image", oci + ":t", bundle}));
-  std::string tar = dir.Sub("image.tar");
-  Must(testsupport::Run({"skopeo", "copy", "oci:" + oci + ":t", "docker-archive:" + tar + ":dmthin-bench:1"}));
-  return tar;
-}
-
 struct Row {
   std::string name;
   double load = 0, run_median = 0, run_total = 0, rmi = 0;
@@ -87,19 +70,9 @@ Row Measure(const std::string& name, const std::string& dir, bool plugin, const 
     plugind = std::move(*d);
     Must(plugind->WaitForListening(plugin_socket), plugind->Log());
   }
-  std::string sock = dir + "/docker.sock";
-  auto d = Daemon::Start({"dockerd", "--experimental", "--iptables=false", "--ip-masq=false", "--bridge=none",
-                          "--storage-driver=" + driver, "-H", "unix://" + sock, "--data-root", dir + "/data",
-                          "--exec-root", dir + "/exec", "--pidfile", dir + "/docker.pid"},
-                         dir + "/dockerd.log");
-  Must(d.status());
-  std::unique_ptr<Daemon> dockerd = std::move(*d);
-  Must(dockerd->WaitForListening(sock, absl::Seconds(60)), dockerd->Log());
-  auto docker = [&](std::vector<std::string> args) {
-    std::vector<std::string> argv = {"docker", "--config", dir + "/cli", "-H", "unix://" + sock};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return testsupport::Run(argv);
-  };
+  testsupport::Dockerd dockerd(dir + "/docker", driver);
+  Must(dockerd.Start());
+  auto docker = [&](std::vector<std::string> args) { return dockerd.Docker(args); };
   Row row{name};
   double t0 = Now();
   Must(docker({"load", "-i", image}));
@@ -116,7 +89,7 @@ Row Measure(const std::string& name, const std::string& dir, bool plugin, const 
   t0 = Now();
   Must(docker({"rmi", "dmthin-bench:1"}));
   row.rmi = Now() - t0;
-  dockerd->Stop(SIGTERM, absl::Seconds(60)).IgnoreError();
+  dockerd.Stop();
   if (plugind) plugind->Stop(SIGTERM).IgnoreError();
   ::unlink(plugin_socket.c_str());
   return row;
@@ -139,15 +112,17 @@ int main(int argc, char** argv) {
     std::printf("docker_bench: skipped (needs root: dockerd)\n");
     return 0;
   }
-  for (const char* tool : {"dockerd", "docker", "skopeo", "umoci", "busybox"}) {
-    if (!testsupport::HaveProgram(tool)) {
-      std::printf("docker_bench: skipped (no %s)\n", tool);
-      return 0;
-    }
+  if (std::string missing = testsupport::MissingDockerTools(); !missing.empty()) {
+    std::printf("docker_bench: skipped (%s)\n", missing.c_str());
+    return 0;
   }
   testsupport::ScratchDir dir("docker-bench");
-  std::string image = BuildImage(dir);
-  // Alternate the order in which they run? One each, overlay2 first.
+  // Layer 1 busybox-static, layer 2 a copy of /usr/share/zoneinfo.
+  auto built = testsupport::BuildBusyboxImage(dir.Sub("image"), "dmthin-bench:1", {"sh", "true"}, {},
+                                              {{"/usr/share/zoneinfo", "/usr/share/zoneinfo"}});
+  Must(built.status());
+  std::string image = *built;
+  // One each, overlay2 first.
   Row builtin = Measure("dockerd overlay2 (built in)", dir.Sub("overlay2"), false, image, runs);
   Row plugin = Measure("dmthin-docker-plugin, overlay", dir.Sub("plugin"), true, image, runs);
   std::printf("| storage | docker load (s) | docker run --rm true, median (s) | %d runs total (s) | docker rmi (s) |\n",

@@ -22,6 +22,7 @@
 #include "graph/driver.h"
 #include "gtest/gtest.h"
 #include "tests/support/daemon.h"
+#include "tests/support/dockerd.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
@@ -30,53 +31,13 @@
 namespace {
 
 using testsupport::Daemon;
+using testsupport::Dockerd;
 using testsupport::RunResult;
 using testsupport::ScratchDir;
 
 constexpr char kImage[] = "dmthin-test:1";
 // Writes a file, deletes one from the image, changes one.
 constexpr char kScript[] = "echo new > /etc/added && rm /etc/doomed && echo more >> /etc/kept";
-
-// One dockerd with its own everything under `dir`.
-class Dockerd {
- public:
-  Dockerd(std::string dir, std::string storage_driver)
-      : dir_(std::move(dir)), driver_(std::move(storage_driver)) {}
-  ~Dockerd() { Stop(); }
-
-  std::string Start() {
-    ::mkdir(dir_.c_str(), 0700);
-    auto d = Daemon::Start({"dockerd", "--experimental", "--iptables=false", "--ip-masq=false",
-                            "--bridge=none", "--storage-driver=" + driver_, "-H", "unix://" + Sock(),
-                            "--data-root", dir_ + "/data", "--exec-root", dir_ + "/exec", "--pidfile",
-                            dir_ + "/docker.pid"},
-                           dir_ + "/dockerd.log");
-    if (!d.ok()) return d.status().ToString();
-    daemon_ = std::move(*d);
-    absl::Status up = daemon_->WaitForListening(Sock(), absl::Seconds(60));
-    if (!up.ok()) return absl::StrCat(up.ToString(), "\n", daemon_->Log());
-    return "";
-  }
-  // Graceful: dockerd stops its containerd and calls GraphDriver.Cleanup.
-  void Stop() {
-    if (daemon_) {
-      daemon_->Stop(SIGTERM, absl::Seconds(60)).IgnoreError();
-      daemon_.reset();
-    }
-  }
-
-  RunResult Docker(std::vector<std::string> args) {
-    std::vector<std::string> argv = {"docker", "--config", dir_ + "/cli", "-H", "unix://" + Sock()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return testsupport::Run(argv);
-  }
-  std::string Log() const { return daemon_ ? daemon_->Log() : ""; }
-
- private:
-  std::string Sock() const { return dir_ + "/docker.sock"; }
-  std::string dir_, driver_;
-  std::unique_ptr<Daemon> daemon_;
-};
 
 #define ASSERT_RUN(result)                                \
   do {                                                     \
@@ -91,12 +52,8 @@ class DockerdTest : public ::testing::TestWithParam<std::string> {
       skip_ = "needs root (dockerd)";
       return;
     }
-    for (const char* tool : {"dockerd", "docker", "skopeo", "umoci", "busybox"}) {
-      if (!testsupport::HaveProgram(tool)) {
-        skip_ = absl::StrCat("no ", tool);
-        return;
-      }
-    }
+    skip_ = testsupport::MissingDockerTools();
+    if (!skip_.empty()) return;
     suite_dir_ = new ScratchDir("dockerd");
     std::string error = BuildImage();
     if (error.empty()) error = Reference();
@@ -107,37 +64,13 @@ class DockerdTest : public ::testing::TestWithParam<std::string> {
     suite_dir_ = nullptr;
   }
 
-  // A docker-archive of kImage: busybox-static, /etc/doomed, /etc/kept,
-  // made with umoci (OCI layout) and skopeo.
+  // A docker-archive of kImage: busybox-static, /etc/doomed, /etc/kept.
   static std::string BuildImage() {
-    std::string oci = suite_dir_->Sub("oci");
-    std::string bundle = suite_dir_->Sub("bundle");
-    for (const auto& argv : std::vector<std::vector<std::string>>{
-             {"umoci", "init", "--layout", oci},
-             {"umoci", "new", "--image", oci + ":t"},
-             {"umoci", "unpack", "--image", oci + ":t", bundle}}) {
-      RunResult r = testsupport::Run(argv);
-      if (!r.ok()) return r.Describe();
-    }
-    std::string rootfs = bundle + "/rootfs";
-    ::mkdir((rootfs + "/bin").c_str(), 0755);
-    ::mkdir((rootfs + "/etc").c_str(), 0755);
-    RunResult cp = testsupport::Run({"cp", "--", "/bin/busybox", rootfs + "/bin/busybox"});
-    if (!cp.ok()) return cp.Describe();
-    for (const char* applet : {"sh", "cat", "echo", "rm", "test", "true", "ls"}) {
-      if (::symlink("busybox", (rootfs + "/bin/" + applet).c_str()) != 0) return "symlink";
-    }
-    testsupport::WriteFileOrDie(rootfs + "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
-    testsupport::WriteFileOrDie(rootfs + "/etc/doomed", "bye\n");
-    testsupport::WriteFileOrDie(rootfs + "/etc/kept", "keep\n");
-    image_tar_ = suite_dir_->Sub("image.tar");
-    for (const auto& argv : std::vector<std::vector<std::string>>{
-             {"umoci", "repack", "--image", oci + ":t", bundle},
-             {"umoci", "config", "--image", oci + ":t", "--config.cmd", "/bin/sh"},
-             {"skopeo", "copy", "oci:" + oci + ":t", "docker-archive:" + image_tar_ + ":" + kImage}}) {
-      RunResult r = testsupport::Run(argv);
-      if (!r.ok()) return r.Describe();
-    }
+    auto tar = testsupport::BuildBusyboxImage(
+        suite_dir_->path(), kImage, {"sh", "cat", "echo", "rm", "test", "true", "ls"},
+        {{"/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"}, {"/etc/doomed", "bye\n"}, {"/etc/kept", "keep\n"}});
+    if (!tar.ok()) return tar.status().ToString();
+    image_tar_ = *tar;
     return "";
   }
 
@@ -145,8 +78,8 @@ class DockerdTest : public ::testing::TestWithParam<std::string> {
   // unpacked and fingerprinted.
   static std::string Reference() {
     Dockerd dockerd(suite_dir_->Sub("ref"), "vfs");
-    std::string error = dockerd.Start();
-    if (!error.empty()) return "reference dockerd: " + error;
+    absl::Status started = dockerd.Start();
+    if (!started.ok()) return "reference dockerd: " + started.ToString();
     std::string exported = suite_dir_->Sub("ref.tar");
     for (const auto& args : std::vector<std::vector<std::string>>{
              {"load", "-i", image_tar_},
@@ -186,8 +119,8 @@ class DockerdTest : public ::testing::TestWithParam<std::string> {
     socket_ = "/run/docker/plugins/" + name_ + ".sock";
     StartPlugin();
     dockerd_ = std::make_unique<Dockerd>(dir_->Sub("docker"), name_);
-    std::string error = dockerd_->Start();
-    ASSERT_EQ(error, "") << plugin_->Log();
+    absl::Status started = dockerd_->Start();
+    ASSERT_TRUE(started.ok()) << started << "\n" << plugin_->Log();
   }
 
   void TearDown() override {
@@ -259,7 +192,8 @@ TEST_P(DockerdTest, LoadRunDiffCommitExportRestartRemove) {
   dockerd_->Stop();
   ASSERT_EQ(plugin_->Stop(SIGTERM).value_or(-1), 0) << plugin_->Log();
   StartPlugin();
-  ASSERT_EQ(dockerd_->Start(), "") << plugin_->Log();
+  absl::Status restarted = dockerd_->Start();
+  ASSERT_TRUE(restarted.ok()) << restarted << "\n" << plugin_->Log();
   RunResult images = Docker({"images", "--format", "{{.Repository}}:{{.Tag}}"});
   ASSERT_RUN(images);
   EXPECT_NE(images.out.find(kImage), std::string::npos) << images.out;

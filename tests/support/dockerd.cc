@@ -1,0 +1,99 @@
+#include "tests/support/dockerd.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace testsupport {
+namespace {
+
+absl::Status RunOk(const std::vector<std::string>& argv) {
+  RunResult r = Run(argv);
+  if (!r.ok()) return absl::InternalError(r.Describe());
+  return absl::OkStatus();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("writing ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Dockerd::Start() {
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+    return base::ErrnoError(errno, absl::StrCat("creating ", dir_));
+  }
+  auto d = Daemon::Start({"dockerd", "--experimental", "--iptables=false", "--ip-masq=false", "--bridge=none",
+                          "--storage-driver=" + driver_, "-H", "unix://" + Sock(), "--data-root", dir_ + "/data",
+                          "--exec-root", dir_ + "/exec", "--pidfile", dir_ + "/docker.pid"},
+                         dir_ + "/dockerd.log");
+  if (!d.ok()) return d.status();
+  daemon_ = std::move(*d);
+  absl::Status up = daemon_->WaitForListening(Sock(), absl::Seconds(60));
+  if (!up.ok()) return base::Annotate(up, absl::StrCat("dockerd did not come up:\n", daemon_->Log()));
+  return absl::OkStatus();
+}
+
+void Dockerd::Stop() {
+  if (daemon_) {
+    daemon_->Stop(SIGTERM, absl::Seconds(60)).IgnoreError();
+    daemon_.reset();
+  }
+}
+
+RunResult Dockerd::Docker(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {"docker", "--config", dir_ + "/cli", "-H", "unix://" + Sock()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Run(argv);
+}
+
+absl::StatusOr<std::string> BuildBusyboxImage(const std::string& dir, const std::string& ref,
+                                              const std::vector<std::string>& applets,
+                                              const std::map<std::string, std::string>& files,
+                                              const std::vector<std::pair<std::string, std::string>>& extra_layers) {
+  std::string oci = dir + "/oci", image = oci + ":t", bundle = dir + "/bundle", rootfs = bundle + "/rootfs";
+  RETURN_IF_ERROR(RunOk({"mkdir", "-p", dir}));
+  RETURN_IF_ERROR(RunOk({"umoci", "init", "--layout", oci}));
+  RETURN_IF_ERROR(RunOk({"umoci", "new", "--image", image}));
+  RETURN_IF_ERROR(RunOk({"umoci", "unpack", "--image", image, bundle}));
+  RETURN_IF_ERROR(RunOk({"mkdir", "-p", rootfs + "/bin"}));
+  RETURN_IF_ERROR(RunOk({"cp", "--", "/bin/busybox", rootfs + "/bin/busybox"}));
+  for (const std::string& applet : applets) {
+    if (::symlink("busybox", (rootfs + "/bin/" + applet).c_str()) != 0) {
+      return base::ErrnoError(errno, absl::StrCat("symlink /bin/", applet));
+    }
+  }
+  for (const auto& [path, content] : files) {
+    RETURN_IF_ERROR(RunOk({"mkdir", "-p", (rootfs + path).substr(0, (rootfs + path).rfind('/'))}));
+    RETURN_IF_ERROR(WriteFile(rootfs + path, content));
+  }
+  RETURN_IF_ERROR(RunOk({"umoci", "repack", "--image", image, bundle}));
+  for (const auto& [host_dir, path] : extra_layers) {
+    RETURN_IF_ERROR(RunOk({"mkdir", "-p", (rootfs + path).substr(0, (rootfs + path).rfind('/'))}));
+    RETURN_IF_ERROR(RunOk({"cp", "-a", "--", host_dir, rootfs + path}));
+    RETURN_IF_ERROR(RunOk({"umoci", "repack", "--image", image, bundle}));
+  }
+  RETURN_IF_ERROR(RunOk({"umoci", "config", "--image", image, "--config.cmd", "/bin/sh"}));
+  std::string tar = dir + "/image.tar";
+  RETURN_IF_ERROR(RunOk({"skopeo", "copy", "oci:" + image, "docker-archive:" + tar + ":" + ref}));
+  return tar;
+}
+
+std::string MissingDockerTools() {
+  for (const char* tool : {"dockerd", "docker", "skopeo", "umoci", "busybox"}) {
+    if (!HaveProgram(tool)) return absl::StrCat("no ", tool);
+  }
+  return "";
+}
+
+}  // namespace testsupport

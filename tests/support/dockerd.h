@@ -1,0 +1,61 @@
+// Test support for Docker: a dockerd started by the test with its own data
+// root, exec root, pid file, API socket and CLI config under one directory
+// (so runs never share state), and small images built with umoci + skopeo.
+// Used by tests/host/docker_dockerd_test and tests/bench/docker_bench.
+#ifndef DMTHIN_TESTS_SUPPORT_DOCKERD_H_
+#define DMTHIN_TESTS_SUPPORT_DOCKERD_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tests/support/daemon.h"
+#include "tests/support/process.h"
+
+namespace testsupport {
+
+class Dockerd {
+ public:
+  // `storage_driver`: a built-in one ("vfs", "overlay2") or a plugin's name.
+  Dockerd(std::string dir, std::string storage_driver)
+      : dir_(std::move(dir)), driver_(std::move(storage_driver)) {}
+  ~Dockerd() { Stop(); }
+
+  // `dockerd --experimental --iptables=false --ip-masq=false --bridge=none`;
+  // returns when its API socket answers.
+  absl::Status Start();
+  // Graceful (SIGTERM): dockerd stops its containerd and calls the graph
+  // driver's Cleanup.
+  void Stop();
+
+  // `docker --config DIR/cli -H unix://DIR/docker.sock ARGS...`.
+  RunResult Docker(const std::vector<std::string>& args) const;
+  std::string Log() const { return daemon_ ? daemon_->Log() : ""; }
+
+ private:
+  std::string Sock() const { return dir_ + "/docker.sock"; }
+  std::string dir_, driver_;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+// A docker-archive at DIR/image.tar holding image `ref`: a first layer with
+// busybox-static (/bin/busybox and the `applets` as symlinks to it) and
+// `files` (path in the image → content), then one layer per
+// `extra_layers` entry (a host directory copied to a path in the image).
+// Made with umoci (OCI layout in DIR/oci) and skopeo.
+absl::StatusOr<std::string> BuildBusyboxImage(
+    const std::string& dir, const std::string& ref, const std::vector<std::string>& applets,
+    const std::map<std::string, std::string>& files,
+    const std::vector<std::pair<std::string, std::string>>& extra_layers = {});
+
+// "" if dockerd, docker, skopeo, umoci and busybox are all here, else what
+// is missing.
+std::string MissingDockerTools();
+
+}  // namespace testsupport
+
+#endif  // DMTHIN_TESTS_SUPPORT_DOCKERD_H_
