@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/failpoint.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "thinpool/exec.h"
@@ -32,15 +33,8 @@ constexpr uint64_t kSector = 512;
 constexpr uint64_t kMinBlockBytes = 64 * 1024;
 constexpr uint64_t kMaxBlockBytes = 1ull << 30;
 
-// DMTHIN_FAILPOINT=<name>: die here, as a crash would, for the crash tests.
-bool FailpointIs(absl::string_view name) {
-  const char* want = std::getenv("DMTHIN_FAILPOINT");
-  return want != nullptr && name == want;
-}
-
-void Failpoint(absl::string_view name) {
-  if (FailpointIs(name)) ::_exit(77);
-}
+using base::Failpoint;
+using base::FailpointIs;
 
 std::string DataFile(const StateDir& state, absl::string_view pool) {
   return state.PoolDir(pool) + "/data";

@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "graph/driver.h"
-#include "graph/drivers/btrfs_subvol.h"
+#include "base/btrfs.h"
 #include "graph/drivers/make_dirs.h"
 #include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
@@ -48,7 +48,7 @@ absl::Status ProbeBtrfs(const DriverOptions& options) {
                             "btrfs: deleting subvolumes needs root");
   }
   std::string where = ExistingAncestor(options.root.empty() ? "." : options.root);
-  absl::Status on = btrfs::CheckOnBtrfs(where);
+  absl::Status on = base::btrfs::CheckOnBtrfs(where);
   if (!on.ok()) {
     if (absl::IsFailedPrecondition(on)) {
       return UnsupportedError(Unsupported::kBackingFilesystem,
@@ -66,7 +66,7 @@ class BtrfsDriver : public Driver {
 
   absl::Status Init() {
     RETURN_IF_ERROR(MakeDirs(subvols_, "btrfs"));
-    return btrfs::CheckOnBtrfs(subvols_);
+    return base::btrfs::CheckOnBtrfs(subvols_);
   }
 
   std::string Name() const override { return "btrfs"; }
@@ -81,19 +81,19 @@ class BtrfsDriver : public Driver {
     if (Exists(id)) {
       return absl::AlreadyExistsError(absl::StrCat("btrfs: layer ", id, " already exists"));
     }
-    if (parent.empty()) return btrfs::CreateSubvolume(subvols_, id);
+    if (parent.empty()) return base::btrfs::CreateSubvolume(subvols_, id);
     RETURN_IF_ERROR(ValidateLayerId(parent));
     if (!Exists(parent)) {
       return absl::NotFoundError(absl::StrCat("btrfs: parent layer ", parent, " not found"));
     }
-    return btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false);
+    return base::btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false);
   }
 
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
     RETURN_IF_ERROR(refs_.Reset(id, [] { return absl::OkStatus(); }));
-    return btrfs::DeleteSubvolume(Dir(id));
+    return base::btrfs::DeleteSubvolume(Dir(id));
   }
 
   absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override {
@@ -122,7 +122,7 @@ class BtrfsDriver : public Driver {
 
   bool Exists(const std::string& id) const override {
     if (!ValidateLayerId(id).ok()) return false;
-    absl::StatusOr<bool> sub = btrfs::IsSubvolume(Dir(id));
+    absl::StatusOr<bool> sub = base::btrfs::IsSubvolume(Dir(id));
     return sub.ok() && *sub;
   }
 

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/size.h"
+#include "base/failpoint.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/archive.h"
@@ -58,12 +59,8 @@ constexpr double kDefaultMinFreePercent = 10.0;
 // 80 bytes: tag 8 + '-' + 64 + "+NNNNNN").
 constexpr size_t kMaxVerbatimId = 64;
 
-// DMTHIN_FAILPOINT=<name>: die here, as a crash would (crash tests). The
-// driver's own points are named devmapper_*; thinpool's share the variable.
-void Failpoint(absl::string_view name) {
-  const char* want = std::getenv("DMTHIN_FAILPOINT");
-  if (want != nullptr && name == want) ::_exit(77);
-}
+// Crash tests: the driver's own failpoints are named devmapper_*.
+using base::Failpoint;
 
 // ------------------------------------------------------------- options ---
 

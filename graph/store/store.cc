@@ -20,13 +20,13 @@
 #include "base/unique_fd.h"
 #include "graph/digest.h"
 #include "graph/store/init_layer.h"
-#include "graph/store/sqlite.h"
+#include "base/sqlite.h"
 
 namespace graph {
 
-using store::Db;
-using store::Stmt;
-using store::Transaction;
+using base::sqlite::Db;
+using base::sqlite::Stmt;
+using base::sqlite::Transaction;
 
 absl::StatusOr<std::string> ChainId(absl::string_view parent_chain_id,
                                     absl::string_view diff_id) {

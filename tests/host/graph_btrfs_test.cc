@@ -9,10 +9,10 @@
 
 #include "gtest/gtest.h"
 #include "base/status.h"
-#include "graph/drivers/btrfs_subvol.h"
+#include "base/btrfs.h"
 #include "tests/support/graph_conformance.h"
 
-namespace graph::btrfs {
+namespace base::btrfs {
 namespace {
 
 using graph::testing::ScratchBtrfs;
@@ -120,4 +120,4 @@ TEST_F(BtrfsSubvolTest, ErrorsAreTyped) {
 }
 
 }  // namespace
-}  // namespace graph::btrfs
+}  // namespace base::btrfs

@@ -1,6 +1,7 @@
-#include "graph/drivers/btrfs_subvol.h"
+#include "base/btrfs.h"
 
 #include <dirent.h>
+#include <endian.h>
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
@@ -19,7 +20,7 @@
 #include "base/status.h"
 #include "base/unique_fd.h"
 
-namespace graph::btrfs {
+namespace base::btrfs {
 namespace {
 
 const char* FsName(unsigned long magic) {
@@ -246,4 +247,92 @@ absl::Status SetReadOnly(const std::string& path, bool readonly) {
   return absl::OkStatus();
 }
 
-}  // namespace graph::btrfs
+}  // namespace base::btrfs
+
+namespace base::btrfs {
+
+absl::StatusOr<uint64_t> SubvolumeId(const std::string& path) {
+  ASSIGN_OR_RETURN(base::UniqueFd fd, OpenDir(path));
+  struct btrfs_ioctl_ino_lookup_args args;
+  std::memset(&args, 0, sizeof(args));
+  args.objectid = BTRFS_FIRST_FREE_OBJECTID;
+  if (::ioctl(fd.get(), BTRFS_IOC_INO_LOOKUP, &args) != 0) {
+    return base::ErrnoError(errno, absl::StrCat("BTRFS_IOC_INO_LOOKUP ", path));
+  }
+  return static_cast<uint64_t>(args.treeid);
+}
+
+absl::Status EnableQuota(const std::string& path) {
+  ASSIGN_OR_RETURN(base::UniqueFd fd, OpenDir(path));
+  struct btrfs_ioctl_quota_ctl_args args;
+  std::memset(&args, 0, sizeof(args));
+  args.cmd = BTRFS_QUOTA_CTL_ENABLE;
+  if (::ioctl(fd.get(), BTRFS_IOC_QUOTA_CTL, &args) != 0 && errno != EEXIST) {
+    return base::ErrnoError(errno, absl::StrCat("BTRFS_IOC_QUOTA_CTL enable ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetQgroupLimit(const std::string& path, uint64_t max_referenced) {
+  ASSIGN_OR_RETURN(base::UniqueFd fd, OpenDir(path));
+  struct btrfs_ioctl_qgroup_limit_args args;
+  std::memset(&args, 0, sizeof(args));
+  args.qgroupid = 0;  // the subvolume's own qgroup
+  args.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER;
+  args.lim.max_rfer = max_referenced == 0 ? ~0ull : max_referenced;
+  if (::ioctl(fd.get(), BTRFS_IOC_QGROUP_LIMIT, &args) != 0) {
+    return base::ErrnoError(errno, absl::StrCat("BTRFS_IOC_QGROUP_LIMIT ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<QgroupUsage> GetQgroupUsage(const std::string& path) {
+  ASSIGN_OR_RETURN(uint64_t id, SubvolumeId(path));
+  ASSIGN_OR_RETURN(base::UniqueFd fd, OpenDir(path));
+  // Qgroup figures are updated at transaction commit.
+  if (::ioctl(fd.get(), BTRFS_IOC_SYNC, nullptr) != 0) {
+    return base::ErrnoError(errno, absl::StrCat("BTRFS_IOC_SYNC ", path));
+  }
+  QgroupUsage usage;
+  bool found_info = false;
+  for (uint32_t type : {static_cast<uint32_t>(BTRFS_QGROUP_INFO_KEY),
+                        static_cast<uint32_t>(BTRFS_QGROUP_LIMIT_KEY)}) {
+    struct btrfs_ioctl_search_args args;
+    std::memset(&args, 0, sizeof(args));
+    args.key.tree_id = BTRFS_QUOTA_TREE_OBJECTID;
+    args.key.min_objectid = args.key.max_objectid = 0;
+    args.key.min_type = args.key.max_type = type;
+    args.key.min_offset = args.key.max_offset = id;
+    args.key.max_transid = ~0ull;
+    args.key.nr_items = 1;
+    if (::ioctl(fd.get(), BTRFS_IOC_TREE_SEARCH, &args) != 0) {
+      if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("quotas are off on ", path));
+      return base::ErrnoError(errno, absl::StrCat("BTRFS_IOC_TREE_SEARCH quota tree ", path));
+    }
+    if (args.key.nr_items == 0) continue;
+    struct btrfs_ioctl_search_header header;
+    std::memcpy(&header, args.buf, sizeof(header));
+    const char* item = args.buf + sizeof(header);
+    if (type == BTRFS_QGROUP_INFO_KEY && header.len >= sizeof(btrfs_qgroup_info_item)) {
+      struct btrfs_qgroup_info_item info;
+      std::memcpy(&info, item, sizeof(info));
+      usage.referenced = le64toh(info.rfer);
+      usage.exclusive = le64toh(info.excl);
+      found_info = true;
+    } else if (type == BTRFS_QGROUP_LIMIT_KEY &&
+               header.len >= sizeof(btrfs_qgroup_limit_item)) {
+      struct btrfs_qgroup_limit_item lim;
+      std::memcpy(&lim, item, sizeof(lim));
+      if (le64toh(lim.flags) & BTRFS_QGROUP_LIMIT_MAX_RFER) {
+        uint64_t max = le64toh(lim.max_rfer);
+        usage.max_referenced = max == ~0ull ? 0 : max;
+      }
+    }
+  }
+  if (!found_info) {
+    return absl::NotFoundError(absl::StrCat("no qgroup 0/", id, " for ", path));
+  }
+  return usage;
+}
+
+}  // namespace base::btrfs

@@ -1,6 +1,6 @@
-// A small RAII wrapper over SQLite for the layer store's registry.
-#ifndef DMTHIN_GRAPH_STORE_SQLITE_H_
-#define DMTHIN_GRAPH_STORE_SQLITE_H_
+// A small RAII wrapper over SQLite for the registries (layer store, volumes).
+#ifndef DMTHIN_BASE_SQLITE_H_
+#define DMTHIN_BASE_SQLITE_H_
 
 #include <sqlite3.h>
 
@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace graph::store {
+namespace base::sqlite {
 
 class Stmt;
 
@@ -81,6 +81,6 @@ class Transaction {
   bool done_ = false;
 };
 
-}  // namespace graph::store
+}  // namespace base::sqlite
 
-#endif  // DMTHIN_GRAPH_STORE_SQLITE_H_
+#endif  // DMTHIN_BASE_SQLITE_H_

@@ -1,8 +1,8 @@
-#include "graph/store/sqlite.h"
+#include "base/sqlite.h"
 
 #include "absl/strings/str_cat.h"
 
-namespace graph::store {
+namespace base::sqlite {
 
 absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
   sqlite3* raw = nullptr;
@@ -128,4 +128,4 @@ absl::Status Transaction::Commit() {
   return s;
 }
 
-}  // namespace graph::store
+}  // namespace base::sqlite
