@@ -55,7 +55,7 @@ TEST_PKGS := gtest gmock
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 
-CPPFLAGS += -I. -Ibase/include -Ilibdm/include -Ithinpool/include -Igraph/include -MMD -MP
+CPPFLAGS += -I. -Ibase/include -Ilibdm/include -Ithinpool/include -Igraph/include -Ivolume/include -MMD -MP
 CXXFLAGS += -std=c++20 -Wall -Wextra -Werror $(OPT) -fPIC $(SANFLAGS) \
             $(call pkgcflags,$(PKGS))
 CFLAGS   += -std=c11 -Wall -Wextra -Werror $(OPT) $(SANFLAGS)
@@ -79,8 +79,8 @@ LIBRARIES :=
 TOOLS :=
 include $(sort $(wildcard */module.mk */*/module.mk))
 
-# Link order: higher layers first (graph → thinpool → dm → dmbase).
-LINK_ORDER := graph thinpool dm dmbase
+# Link order: higher layers first (graph, volume → thinpool → dm → dmbase).
+LINK_ORDER := graph volume thinpool dm dmbase
 LIBS_ORDERED := $(foreach l,$(LINK_ORDER),$(filter $(l),$(LIBRARIES))) \
                 $(filter-out $(LINK_ORDER),$(LIBRARIES))
 STATIC_LIBS := $(foreach l,$(LIBS_ORDERED),$(BUILD)/lib/lib$(l).a)
@@ -197,7 +197,7 @@ install: all
 	  install -m 644 $(BUILD)/lib/lib$$l.a $(DESTDIR)$(LIBDIR)/ && \
 	  cp -P $(BUILD)/lib/lib$$l.so $(BUILD)/lib/lib$$l.so.* $(DESTDIR)$(LIBDIR)/ ; \
 	done
-	for d in base libdm thinpool graph; do \
+	for d in base libdm thinpool graph volume; do \
 	  if [ -d $$d/include ]; then cp -r $$d/include/. $(DESTDIR)$(INCDIR)/; fi; \
 	done
 	for pc in $(wildcard */*.pc.in); do \

@@ -1,61 +1,20 @@
-// Filesystem helpers shared by drivers: removing and copying layer trees
-// without ever following symlinks out of them.
+// graph's file helpers live in base/fsutil.h (libvolume uses them too);
+// these declarations keep graph code naming them as graph's own.
 #ifndef DMTHIN_GRAPH_FSUTIL_H_
 #define DMTHIN_GRAPH_FSUTIL_H_
 
-#include <sys/stat.h>
-
-#include <cstdint>
-#include <string>
-#include <vector>
-
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
+#include "base/fsutil.h"
 
 namespace graph {
 
-// openat2 of `path` ("" = the directory itself) strictly beneath `dirfd`:
-// no "..", absolute paths or symlinks on the way (RESOLVE_BENEATH |
-// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS). O_CLOEXEC is added. Returns
-// the fd, or -1 with errno set.
-int OpenBeneath(int dirfd, const std::string& path, int flags);
-
-// One entry of a directory, lstat'ed.
-struct DirEntry {
-  std::string name;
-  struct stat st;
-};
-// The entries of directory `rel` beneath `root` (without . and ..), sorted
-// by name. Errors carry errno (ENOENT/ENOTDIR when `rel` is not a directory).
-absl::StatusOr<std::vector<DirEntry>> ListDirBeneath(int root, const std::string& rel);
-
-// Removes `name` in directory `dirfd` and everything under it (like
-// rm -rf, never following symlinks, staying on one filesystem — a mount
-// point inside is an error). OK if it does not exist.
-absl::Status RemoveTree(int dirfd, const std::string& name);
-// Same for an absolute or cwd-relative path.
-absl::Status RemoveTree(const std::string& path);
-
-struct CopyStats {
-  uint64_t files = 0;
-  uint64_t bytes = 0;
-  uint64_t reflinked = 0;  // files cloned with FICLONE
-};
-
-// Copies the tree `src` to the new directory `dst` (must not exist),
-// preserving types, modes, numeric owners, xattrs, hardlinks, symlinks,
-// device nodes, timestamps and holes. File data is reflinked (FICLONE) where
-// the filesystem supports it, else copied with copy_file_range per data
-// extent.
-absl::StatusOr<CopyStats> CopyTree(const std::string& src,
-                                   const std::string& dst);
-
-// Name of the filesystem holding `path` ("ext4", "xfs", "btrfs", "tmpfs",
-// "overlayfs", ... or "0x<magic>"), from statfs.
-absl::StatusOr<std::string> BackingFsName(const std::string& path);
-
-// True if `path` is the root of a mount (statx STATX_ATTR_MOUNT_ROOT).
-absl::StatusOr<bool> IsMountPoint(const std::string& path);
+using base::BackingFsName;
+using base::CopyStats;
+using base::CopyTree;
+using base::DirEntry;
+using base::IsMountPoint;
+using base::ListDirBeneath;
+using base::OpenBeneath;
+using base::RemoveTree;
 
 }  // namespace graph
 

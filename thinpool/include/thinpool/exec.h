@@ -1,5 +1,6 @@
 // Running the few external programs thinpool relies on where no library
-// exists (thin_check). argv vectors only, never a shell.
+// exists (thin_check; libvolume: mkfs.xfs, xfs_growfs). argv vectors only,
+// never a shell; posix_spawn, no fork.
 #ifndef DMTHIN_THINPOOL_EXEC_H_
 #define DMTHIN_THINPOOL_EXEC_H_
 

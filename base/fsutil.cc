@@ -1,4 +1,4 @@
-#include "graph/fsutil.h"
+#include "base/fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -23,7 +23,7 @@
 #include "base/status.h"
 #include "base/unique_fd.h"
 
-namespace graph {
+namespace base {
 namespace {
 
 // OpenBeneath that also refuses to cross into another mount (tree removal
@@ -337,11 +337,15 @@ absl::Status TreeCopier::CopyDir(int sdir, int ddir, const std::string& rel) {
 }  // namespace
 
 absl::StatusOr<CopyStats> CopyTree(const std::string& src, const std::string& dst) {
+  if (::mkdir(dst.c_str(), 0700) != 0) return base::ErrnoError(errno, absl::StrCat("mkdir ", dst));
+  return CopyTreeInto(src, dst);
+}
+
+absl::StatusOr<CopyStats> CopyTreeInto(const std::string& src, const std::string& dst) {
   base::UniqueFd s(::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!s) return base::ErrnoError(errno, absl::StrCat("opening ", src));
   struct stat st;
   if (::fstat(s.get(), &st) != 0) return base::ErrnoError(errno, absl::StrCat("stat ", src));
-  if (::mkdir(dst.c_str(), 0700) != 0) return base::ErrnoError(errno, absl::StrCat("mkdir ", dst));
   base::UniqueFd d(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!d) return base::ErrnoError(errno, absl::StrCat("opening ", dst));
   TreeCopier c;
@@ -387,4 +391,4 @@ absl::StatusOr<std::vector<DirEntry>> ListDirBeneath(int root, const std::string
   return out;
 }
 
-}  // namespace graph
+}  // namespace base
