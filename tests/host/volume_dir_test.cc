@@ -19,6 +19,7 @@
 #include "base/status.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/scratch_dir.h"
+#include "volume/bind_path.h"
 #include "volume/store.h"
 
 namespace volume {
@@ -383,6 +384,34 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<CrashCase>& info) {
       return std::string(info.param.failpoint);
     });
+
+}  // namespace
+}  // namespace volume
+
+namespace volume {
+namespace {
+
+TEST(BindPath, ExistsAndNoSymlinkEscape) {
+  ScratchDir dir("volume-bind");
+  ASSERT_EQ(::mkdir(dir.Sub("data").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("/etc", dir.Sub("link").c_str()), 0);
+  ASSERT_EQ(::symlink("data", dir.Sub("rel").c_str()), 0);
+
+  auto ok = ValidateBindPath(dir.Sub("data") + "/");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, dir.Sub("data"));
+  EXPECT_TRUE(ValidateBindPath(dir.Sub("data"), dir.path()).ok());
+
+  EXPECT_TRUE(base::HasErrno(ValidateBindPath(dir.Sub("missing")).status(), ENOENT));
+  EXPECT_TRUE(base::HasErrno(ValidateBindPath(dir.Sub("link")).status(), ELOOP));
+  EXPECT_TRUE(base::HasErrno(ValidateBindPath(dir.Sub("rel")).status(), ELOOP));
+  EXPECT_TRUE(base::HasErrno(ValidateBindPath(dir.Sub("link") + "/passwd").status(), ELOOP));
+  EXPECT_EQ(ValidateBindPath("relative/path").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateBindPath(dir.Sub("data/../link")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateBindPath("/etc", dir.path()).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
 
 }  // namespace
 }  // namespace volume
