@@ -23,6 +23,7 @@
 #include "base/sqlite.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "thinpool/state_dir.h"
 #include "volume/backend.h"
 #include "volume/dir_backend.h"
 #include "volume/thin_backend.h"
@@ -451,16 +452,43 @@ absl::StatusOr<std::unique_ptr<VolumeStore>> VolumeStore::Open(const StoreOption
     }
   }
   ASSIGN_OR_RETURN(impl.dir, NewDirectoryBackend(data_dir));
-  if (options.pool.empty()) {
+  // The thin pool is recorded at the first open that names one; later opens
+  // may leave it out, and may not name another.
+  std::string pool = options.pool;
+  std::string thin_state_dir = options.thin_state_dir;
+  {
+    ASSIGN_OR_RETURN(Stmt get, db.Prepare(
+        "SELECT (SELECT value FROM meta WHERE key = 'pool'), "
+        "(SELECT value FROM meta WHERE key = 'thin_state_dir')"));
+    ASSIGN_OR_RETURN(bool row, get.Step());
+    std::string have_pool = row ? get.Text(0) : "";
+    std::string have_state = row ? get.Text(1) : "";
+    if (!have_pool.empty()) {
+      if (!pool.empty() && (pool != have_pool ||
+                            (!thin_state_dir.empty() && thin_state_dir != have_state))) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "volume store ", root, " takes its thin volumes from pool ", have_pool, " in ",
+            have_state, ", not ", pool, " in ", thin_state_dir));
+      }
+      pool = have_pool;
+      thin_state_dir = have_state;
+    } else if (!pool.empty()) {
+      if (thin_state_dir.empty()) thin_state_dir = thinpool::kDefaultStateDir;
+      ASSIGN_OR_RETURN(Stmt put, db.Prepare(
+          "INSERT INTO meta(key, value) VALUES('pool', ?), ('thin_state_dir', ?)"));
+      RETURN_IF_ERROR(put.Bind(1, pool).Bind(2, thin_state_dir).Run());
+    }
+  }
+  if (pool.empty()) {
     impl.thin_error = absl::FailedPreconditionError(
         "no thin pool given for thin volumes (the store was opened without one)");
   } else {
     absl::StatusOr<std::unique_ptr<VolumeBackend>> thin =
-        NewThinBackend(options.thin_state_dir, options.pool, root + "/mnt");
+        NewThinBackend(thin_state_dir, pool, root + "/mnt");
     if (thin.ok()) {
       impl.thin = std::move(*thin);
     } else {
-      impl.thin_error = base::Annotate(thin.status(), absl::StrCat("thin pool ", options.pool));
+      impl.thin_error = base::Annotate(thin.status(), absl::StrCat("thin pool ", pool));
     }
   }
   // References from an earlier boot mean nothing now.

@@ -36,6 +36,7 @@ void AddPoolVerbs(cli::App& app);
 void AddThinVerbs(cli::App& app);
 void AddMonitorVerb(cli::App& app);
 void AddUdevVerbs(cli::App& app);
+void AddVolumeVerbs(cli::App& app);
 
 // JSON and table helpers shared by the pool and thin verbs.
 cli::Json PoolStatusJson(const thinpool::PoolStatus& s);

@@ -57,7 +57,8 @@ absl::StatusOr<std::unique_ptr<thinpool::Pool>> Context::OpenPool(const std::str
 int main(int argc, char** argv) {
   cli::App app("dmthin",
                "Thin-provisioned storage pools on sparse files, loop devices or block devices,\n"
-               "with crash-safe thin devices and snapshots (device-mapper dm-thin).");
+               "with crash-safe thin devices and snapshots (device-mapper dm-thin), and managed\n"
+               "volumes on thin devices or quota'd directories.");
   app.AddGlobal({{"state-dir", "DIR", "where pools are registered (default /var/lib/dmthin)"},
                  [](const std::string& v) { dmthin::Ctx().state_dir = v; }});
   dmthin::AddPoolVerbs(app);
@@ -65,5 +66,6 @@ int main(int argc, char** argv) {
   dmthin::AddMonitorVerb(app);
   dmthin::AddDmVerbs(app);
   dmthin::AddUdevVerbs(app);
+  dmthin::AddVolumeVerbs(app);
   return app.Main(argc, argv);
 }

@@ -60,8 +60,10 @@ struct StoreOptions {
   // Where directory volumes live; default <root>/data. Recorded at the
   // first open; a later open naming another one is refused.
   std::string data_dir;
-  // Thin backend: the thinpool state dir and pool to take devices from.
-  // Empty pool: no thin backend.
+  // Thin backend: the thinpool state dir (default /var/lib/dmthin) and the
+  // pool to take devices from. Recorded at the first open that names a
+  // pool; later opens may leave both empty, and may not name another.
+  // No pool at all: no thin backend.
   std::string thin_state_dir;
   std::string pool;
 };

@@ -1,0 +1,195 @@
+// libvolume's thin backend against the real dm-thin target (run inside
+// tests/vm/run): a volume is a thin device with its own ext4, mounted while
+// referenced; a write past its size fails with ENOSPC and the volume stays
+// usable; a snapshot of a mounted volume; usage in mapped bytes; a crash
+// after the thin is made, repaired by Check(repair) without an orphan thin.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "gtest/gtest.h"
+#include "libdm/control.h"
+#include "tests/support/process.h"
+#include "thinpool/pool.h"
+#include "thinpool/state_dir.h"
+#include "volume/store.h"
+
+namespace volume {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Writes until a write or the fsync fails; returns bytes and that errno.
+std::pair<uint64_t, int> Fill(const std::string& path, uint64_t limit) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return {0, errno};
+  std::vector<char> buf(kMiB, 'x');
+  uint64_t written = 0;
+  int err = 0;
+  while (written < limit) {
+    ssize_t n = ::write(fd, buf.data(), buf.size());
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    written += static_cast<uint64_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  ::close(fd);
+  return {written, err};
+}
+
+class VolumeThinTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access("/dev/mapper/control", F_OK) != 0) {
+      GTEST_SKIP() << "no /dev/mapper/control: run this inside tests/vm/run";
+    }
+    dir_ = "/tmp/" + testsupport::UniqueName("volume-vm");
+    ASSERT_EQ(::mkdir(dir_.c_str(), 0700), 0) << dir_;
+    auto dm = dm::Control::Open();
+    ASSERT_TRUE(dm.ok()) << dm.status();
+    dm_ = std::move(*dm);
+    auto state = thinpool::StateDir::Open(dir_ + "/thin");
+    ASSERT_TRUE(state.ok()) << state.status();
+    state_ = std::move(*state);
+    pool_name_ = absl::StrCat("vp", ::getpid());
+    thinpool::PoolOptions po;
+    po.data_bytes = 512 * kMiB;
+    auto pool = thinpool::Pool::Create(*state_, *dm_, pool_name_, po);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+  }
+  void TearDown() override {
+    store_.reset();
+    // Unmount whatever a failed test left, then destroy the pool.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/store/mnt", ec)) {
+      ::umount2(e.path().c_str(), MNT_DETACH);
+    }
+    if (state_) {
+      auto pool = thinpool::Pool::Open(*state_, *dm_, pool_name_);
+      if (pool.ok()) {
+        absl::Status s = (*pool)->Destroy(/*force=*/true);
+        EXPECT_TRUE(s.ok()) << s;
+      }
+    }
+    std::filesystem::remove_all(dir_, ec);
+  }
+  StoreOptions Options() const {
+    StoreOptions o;
+    o.root = dir_ + "/store";
+    o.thin_state_dir = dir_ + "/thin";
+    o.pool = pool_name_;
+    return o;
+  }
+  VolumeStore* Store() {
+    if (!store_) {
+      auto s = VolumeStore::Open(Options());
+      EXPECT_TRUE(s.ok()) << s.status();
+      if (s.ok()) store_ = std::move(*s);
+    }
+    return store_.get();
+  }
+
+  std::string dir_;
+  std::string pool_name_;
+  std::unique_ptr<dm::Control> dm_;
+  std::unique_ptr<thinpool::StateDir> state_;
+  std::unique_ptr<VolumeStore> store_;
+};
+
+TEST_F(VolumeThinTest, SizedExt4VolumeWithSnapshot) {
+  VolumeStore* store = Store();
+  ASSERT_TRUE(store);
+  CreateOptions co;
+  co.size_bytes = 64 * kMiB;
+  EXPECT_FALSE(store->Create("nosize", {}).ok()) << "a thin volume needs a size";
+  auto v = store->Create("v1", co);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->backend, Backend::kThin) << "thin is the default with a pool";
+  EXPECT_EQ(v->fs, "ext4");
+  EXPECT_FALSE(v->mounted);
+
+  auto path = store->Mount("v1", "podman");
+  ASSERT_TRUE(path.ok()) << path.status();
+  ASSERT_TRUE(store->Mount("v1", "podman").ok());
+  EXPECT_TRUE(store->Get("v1")->mounted);
+  std::ofstream(*path + "/keep") << "kept";
+
+  auto [written, err] = Fill(*path + "/big", 128 * kMiB);
+  EXPECT_EQ(err, ENOSPC) << "after " << written;
+  EXPECT_LE(written, 64 * kMiB);
+  auto usage = store->GetUsage("v1");
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_GE(usage->used_bytes, 32 * kMiB);
+  EXPECT_LE(usage->used_bytes, 64 * kMiB);
+  ASSERT_EQ(::unlink((*path + "/big").c_str()), 0);
+  ::sync();
+  std::ofstream(*path + "/small") << "small";
+  EXPECT_EQ(ReadAll(*path + "/small"), "small");
+
+  // Snapshot of the mounted volume (suspended, i.e. frozen, around it).
+  auto snap = store->Snapshot("v1", "s1");
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  auto sp = store->Mount("s1", "c");
+  ASSERT_TRUE(sp.ok()) << sp.status();
+  EXPECT_EQ(ReadAll(*sp + "/keep"), "kept");
+  ASSERT_TRUE(store->Unmount("s1", "c").ok());
+  EXPECT_FALSE(store->Get("s1")->mounted);
+
+  EXPECT_TRUE(base::HasErrno(store->Remove("v1"), EBUSY));
+  ASSERT_TRUE(store->Unmount("v1", "podman").ok());
+  EXPECT_TRUE(store->Get("v1")->mounted) << "one reference left";
+  ASSERT_TRUE(store->Unmount("v1", "podman").ok());
+  EXPECT_FALSE(store->Get("v1")->mounted);
+  ASSERT_TRUE(store->Remove("v1").ok());
+  ASSERT_TRUE(store->Remove("s1").ok());
+  auto check = store->Check(false);
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_TRUE(check->clean()) << check->findings.front();
+}
+
+TEST_F(VolumeThinTest, CrashAfterThinIsMadeLeavesNoOrphan) {
+  CreateOptions co;
+  co.size_bytes = 32 * kMiB;
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("DMTHIN_FAILPOINT", "volume_create_after_act", 1);
+    auto store = VolumeStore::Open(Options());
+    if (!store.ok()) ::_exit(2);
+    ::_exit((*store)->Create("v", co).ok() ? 0 : 3);
+  }
+  int ws = 0;
+  ASSERT_EQ(::waitpid(pid, &ws, 0), pid);
+  ASSERT_TRUE(WIFEXITED(ws));
+  ASSERT_EQ(WEXITSTATUS(ws), 77);
+  VolumeStore* store = Store();
+  ASSERT_TRUE(store);
+  auto repaired = store->Check(true);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_TRUE(repaired->clean());
+  auto pool = thinpool::Pool::Open(*state_, *dm_, pool_name_);
+  ASSERT_TRUE(pool.ok());
+  auto thins = (*pool)->ListThins();
+  ASSERT_TRUE(thins.ok());
+  EXPECT_TRUE(thins->empty()) << "orphaned thin " << thins->front().name;
+  EXPECT_TRUE(store->Create("v", co).ok());
+}
+
+}  // namespace
+}  // namespace volume
