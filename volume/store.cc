@@ -1,7 +1,6 @@
 #include "volume/store.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "base/failpoint.h"
+#include "base/file_lock.h"
 #include "base/fsutil.h"
 #include "base/sqlite.h"
 #include "base/status.h"
@@ -180,23 +180,6 @@ absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
   return absl::OkStatus();
 }
 
-// Exclusive flock on <root>/lock for the duration of one change.
-class StoreLock {
- public:
-  static absl::StatusOr<StoreLock> Take(const std::string& path) {
-    base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd) return base::ErrnoError(errno, absl::StrCat("opening ", path));
-    while (::flock(fd.get(), LOCK_EX) != 0) {
-      if (errno != EINTR) return base::ErrnoError(errno, absl::StrCat("locking ", path));
-    }
-    return StoreLock(std::move(fd));
-  }
-
- private:
-  explicit StoreLock(base::UniqueFd fd) : fd_(std::move(fd)) {}
-  base::UniqueFd fd_;
-};
-
 }  // namespace
 
 class VolumeStore::Impl {
@@ -207,9 +190,9 @@ class VolumeStore::Impl {
   std::unique_ptr<VolumeBackend> dir;
   std::unique_ptr<VolumeBackend> thin;
   absl::Status thin_error;  // why there is no thin backend
-  std::mutex mu;  // this process's threads; StoreLock serialises processes
+  std::mutex mu;  // this process's threads; base::FileLock serialises processes
 
-  absl::StatusOr<StoreLock> Lock() { return StoreLock::Take(root + "/lock"); }
+  absl::StatusOr<base::FileLock> Lock() { return base::FileLock::Take(root + "/lock"); }
 
   absl::StatusOr<VolumeBackend*> BackendFor(Backend b) {
     if (b == Backend::kDirectory) return dir.get();
@@ -405,7 +388,7 @@ absl::StatusOr<std::unique_ptr<VolumeStore>> VolumeStore::Open(const StoreOption
   Impl& impl = *store->impl_;
   impl.root = root;
   ASSIGN_OR_RETURN(impl.boot, BootId());
-  ASSIGN_OR_RETURN(StoreLock lock, impl.Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl.Lock());
 
   std::string db_path = root + "/volumes.db";
   ASSIGN_OR_RETURN(impl.db, Db::Open(db_path));
@@ -504,7 +487,7 @@ absl::StatusOr<VolumeInfo> VolumeStore::Create(absl::string_view name, const Cre
   Backend kind = options.backend.value_or(impl_->thin ? Backend::kThin : Backend::kDirectory);
   ASSIGN_OR_RETURN(VolumeBackend * b, impl_->BackendFor(kind));
   ASSIGN_OR_RETURN(std::string fs, b->CheckCreate(options.size_bytes, options.fs));
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   std::string n(name);
   RETURN_IF_ERROR(impl_->CheckNoOrphan(*b, n));
   RETURN_IF_ERROR(impl_->InsertIntent(n, kind, fs, options.size_bytes, "", 0, options.labels));
@@ -518,7 +501,7 @@ absl::StatusOr<VolumeInfo> VolumeStore::Snapshot(absl::string_view source, absl:
   RETURN_IF_ERROR(ValidateVolumeName(name));
   RETURN_IF_ERROR(ValidateLabels(labels));
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   ASSIGN_OR_RETURN(Row src, impl_->ReadyRow(source));
   ASSIGN_OR_RETURN(VolumeBackend * b, impl_->BackendFor(src.backend));
   std::string n(name);
@@ -532,7 +515,7 @@ absl::StatusOr<VolumeInfo> VolumeStore::Snapshot(absl::string_view source, absl:
 
 absl::Status VolumeStore::Remove(absl::string_view name, bool force) {
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   ASSIGN_OR_RETURN(Row r, impl_->GetRow(name));
   ASSIGN_OR_RETURN(VolumeBackend * b, impl_->BackendFor(r.backend));
   ASSIGN_OR_RETURN(auto refs, impl_->Refs(r.name));
@@ -555,7 +538,7 @@ absl::Status VolumeStore::Remove(absl::string_view name, bool force) {
 absl::StatusOr<std::string> VolumeStore::Mount(absl::string_view name, absl::string_view caller) {
   RETURN_IF_ERROR(ValidateCaller(caller));
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   ASSIGN_OR_RETURN(Row r, impl_->ReadyRow(name));
   ASSIGN_OR_RETURN(VolumeBackend * b, impl_->BackendFor(r.backend));
   // Mount whenever the data is not reachable, whatever the count says.
@@ -572,7 +555,7 @@ absl::StatusOr<std::string> VolumeStore::Mount(absl::string_view name, absl::str
 absl::Status VolumeStore::Unmount(absl::string_view name, absl::string_view caller) {
   RETURN_IF_ERROR(ValidateCaller(caller));
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   ASSIGN_OR_RETURN(Row r, impl_->GetRow(name));
   ASSIGN_OR_RETURN(VolumeBackend * b, impl_->BackendFor(r.backend));
   ASSIGN_OR_RETURN(auto refs, impl_->Refs(r.name));
@@ -628,7 +611,7 @@ absl::StatusOr<Usage> VolumeStore::GetUsage(absl::string_view name) {
 
 absl::Status VolumeStore::Grow(absl::string_view name, uint64_t size_bytes) {
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   ASSIGN_OR_RETURN(Row r, impl_->ReadyRow(name));
   if (size_bytes <= r.size) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -642,7 +625,7 @@ absl::Status VolumeStore::Grow(absl::string_view name, uint64_t size_bytes) {
 
 absl::Status VolumeStore::Populate(absl::string_view name, const std::string& source, bool skip) {
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   ASSIGN_OR_RETURN(Row r, impl_->ReadyRow(name));
   if (r.populated == 1) return absl::OkStatus();  // once only
   if (r.populated == 2) {
@@ -673,7 +656,7 @@ absl::Status VolumeStore::Populate(absl::string_view name, const std::string& so
 
 absl::StatusOr<VolumeCheckReport> VolumeStore::Check(bool repair) {
   std::lock_guard<std::mutex> guard(impl_->mu);
-  ASSIGN_OR_RETURN(StoreLock lock, impl_->Lock());
+  ASSIGN_OR_RETURN(base::FileLock lock, impl_->Lock());
   VolumeCheckReport report;
   ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->Rows());
   std::map<Backend, std::vector<std::string>> held;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,6 +34,7 @@
 #include "absl/time/time.h"
 #include "base/size.h"
 #include "base/failpoint.h"
+#include "base/file_lock.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/archive.h"
@@ -267,22 +267,7 @@ std::map<std::string, std::string> ParseKv(absl::string_view text) {
   return out;
 }
 
-// Exclusive flock on a file, held until destruction.
-class FileLock {
- public:
-  static absl::StatusOr<FileLock> Take(const std::string& path) {
-    base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd) return base::ErrnoError(errno, absl::StrCat("opening ", path));
-    while (::flock(fd.get(), LOCK_EX) != 0) {
-      if (errno != EINTR) return base::ErrnoError(errno, absl::StrCat("locking ", path));
-    }
-    return FileLock(std::move(fd));
-  }
-
- private:
-  explicit FileLock(base::UniqueFd fd) : fd_(std::move(fd)) {}
-  base::UniqueFd fd_;
-};
+using base::FileLock;
 
 absl::Status Unmount(const std::string& target) {
   if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) == 0) return absl::OkStatus();

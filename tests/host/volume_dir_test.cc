@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "base/sqlite.h"
 #include "base/status.h"
+#include "tests/support/fill_file.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/scratch_dir.h"
 #include "volume/bind_path.h"
@@ -26,31 +27,10 @@ namespace volume {
 namespace {
 
 using graph::testing::ScratchBtrfs;
+using testsupport::FillFile;
 using testsupport::ScratchDir;
 
 constexpr uint64_t kMiB = 1 << 20;
-
-// Writes 1 MiB chunks to `path` until a write (or the final fsync) fails or
-// `limit` bytes are written; returns bytes written and the errno that
-// stopped it (0: none).
-std::pair<uint64_t, int> Fill(const std::string& path, uint64_t limit) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return {0, errno};
-  std::vector<char> buf(kMiB, 'x');
-  uint64_t written = 0;
-  int err = 0;
-  while (written < limit) {
-    ssize_t n = ::write(fd, buf.data(), buf.size());
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    written += static_cast<uint64_t>(n);
-  }
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  ::close(fd);
-  return {written, err};
-}
 
 bool WriteSmall(const std::string& path) {
   std::ofstream out(path);
@@ -154,7 +134,7 @@ TEST_F(VolumeBtrfsTest, SizeIsAPromise) {
   ASSERT_TRUE(store->Create("q", co).ok());
   auto path = store->Mount("q", "t");
   ASSERT_TRUE(path.ok()) << path.status();
-  auto [written, err] = Fill(*path + "/big", 200 * kMiB);
+  auto [written, err] = FillFile(*path + "/big", 200 * kMiB);
   EXPECT_TRUE(err == EDQUOT || err == ENOSPC) << "errno " << err << " after " << written;
   EXPECT_LE(written, 64 * kMiB);
   EXPECT_GE(written, 32 * kMiB);
@@ -173,7 +153,7 @@ TEST_F(VolumeBtrfsTest, SizeIsAPromise) {
   // Grow: the limit moves.
   ASSERT_TRUE(store->Grow("q", 128 * kMiB).ok());
   EXPECT_FALSE(store->Grow("q", 64 * kMiB).ok()) << "never shrinks";
-  auto [w2, e2] = Fill(*path + "/big2", 96 * kMiB);
+  auto [w2, e2] = FillFile(*path + "/big2", 96 * kMiB);
   EXPECT_EQ(e2, 0) << "96 MiB into 128 MiB: " << w2;
   EXPECT_EQ(store->Get("q")->size_bytes, 128 * kMiB);
   ASSERT_TRUE(store->Unmount("q", "t").ok());
@@ -198,7 +178,7 @@ TEST_F(VolumeBtrfsTest, SnapshotIsAnIndependentCopy) {
   ASSERT_EQ(::unlink((*src + "/f").c_str()), 0);
   EXPECT_EQ(ReadAll(*sp + "/f"), "small");
   // The snapshot keeps the source's size limit.
-  auto [written, err] = Fill(*sp + "/big", 100 * kMiB);
+  auto [written, err] = FillFile(*sp + "/big", 100 * kMiB);
   EXPECT_TRUE(err == EDQUOT || err == ENOSPC) << written;
   ASSERT_TRUE(store->Unmount("snap", "t").ok());
   ASSERT_TRUE(store->Unmount("src", "t").ok());

@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "gtest/gtest.h"
 #include "libdm/control.h"
+#include "tests/support/fill_file.h"
 #include "tests/support/process.h"
 #include "thinpool/pool.h"
 #include "thinpool/state_dir.h"
@@ -26,31 +27,13 @@
 namespace volume {
 namespace {
 
+using testsupport::FillFile;
+
 constexpr uint64_t kMiB = 1 << 20;
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Writes until a write or the fsync fails; returns bytes and that errno.
-std::pair<uint64_t, int> Fill(const std::string& path, uint64_t limit) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return {0, errno};
-  std::vector<char> buf(kMiB, 'x');
-  uint64_t written = 0;
-  int err = 0;
-  while (written < limit) {
-    ssize_t n = ::write(fd, buf.data(), buf.size());
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    written += static_cast<uint64_t>(n);
-  }
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  ::close(fd);
-  return {written, err};
 }
 
 class VolumeThinTest : public ::testing::Test {
@@ -130,7 +113,7 @@ TEST_F(VolumeThinTest, SizedExt4VolumeWithSnapshot) {
   EXPECT_TRUE(store->Get("v1")->mounted);
   std::ofstream(*path + "/keep") << "kept";
 
-  auto [written, err] = Fill(*path + "/big", 128 * kMiB);
+  auto [written, err] = FillFile(*path + "/big", 128 * kMiB);
   EXPECT_EQ(err, ENOSPC) << "after " << written;
   EXPECT_LE(written, 64 * kMiB);
   auto usage = store->GetUsage("v1");
