@@ -15,11 +15,9 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,9 +25,11 @@
 #include "absl/time/clock.h"
 #include "graph/store.h"
 #include "gtest/gtest.h"
+#include "tests/support/containerd.h"
 #include "tests/support/daemon.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/graph_tar.h"
+#include "tests/support/oci_image.h"
 #include "tests/support/process.h"
 #include "tests/support/scratch_dir.h"
 
@@ -48,56 +48,13 @@ std::string Build() {
 }
 std::string SnapshotterBin() { return Build() + "/bin/dmthin-snapshotter"; }
 
-void WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-  if (!out.good()) throw std::runtime_error("cannot write " + path);
-}
-
-void Must(const RunResult& r) {
-  if (!r.ok()) throw std::runtime_error(r.Describe());
-}
-
-void SetXattr(const std::string& path, const std::string& name, const std::string& value) {
-  if (lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) {
-    throw std::runtime_error("setxattr " + path + ": " + strerror(errno));
-  }
-}
-
-// The image: umoci builds two layers (--refresh-bundle makes the second a
-// diff of the first), skopeo writes a docker-archive ctr imports.
-std::string MakeImage(const std::string& dir) {
-  std::string layout = dir + "/oci", bundle = dir + "/bundle", rootfs = bundle + "/rootfs";
-  std::string image = layout + ":t";
-  Must(testsupport::Run({"umoci", "init", "--layout", layout}));
-  Must(testsupport::Run({"umoci", "new", "--image", image}));
-  Must(testsupport::Run({"umoci", "unpack", "--image", image, bundle}));
-  for (const char* d : {"/bin", "/etc", "/deldir/a", "/keep"}) fs::create_directories(rootfs + d);
-  fs::copy_file("/bin/busybox", rootfs + "/bin/busybox");
-  for (const char* tool : {"sh", "cat", "test"}) fs::create_symlink("busybox", rootfs + "/bin/" + tool);
-  WriteFile(rootfs + "/etc/hello", "hello\n");
-  WriteFile(rootfs + "/delfile", "deleted in the top layer\n");
-  WriteFile(rootfs + "/deldir/a/b", "deleted with its directory\n");
-  WriteFile(rootfs + "/keep/orig", "linked in the top layer\n");
-  WriteFile(rootfs + "/keep/x", "xattr changes\n");
-  SetXattr(rootfs + "/keep/x", "user.color", "red");
-  Must(testsupport::Run({"umoci", "repack", "--refresh-bundle", "--image", image, bundle}));
-  fs::remove(rootfs + "/delfile");
-  fs::remove_all(rootfs + "/deldir");
-  SetXattr(rootfs + "/keep/x", "user.color", "blue");
-  fs::create_hard_link(rootfs + "/keep/orig", rootfs + "/keep/link");
-  WriteFile(rootfs + "/top.txt", "top layer\n");
-  Must(testsupport::Run({"umoci", "repack", "--refresh-bundle", "--image", image, bundle}));
-  std::string archive = dir + "/image.tar";
-  Must(testsupport::Run({"skopeo", "copy", "oci:" + image, "docker-archive:" + archive + ":" + kImage}));
-  return archive;
-}
-
 class ContainerdE2E : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
     if (geteuid() != 0) return;
-    for (const char* p : {"containerd", "ctr", "containerd-shim-runc-v2", "runc", "umoci", "skopeo"}) {
+    missing_ = testsupport::TestContainerd::Missing();
+    if (!missing_.empty()) return;
+    for (const char* p : {"umoci", "skopeo"}) {
       if (!testsupport::HaveProgram(p)) {
         missing_ = std::string("no ") + p;
         return;
@@ -108,7 +65,7 @@ class ContainerdE2E : public ::testing::TestWithParam<std::string> {
       return;
     }
     image_dir_ = new ScratchDir("e2e-image");
-    archive_ = MakeImage(image_dir_->path());
+    archive_ = testsupport::MakeTestImage(image_dir_->path(), kImage);
   }
   static void TearDownTestSuite() {
     delete image_dir_;
@@ -132,28 +89,16 @@ class ContainerdE2E : public ::testing::TestWithParam<std::string> {
       store_ = btrfs_->path() + "/store";
     }
     sock_ = dir_->Sub("snapshotter.sock");
-    address_ = dir_->Sub("containerd.sock");
-    // Short socket paths: unix sockets allow 107 bytes.
-    WriteFile(dir_->Sub("config.toml"),
-              "version = 2\n"
-              "root = \"" + dir_->Sub("root") + "\"\n"
-              "state = \"" + dir_->Sub("state") + "\"\n"
-              "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
-              "[grpc]\n  address = \"" + address_ + "\"\n"
-              "[ttrpc]\n  address = \"" + dir_->Sub("containerd-ttrpc.sock") + "\"\n"
-              "[debug]\n  address = \"" + dir_->Sub("containerd-debug.sock") + "\"\n"
-              "[proxy_plugins.dmthin]\n  type = \"snapshot\"\n  address = \"" + sock_ + "\"\n");
     StartSnapshotter();
-    auto c = Daemon::Start({"containerd", "--config", dir_->Sub("config.toml")}, dir_->Sub("containerd.log"));
+    auto c = testsupport::TestContainerd::Start(dir_->path(), "dmthin", sock_);
     ASSERT_TRUE(c.ok()) << c.status();
     containerd_ = std::move(*c);
-    ASSERT_TRUE(containerd_->WaitForListening(address_).ok()) << containerd_->Log();
   }
 
   void TearDown() override {
     for (const std::string& m : mounted_) umount2(m.c_str(), MNT_DETACH);
     if (containerd_ != nullptr) {
-      auto code = containerd_->Stop(SIGTERM);
+      auto code = containerd_->Stop();
       EXPECT_TRUE(code.ok()) << code.status();
     }
     if (snapshotter_ != nullptr) {
@@ -174,11 +119,7 @@ class ContainerdE2E : public ::testing::TestWithParam<std::string> {
     ASSERT_TRUE(snapshotter_->WaitForListening(sock_).ok()) << snapshotter_->Log();
   }
 
-  RunResult Ctr(std::vector<std::string> args) {
-    std::vector<std::string> argv = {"ctr", "--address", address_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return testsupport::Run(argv);
-  }
+  RunResult Ctr(const std::vector<std::string>& args) { return containerd_->Ctr(args); }
 
   // `ctr images mount` on the host: the image's read-only view through
   // `snapshotter`, fingerprinted with link counts and xattrs.
@@ -205,10 +146,11 @@ class ContainerdE2E : public ::testing::TestWithParam<std::string> {
   static inline ScratchDir* image_dir_ = nullptr;
   static inline std::string archive_;
   static inline std::string missing_;
-  std::string driver_, store_, sock_, address_;
+  std::string driver_, store_, sock_;
   std::unique_ptr<ScratchDir> dir_;
   std::unique_ptr<graph::testing::ScratchBtrfs> btrfs_;
-  std::unique_ptr<Daemon> snapshotter_, containerd_;
+  std::unique_ptr<Daemon> snapshotter_;
+  std::unique_ptr<testsupport::TestContainerd> containerd_;
   std::vector<std::string> mounted_;
 };
 
