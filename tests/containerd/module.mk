@@ -25,3 +25,11 @@ $(GO_SUITE): tests/containerd/snapshotter_suite_test.go $(BUILD)/go/key-$(GO_SUI
 
 $(BUILD)/tests/host/snapshotter_test: | $(BUILD)/bin/dmthin-snapshotter $(GO_SUITE)
 $(BUILD)/tests/host/snapshotter_containerd_test: | $(BUILD)/bin/dmthin-snapshotter
+
+# tests/bench/snapshotter_bench: containerd with the snapshotter, started
+# with the tests' helpers.
+SNAPSHOTTER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd daemon oci_image graph_tar \
+                               process scratch_dir)
+$(BUILD)/bench/snapshotter_bench: $(SNAPSHOTTER_BENCH_SUPPORT) | $(BUILD)/bin/dmthin-snapshotter
+$(BUILD)/bench/snapshotter_bench: LDLIBS := $(SNAPSHOTTER_BENCH_SUPPORT) $(BUILD)/lib/libgraph.a \
+                                    $(BUILD)/lib/libthinpool.a $(BUILD)/lib/libdm.a $(BUILD)/lib/libdmbase.a $(LDLIBS)

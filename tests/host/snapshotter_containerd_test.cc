@@ -42,11 +42,7 @@ using testsupport::ScratchDir;
 
 constexpr char kImage[] = "docker.io/library/dmthin-e2e:latest";
 
-std::string Build() {
-  const char* b = getenv("BUILD");
-  return testsupport::RepoRoot() + "/" + (b != nullptr && *b != '\0' ? b : "build");
-}
-std::string SnapshotterBin() { return Build() + "/bin/dmthin-snapshotter"; }
+std::string SnapshotterBin() { return testsupport::BuiltTool("dmthin-snapshotter"); }
 
 class ContainerdE2E : public ::testing::TestWithParam<std::string> {
  protected:

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -26,12 +27,11 @@ using testsupport::Daemon;
 using testsupport::RunResult;
 using testsupport::ScratchDir;
 
-std::string Build() {
-  const char* b = getenv("BUILD");
-  return testsupport::RepoRoot() + "/" + (b != nullptr && *b != '\0' ? b : "build");
+std::string SnapshotterBin() { return testsupport::BuiltTool("dmthin-snapshotter"); }
+// <build>/go/snapshotter-suite.test, beside <build>/bin.
+std::string SuiteBin() {
+  return std::filesystem::path(SnapshotterBin()).parent_path().parent_path().string() + "/go/snapshotter-suite.test";
 }
-std::string SnapshotterBin() { return Build() + "/bin/dmthin-snapshotter"; }
-std::string SuiteBin() { return Build() + "/go/snapshotter-suite.test"; }
 
 bool KernelHasOverlay() { return graph::testing::KernelHasFilesystem("overlay"); }
 
