@@ -87,6 +87,17 @@ absl::StatusOr<InitRequest> DecodeInitRequest(absl::string_view body) {
   return req;
 }
 
+absl::StatusOr<VolumeRequest> DecodeVolumeRequest(absl::string_view body) {
+  auto doc = ParseRequestBody(body);
+  if (!doc.ok()) return doc.status();
+  VolumeRequest req;
+  absl::Status s = GetString(*doc, "Name", &req.name);
+  if (s.ok()) s = GetString(*doc, "ID", &req.id);
+  if (s.ok()) s = GetStringMap(*doc, "Opts", &req.opts);
+  if (!s.ok()) return s;
+  return req;
+}
+
 std::string Encode(const Json& doc) {
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
 }

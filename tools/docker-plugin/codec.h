@@ -47,6 +47,16 @@ struct InitRequest {
 };
 absl::StatusOr<InitRequest> DecodeInitRequest(absl::string_view body);
 
+// VolumeDriver.{Create,Remove,Mount,Unmount,Path,Get}: moby's volume plugin
+// request, {"Name": .., "Opts": {..}, "ID": ..} (Opts on Create only, ID on
+// Mount and Unmount).
+struct VolumeRequest {
+  std::string name;
+  std::string id;
+  std::map<std::string, std::string> opts;
+};
+absl::StatusOr<VolumeRequest> DecodeVolumeRequest(absl::string_view body);
+
 // Serialises a response (invalid UTF-8 in strings is replaced, never thrown).
 std::string Encode(const Json& doc);
 

@@ -1,9 +1,13 @@
-// dmthin-docker-plugin: serves libgraph's drivers to dockerd over Docker's
-// plugin protocol (HTTP + JSON on a unix socket). Roles: GraphDriver
-// (graphdriver_role.*). See docs/docker.md.
+// dmthin-docker-plugin: serves libgraph's drivers and libvolume's volumes to
+// dockerd (and podman) over Docker's plugin protocol (HTTP + JSON on a unix
+// socket). Roles: GraphDriver (graphdriver_role.*, with --root) and
+// VolumeDriver (volume_role.*, with --volume-root); either or both. See
+// docs/docker.md.
 //
-//   dmthin-docker-plugin --root DIR [--socket PATH] [--driver NAME]
+//   dmthin-docker-plugin [--root DIR] [--socket PATH] [--driver NAME]
 //                        [--storage-opt KEY=VALUE]... [--group GROUP] [-v]
+//                        [--volume-root DIR [--volume-pool POOL]
+//                         [--volume-data-dir DIR] [--thin-state-dir DIR]]
 //
 // Runs in the foreground; SIGTERM or SIGINT stops accepting connections and
 // exits once the requests in flight are answered.
@@ -29,6 +33,8 @@
 #include "tools/docker-plugin/graphdriver_role.h"
 #include "tools/docker-plugin/router.h"
 #include "tools/docker-plugin/unix_server.h"
+#include "tools/docker-plugin/volume_role.h"
+#include "volume/store.h"
 
 namespace dockerplugin {
 namespace {
@@ -40,6 +46,10 @@ struct Flags {
   std::vector<std::string> storage_opts;
   std::string group;
   bool verbose = false;
+  std::string volume_root;
+  std::string volume_pool;
+  std::string volume_data_dir;
+  std::string thin_state_dir;
 };
 
 // The driver to open: --driver, else the one whose directory a previous run
@@ -55,16 +65,33 @@ std::string ChooseDriver(const Flags& flags) {
 }
 
 absl::Status Run(const Flags& flags) {
-  if (flags.root.empty() || flags.root[0] != '/') {
+  if (flags.root.empty() && flags.volume_root.empty()) {
+    return cli::UsageError("nothing to serve: give --root (GraphDriver) and/or --volume-root (VolumeDriver)");
+  }
+  if (!flags.root.empty() && flags.root[0] != '/') {
     return cli::UsageError(absl::StrCat("--root must be an absolute path, got '", flags.root, "'"));
   }
   ASSIGN_OR_RETURN(auto options, cli::ParseStorageOptions(flags.storage_opts));
-  if (::mkdir(flags.root.c_str(), 0700) != 0 && errno != EEXIST) {
-    return base::ErrnoError(errno, absl::StrCat("creating ", flags.root));
+  std::unique_ptr<graph::Driver> driver;
+  if (!flags.root.empty()) {
+    if (::mkdir(flags.root.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::ErrnoError(errno, absl::StrCat("creating ", flags.root));
+    }
+    auto opened = graph::OpenDriver(ChooseDriver(flags), flags.root, options);
+    if (!opened.ok()) return base::Annotate(opened.status(), absl::StrCat("opening a driver in ", flags.root));
+    driver = std::move(*opened);
   }
-  auto driver = graph::OpenDriver(ChooseDriver(flags), flags.root, options);
-  if (!driver.ok()) return base::Annotate(driver.status(), absl::StrCat("opening a driver in ", flags.root));
-  std::string driver_name = (*driver)->Name();
+  std::unique_ptr<volume::VolumeStore> volumes;
+  if (!flags.volume_root.empty()) {
+    volume::StoreOptions vo;
+    vo.root = flags.volume_root;
+    vo.pool = flags.volume_pool;
+    vo.data_dir = flags.volume_data_dir;
+    vo.thin_state_dir = flags.thin_state_dir;
+    auto store = volume::VolumeStore::Open(vo);
+    if (!store.ok()) return base::Annotate(store.status(), absl::StrCat("opening volumes in ", flags.volume_root));
+    volumes = std::move(*store);
+  }
 
   // Signals go to sigwait below, never to a server thread.
   sigset_t stop_signals;
@@ -75,8 +102,19 @@ absl::Status Run(const Flags& flags) {
   ::signal(SIGPIPE, SIG_IGN);
 
   Router router;
-  GraphDriverRole graphdriver(std::move(*driver), options);
-  graphdriver.Register(router);
+  std::string serving_what;
+  std::unique_ptr<GraphDriverRole> graphdriver;
+  if (driver) {
+    serving_what = absl::StrCat("GraphDriver (", driver->Name(), " in ", flags.root, ")");
+    graphdriver = std::make_unique<GraphDriverRole>(std::move(driver), options);
+    graphdriver->Register(router);
+  }
+  std::unique_ptr<VolumeDriverRole> volumedriver;
+  if (volumes) {
+    absl::StrAppend(&serving_what, serving_what.empty() ? "" : " and ", "VolumeDriver (", flags.volume_root, ")");
+    volumedriver = std::make_unique<VolumeDriverRole>(std::move(volumes));
+    volumedriver->Register(router);
+  }
 
   ASSIGN_OR_RETURN(std::unique_ptr<UnixServer> server, UnixServer::Listen(flags.socket, flags.group));
   router.Install(server->http());
@@ -87,8 +125,8 @@ absl::Status Run(const Flags& flags) {
     std::fprintf(stderr, "dmthin-docker-plugin: %s %s %d%s\n", req.method.c_str(), req.target.c_str(),
                  res.status, detail.c_str());
   });
-  std::fprintf(stderr, "dmthin-docker-plugin: serving GraphDriver (%s in %s) on %s\n", driver_name.c_str(),
-               flags.root.c_str(), flags.socket.c_str());
+  std::fprintf(stderr, "dmthin-docker-plugin: serving %s on %s\n", serving_what.c_str(),
+               flags.socket.c_str());
 
   absl::Status served;
   std::thread serving([&] { served = server->Serve(); });
@@ -110,8 +148,8 @@ int main(int argc, char** argv) {
       "Serves dmthin's layer drivers to dockerd as a graph-driver plugin "
       "(dockerd --experimental --storage-driver=NAME, NAME from the socket's name).",
       "dmthin-docker-plugin"};
-  app.add_option("--root", flags.root, "directory of the layer store (the driver's under DIR/NAME)")
-      ->required();
+  app.add_option("--root", flags.root,
+                 "serve GraphDriver: directory of the layer store (the driver's under DIR/NAME)");
   app.add_option("--socket", flags.socket, "unix socket to serve on (dockerd finds /run/docker/plugins/NAME.sock)")
       ->capture_default_str();
   app.add_option("--driver", flags.driver,
@@ -121,6 +159,13 @@ int main(int argc, char** argv) {
       ->take_all();
   app.add_option("--group", flags.group, "group allowed to connect (socket 0660; default root only, 0600)");
   app.add_flag("-v,--verbose", flags.verbose, "log every request");
+  app.add_option("--volume-root", flags.volume_root, "serve VolumeDriver: the volume store (libvolume)");
+  app.add_option("--volume-pool", flags.volume_pool,
+                 "thin pool for thin volumes (recorded in the store at first use)");
+  app.add_option("--volume-data-dir", flags.volume_data_dir,
+                 "where directory volumes live (default VOLUME-ROOT/data; btrfs gives them sizes)");
+  app.add_option("--thin-state-dir", flags.thin_state_dir,
+                 "thinpool state dir of --volume-pool (default /var/lib/dmthin)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

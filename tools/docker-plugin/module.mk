@@ -4,13 +4,16 @@
 TOOLS += dmthin-docker-plugin
 dmthin-docker-plugin_SRCS := tools/docker-plugin/main.cc tools/docker-plugin/unix_server.cc \
   tools/docker-plugin/router.cc tools/docker-plugin/codec.cc \
-  tools/docker-plugin/pipe_stream.cc tools/docker-plugin/graphdriver_role.cc tools/common/cli.cc \
+  tools/docker-plugin/pipe_stream.cc tools/docker-plugin/graphdriver_role.cc \
+  tools/docker-plugin/volume_role.cc tools/common/cli.cc \
   tools/common/storage_opts.cc tools/common/unix_socket.cc
 dmthin-docker-plugin_LDLIBS := $(call pkglibs,cpp-httplib)
 
 # Its host tests run the binary (and speak HTTP with cpp-httplib's client).
 $(BUILD)/tests/host/docker_plugin_test: | $(BUILD)/bin/dmthin-docker-plugin
 $(BUILD)/tests/host/docker_plugin_test: TEST_LDLIBS += $(call pkglibs,cpp-httplib)
+$(BUILD)/tests/host/docker_volume_test: | $(BUILD)/bin/dmthin-docker-plugin
+$(BUILD)/tests/host/docker_volume_test: TEST_LDLIBS += $(call pkglibs,cpp-httplib)
 $(BUILD)/tests/host/docker_dockerd_test: | $(BUILD)/bin/dmthin-docker-plugin
 
 # tests/bench/docker_bench starts dockerd (and the plugin) with the tests'

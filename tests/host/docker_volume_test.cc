@@ -1,0 +1,162 @@
+// dmthin-docker-plugin's VolumeDriver role: a plugin serving only volumes
+// (a libvolume store on a loop-mounted btrfs made by the test), driven over
+// HTTP as dockerd drives it, then by a real, stock dockerd on overlay2:
+// docker volume create -d NAME -o size=64M, a container writes, a second one
+// reads, a write past 64 MiB fails and a later small write succeeds.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/daemon.h"
+#include "tests/support/dockerd.h"
+#include "tests/support/graph_conformance.h"
+#include "tests/support/process.h"
+#include "tests/support/scratch_dir.h"
+
+namespace {
+
+using Json = nlohmann::json;
+using testsupport::Daemon;
+using testsupport::RunResult;
+using testsupport::ScratchDir;
+
+struct Reply {
+  int status = -1;
+  Json json;
+  std::string err() const {
+    return json.is_object() && json.contains("Err") && json["Err"].is_string()
+               ? json["Err"].get<std::string>()
+               : "";
+  }
+};
+
+class DockerVolumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop devices, the plugin's socket)";
+    auto fs = graph::testing::ScratchBtrfs::Create(512);
+    if (!fs.ok()) GTEST_SKIP() << "no scratch btrfs: " << fs.status();
+    fs_ = std::move(*fs);
+    dir_ = std::make_unique<ScratchDir>("docker-volume");
+    name_ = testsupport::UniqueName("dmthin-v");
+    socket_ = "/run/docker/plugins/" + name_ + ".sock";
+    ::mkdir("/run/docker", 0700);
+    ::mkdir("/run/docker/plugins", 0700);
+    auto d = Daemon::Start({testsupport::BuiltTool("dmthin-docker-plugin"), "--volume-root",
+                            fs_->path() + "/volumes", "--socket", socket_},
+                           dir_->Sub("plugin.log"));
+    ASSERT_TRUE(d.ok()) << d.status();
+    plugin_ = std::move(*d);
+    absl::Status up = plugin_->WaitForListening(socket_);
+    ASSERT_TRUE(up.ok()) << up << "\n" << plugin_->Log();
+  }
+  void TearDown() override {
+    if (dockerd_) dockerd_->Stop();
+    if (plugin_) plugin_->Stop(SIGTERM).IgnoreError();
+    ::unlink(socket_.c_str());
+  }
+  Reply Call(const std::string& method, const Json& body) {
+    httplib::Client cli(socket_);
+    cli.set_address_family(AF_UNIX);
+    cli.set_read_timeout(60, 0);
+    auto res = cli.Post(("/" + method).c_str(), body.is_null() ? "" : body.dump(), "application/json");
+    if (!res) return {};
+    return {res->status, Json::parse(res->body, nullptr, false)};
+  }
+
+  std::unique_ptr<graph::testing::ScratchBtrfs> fs_;
+  std::unique_ptr<ScratchDir> dir_;
+  std::string name_, socket_;
+  std::unique_ptr<Daemon> plugin_;
+  std::unique_ptr<testsupport::Dockerd> dockerd_;
+};
+
+TEST_F(DockerVolumeTest, ProtocolWithCountedMounts) {
+  struct stat st;
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(Call("Plugin.Activate", nullptr).json, Json::parse(R"({"Implements":["VolumeDriver"]})"));
+  EXPECT_EQ(Call("VolumeDriver.Capabilities", nullptr).json["Capabilities"]["Scope"], "local");
+
+  Reply bad = Call("VolumeDriver.Create", {{"Name", "v1"}, {"Opts", {{"sise", "1G"}}}});
+  EXPECT_EQ(bad.status, 500);
+  EXPECT_NE(bad.err().find("unknown volume option"), std::string::npos) << bad.err();
+  EXPECT_NE(Call("VolumeDriver.Create", {{"Name", "../x"}}).err(), "");
+  EXPECT_NE(Call("VolumeDriver.Create", "not an object").err(), "");
+  EXPECT_EQ(Call("VolumeDriver.List", nullptr).json["Volumes"].size(), 0u) << "nothing made";
+
+  Reply made = Call("VolumeDriver.Create", {{"Name", "v1"}, {"Opts", {{"size", "64M"}}}});
+  ASSERT_EQ(made.status, 200) << made.err();
+  Reply m1 = Call("VolumeDriver.Mount", {{"Name", "v1"}, {"ID", "podman"}});
+  ASSERT_EQ(m1.status, 200) << m1.err();
+  std::string mp = m1.json["Mountpoint"];
+  EXPECT_EQ(Call("VolumeDriver.Mount", {{"Name", "v1"}, {"ID", "podman"}}).status, 200);
+  EXPECT_EQ(Call("VolumeDriver.Path", {{"Name", "v1"}}).json["Mountpoint"], mp);
+  Reply got = Call("VolumeDriver.Get", {{"Name", "v1"}});
+  EXPECT_EQ(got.json["Volume"]["Status"]["size_bytes"], 64u << 20);
+  EXPECT_EQ(got.json["Volume"]["Status"]["mount_refs"], 2);
+  EXPECT_NE(Call("VolumeDriver.Remove", {{"Name", "v1"}}).err(), "") << "mounted";
+
+  Reply snap = Call("VolumeDriver.Create", {{"Name", "s1"}, {"Opts", {{"from", "v1"}}}});
+  EXPECT_EQ(snap.status, 200) << snap.err();
+  EXPECT_EQ(Call("VolumeDriver.List", nullptr).json["Volumes"].size(), 2u);
+
+  EXPECT_EQ(Call("VolumeDriver.Unmount", {{"Name", "v1"}, {"ID", "podman"}}).status, 200);
+  EXPECT_NE(Call("VolumeDriver.Remove", {{"Name", "v1"}}).err(), "") << "one reference left";
+  EXPECT_EQ(Call("VolumeDriver.Unmount", {{"Name", "v1"}, {"ID", "podman"}}).status, 200);
+  EXPECT_NE(Call("VolumeDriver.Unmount", {{"Name", "v1"}, {"ID", "podman"}}).err(), "");
+  EXPECT_EQ(Call("VolumeDriver.Remove", {{"Name", "v1"}}).status, 200);
+  EXPECT_EQ(Call("VolumeDriver.Remove", {{"Name", "s1"}}).status, 200);
+  EXPECT_NE(Call("VolumeDriver.Get", {{"Name", "v1"}}).err(), "");
+}
+
+TEST_F(DockerVolumeTest, StockDockerdOnOverlay2) {
+  std::string missing = testsupport::MissingDockerTools();
+  if (!missing.empty()) GTEST_SKIP() << missing;
+  auto image = testsupport::BuildBusyboxImage(dir_->Sub("image"), "dmthin-vol:1",
+                                              {"sh", "cat", "dd", "rm", "echo", "sync"}, {});
+  ASSERT_TRUE(image.ok()) << image.status();
+  dockerd_ = std::make_unique<testsupport::Dockerd>(dir_->Sub("docker"), "overlay2");
+  absl::Status up = dockerd_->Start();
+  if (!up.ok()) GTEST_SKIP() << "dockerd on overlay2 does not start here: " << up;
+  auto docker = [&](std::vector<std::string> args) { return dockerd_->Docker(args); };
+  RunResult load = docker({"load", "-i", *image});
+  ASSERT_TRUE(load.ok()) << load.Describe();
+  RunResult create = docker({"volume", "create", "-d", name_, "-o", "size=64M", "v1"});
+  ASSERT_TRUE(create.ok()) << create.Describe() << plugin_->Log();
+  auto run = [&](const std::string& script) {
+    return docker({"run", "--rm", "--network", "none", "-v", "v1:/data", "dmthin-vol:1", "sh", "-c", script});
+  };
+  RunResult w = run("echo hello > /data/f");
+  ASSERT_TRUE(w.ok()) << w.Describe() << plugin_->Log();
+  RunResult r = run("cat /data/f");
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_EQ(r.out, "hello\n");
+  RunResult big = run("dd if=/dev/zero of=/data/big bs=1M count=100 && sync");
+  EXPECT_FALSE(big.ok()) << "100 MiB into a 64 MiB volume";
+  EXPECT_TRUE(big.err.find("Disk quota exceeded") != std::string::npos ||
+              big.err.find("No space left") != std::string::npos)
+      << big.err;
+  RunResult after = run("rm /data/big && sync && echo small > /data/small && cat /data/small");
+  ASSERT_TRUE(after.ok()) << after.Describe();
+  EXPECT_EQ(after.out, "small\n");
+  RunResult inspect = docker({"volume", "inspect", "v1"});
+  ASSERT_TRUE(inspect.ok()) << inspect.Describe();
+  Json j = Json::parse(inspect.out, nullptr, false);
+  ASSERT_TRUE(j.is_array() && j.size() == 1) << inspect.out;
+  EXPECT_EQ(j[0]["Driver"], name_);
+  EXPECT_FALSE(j[0]["Mountpoint"].get<std::string>().empty());
+  RunResult rm = docker({"volume", "rm", "v1"});
+  EXPECT_TRUE(rm.ok()) << rm.Describe();
+  EXPECT_EQ(Call("VolumeDriver.List", nullptr).json["Volumes"].size(), 0u);
+}
+
+}  // namespace
