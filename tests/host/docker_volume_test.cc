@@ -18,6 +18,7 @@
 #include "tests/support/daemon.h"
 #include "tests/support/dockerd.h"
 #include "tests/support/graph_conformance.h"
+#include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
 #include "tests/support/scratch_dir.h"
 
@@ -155,6 +156,53 @@ TEST_F(DockerVolumeTest, StockDockerdOnOverlay2) {
   EXPECT_EQ(j[0]["Driver"], name_);
   EXPECT_FALSE(j[0]["Mountpoint"].get<std::string>().empty());
   RunResult rm = docker({"volume", "rm", "v1"});
+  EXPECT_TRUE(rm.ok()) << rm.Describe();
+  EXPECT_EQ(Call("VolumeDriver.List", nullptr).json["Volumes"].size(), 0u);
+}
+
+TEST_F(DockerVolumeTest, PodmanThroughContainersConf) {
+  std::string missing = testsupport::MissingDockerTools();
+  if (!missing.empty()) GTEST_SKIP() << missing;
+  if (!testsupport::HaveProgram("podman")) GTEST_SKIP() << "no podman";
+  auto image = testsupport::BuildBusyboxImage(dir_->Sub("image"), "dmthin-vol:1",
+                                              {"sh", "cat", "dd", "rm", "echo", "sync"}, {});
+  ASSERT_TRUE(image.ok()) << image.status();
+  // podman here needs default_ulimits = [] (rlimits cannot be raised).
+  std::string conf = dir_->Sub("containers.conf");
+  testsupport::WriteFileOrDie(conf, "[containers]\ndefault_ulimits = []\n[engine]\n"
+                                    "events_logger = \"file\"\n[engine.volume_plugins]\n" +
+                                        name_ + " = \"" + socket_ + "\"\n");
+  auto podman = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {"env", "CONTAINERS_CONF=" + conf, "podman",
+                                     "--root", dir_->Sub("proot"), "--runroot", dir_->Sub("prunroot"),
+                                     "--tmpdir", dir_->Sub("ptmp"), "--storage-driver", "vfs"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testsupport::Run(argv);
+  };
+  RunResult load = podman({"load", "-i", *image});
+  ASSERT_TRUE(load.ok()) << load.Describe();
+  RunResult create = podman({"volume", "create", "--driver", name_, "-o", "size=64M", "pv1"});
+  ASSERT_TRUE(create.ok()) << create.Describe() << plugin_->Log();
+  auto run = [&](const std::string& script) {
+    return podman({"run", "--rm", "--network", "none", "-v", "pv1:/data", "dmthin-vol:1", "sh", "-c",
+                   script});
+  };
+  RunResult w = run("echo hello > /data/f");
+  if (!w.ok() && w.err.find("volume") == std::string::npos) {
+    GTEST_SKIP() << "podman run does not work here: " << w.Describe();
+  }
+  ASSERT_TRUE(w.ok()) << w.Describe() << plugin_->Log();
+  RunResult r = run("cat /data/f");
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_EQ(r.out, "hello\n");
+  RunResult big = run("dd if=/dev/zero of=/data/big bs=1M count=100 && sync");
+  EXPECT_FALSE(big.ok()) << "100 MiB into a 64 MiB volume";
+  RunResult after = run("rm -f /data/big && sync && echo small > /data/small && cat /data/small");
+  ASSERT_TRUE(after.ok()) << after.Describe();
+  EXPECT_EQ(after.out, "small\n");
+  EXPECT_EQ(Call("VolumeDriver.Get", {{"Name", "pv1"}}).json["Volume"]["Status"]["mount_refs"], 0)
+      << "podman's constant id: every mount was unmounted";
+  RunResult rm = podman({"volume", "rm", "pv1"});
   EXPECT_TRUE(rm.ok()) << rm.Describe();
   EXPECT_EQ(Call("VolumeDriver.List", nullptr).json["Volumes"].size(), 0u);
 }
