@@ -17,6 +17,8 @@ PACKAGES=(
   golang-go containerd runc skopeo umoci
   # dmthin-docker-plugin: HTTP on a unix socket; its tests run a real dockerd
   libcpp-httplib-dev docker.io
+  # its VolumeDriver role is also tested with podman (containers.conf volume_plugins)
+  podman
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
   tar gzip zstd xz-utils fio debootstrap
