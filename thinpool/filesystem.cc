@@ -16,6 +16,7 @@ extern "C" {
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,9 +26,14 @@ extern "C" {
 namespace thinpool {
 namespace {
 
+// Every libext2fs error code reported here goes through this: error_message()
+// only knows the ext2 table's texts once it has been registered (else it
+// says "Unknown code ext2 71").
 absl::Status Ext2Error(errcode_t err, absl::string_view what) {
   // Small codes are plain errno values.
   if (err > 0 && err < 4096) return base::ErrnoError(static_cast<int>(err), what);
+  static std::once_flag registered;
+  std::call_once(registered, [] { initialize_ext2_error_table(); });
   return absl::InternalError(
       absl::StrCat(what, ": ", error_message(err), " (ext2fs error ", err, ")"));
 }
@@ -142,7 +148,7 @@ blk64_t KernelOverheadBlocks(ext2_filsys fs) {
 
 }  // namespace
 
-absl::Status MakeExt4(const std::string& path, const Ext4Options& options) {
+absl::Status ValidateExt4(uint64_t bytes, const Ext4Options& options) {
   if (options.block_size != 1024 && options.block_size != 2048 &&
       options.block_size != 4096) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -161,33 +167,45 @@ absl::Status MakeExt4(const std::string& path, const Ext4Options& options) {
       options.reserved_percent < 0 || options.reserved_percent > 50) {
     return absl::InvalidArgumentError("bad bytes_per_inode or reserved_percent");
   }
+  if (bytes < kMinExt4Bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot make ext4 on ", bytes, " bytes: the minimum is 1 MiB"));
+  }
+  const uint64_t max = MaxExt4Bytes(options.block_size);
+  if (bytes > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot make ext4 on ", bytes, " bytes: with ", options.block_size,
+        "-byte blocks ext4 holds at most ", max, " bytes (", max / options.block_size,
+        " blocks: block numbers are 48-bit, block groups counted in 32 bits)"));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t MaxExt4Bytes(uint32_t block_size) {
+  // Extents address 48-bit physical blocks; libext2fs counts block groups
+  // (8 x block_size blocks each) in 32 bits. Whichever is lower.
+  const uint64_t by_extents = (uint64_t{1} << 48) - 1;
+  const uint64_t by_groups = uint64_t{0xffffffff} * 8 * block_size;
+  return std::min(by_extents, by_groups) * block_size;
+}
+
+absl::Status MakeExt4(const std::string& path, const Ext4Options& options) {
+  ASSIGN_OR_RETURN(uint64_t bytes, SizeOf(path));
+  RETURN_IF_ERROR(base::Annotate(ValidateExt4(bytes, options), path));
   uint8_t uuid[16];
   if (options.uuid) {
     RETURN_IF_ERROR(ParseUuid(*options.uuid, uuid));
   } else {
     RETURN_IF_ERROR(RandomUuid(uuid));
   }
-  ASSIGN_OR_RETURN(uint64_t bytes, SizeOf(path));
   const uint64_t blocks = bytes / options.block_size;
-  if (bytes < 1024 * 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot make ext4 on ", path, ": ", bytes, " bytes is below 1 MiB"));
-  }
   RETURN_IF_ERROR(ZapStart(path));
 
   struct ext2_super_block param;
   std::memset(&param, 0, sizeof param);
-  ext2fs_blocks_count_set(&param, blocks);
-  int log = 0;
-  while ((1024u << log) < options.block_size) ++log;
-  param.s_log_block_size = log;
-  param.s_log_cluster_size = log;
-  param.s_rev_level = EXT2_DYNAMIC_REV;
-  param.s_inode_size = static_cast<uint16_t>(options.inode_size);
-  param.s_inodes_count = static_cast<uint32_t>(
-      std::min<uint64_t>(bytes / options.bytes_per_inode, 0xffffffffULL - 1));
-  ext2fs_r_blocks_count_set(
-      &param, static_cast<blk64_t>(blocks * options.reserved_percent / 100.0));
+  // Features first: the 64-bit counts' high words are stored only when the
+  // 64bit feature is already set (ext2fs_blocks_count_set), else a 20 TiB
+  // device silently got a 4 TiB filesystem.
   param.s_feature_compat = EXT2_FEATURE_COMPAT_EXT_ATTR |
                            EXT2_FEATURE_COMPAT_RESIZE_INODE |
                            EXT2_FEATURE_COMPAT_DIR_INDEX;
@@ -201,6 +219,17 @@ absl::Status MakeExt4(const std::string& path, const Ext4Options& options) {
       EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE | EXT4_FEATURE_RO_COMPAT_METADATA_CSUM;
   param.s_log_groups_per_flex = 4;
   param.s_desc_size = EXT2_MIN_DESC_SIZE_64BIT;
+  ext2fs_blocks_count_set(&param, blocks);
+  int log = 0;
+  while ((1024u << log) < options.block_size) ++log;
+  param.s_log_block_size = log;
+  param.s_log_cluster_size = log;
+  param.s_rev_level = EXT2_DYNAMIC_REV;
+  param.s_inode_size = static_cast<uint16_t>(options.inode_size);
+  param.s_inodes_count = static_cast<uint32_t>(
+      std::min<uint64_t>(bytes / options.bytes_per_inode, 0xffffffffULL - 1));
+  ext2fs_r_blocks_count_set(
+      &param, static_cast<blk64_t>(blocks * options.reserved_percent / 100.0));
 
   ext2_filsys raw_fs = nullptr;
   errcode_t err = ext2fs_initialize(path.c_str(), EXT2_FLAG_EXCLUSIVE | EXT2_FLAG_64BITS,

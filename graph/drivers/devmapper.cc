@@ -128,6 +128,10 @@ absl::StatusOr<Config> ParseConfig(const DriverOptions& o) {
         return absl::InvalidArgumentError(absl::StrCat(
             "devicemapper: dm.basesize=", value, " must be at least 64M and a multiple of 4K"));
       }
+      // Every layer is ext4 of this size: refuse what ext4 cannot hold now,
+      // before a pool or a base device is made for it.
+      RETURN_IF_ERROR(base::Annotate(thinpool::ValidateExt4(c.base_bytes),
+                                     absl::StrCat("devicemapper: dm.basesize=", value)));
     } else if (key == "dm.fs") {
       if (value != "ext4") {
         return absl::InvalidArgumentError(absl::StrCat(

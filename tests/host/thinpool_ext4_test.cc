@@ -249,5 +249,44 @@ TEST_F(Ext4Test, BadInput) {
   EXPECT_FALSE(IdentifyFilesystem(dir_ + "/missing").ok());
 }
 
+// Above 2^32 blocks (16 TiB at 4 KiB) the block count's high word was
+// dropped (set before the 64bit feature): a 20 TiB device got a 4 TiB
+// filesystem, and exactly 16 TiB failed with "Unknown code ext2 71".
+TEST_F(Ext4Test, LargerThan16TiBKeepsItsSize) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (a tmpfs for a sparse 20 TiB file)";
+  const std::string mnt = dir_ + "/big";
+  fs::create_directories(mnt);
+  ASSERT_EQ(mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=2g"), 0) << strerror(errno);
+  cleanup_.Push([mnt] { umount2(mnt.c_str(), MNT_DETACH); });
+  const std::string img = mnt + "/img";
+  int fd = open(img.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, off_t{20} << 40), 0);
+  close(fd);
+  Ext4Options options;
+  options.assume_zeroed = true;
+  absl::Status made = MakeExt4(img, options);
+  ASSERT_TRUE(made.ok()) << made;
+  if (!testsupport::HaveProgram("dumpe2fs")) return;
+  auto r = Exec({"dumpe2fs", "-h", img});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_NE(r.out.find(absl::StrCat("Block count:              ", (uint64_t{20} << 40) / 4096, "\n")),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(Ext4Test, SizeLimitsAreCheckedFirst) {
+  EXPECT_TRUE(ValidateExt4(100ull << 40).ok());  // dm.basesize=100T
+  EXPECT_EQ(MaxExt4Bytes(4096), uint64_t{0xffffffff} * 32768 * 4096);
+  absl::Status too_big = ValidateExt4(MaxExt4Bytes(4096) + 4096);
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.message().find("at most"), std::string::npos) << too_big;
+  Ext4Options small_blocks;
+  small_blocks.block_size = 1024;
+  EXPECT_LT(MaxExt4Bytes(1024), MaxExt4Bytes(4096));
+  EXPECT_FALSE(ValidateExt4(MaxExt4Bytes(1024) + 1024, small_blocks).ok());
+  EXPECT_FALSE(ValidateExt4(kMinExt4Bytes - 1).ok());
+}
+
 }  // namespace
 }  // namespace thinpool

@@ -34,8 +34,16 @@ struct FilesystemInfo {
   std::string label;
 };
 
+inline constexpr uint64_t kMinExt4Bytes = 1 << 20;
+// The largest ext4 MakeExt4 can make with `block_size` blocks (4 KiB: 512 PiB).
+uint64_t MaxExt4Bytes(uint32_t block_size);
+// Whether MakeExt4 can make ext4 of `bytes` with `options` (limits, option
+// values), so callers can refuse a size before they make a device for it.
+absl::Status ValidateExt4(uint64_t bytes, const Ext4Options& options = {});
+
 // Makes an ext4 filesystem (extents, 64bit, flex_bg, metadata_csum, journal)
-// on `path`, a block device or a regular file, using all of it.
+// on `path`, a block device or a regular file, using all of it (sizes as
+// ValidateExt4; libext2fs errors carry com_err's text).
 absl::Status MakeExt4(const std::string& path, const Ext4Options& options = {});
 
 // What libblkid finds on `path`; nullopt if no filesystem signature.
