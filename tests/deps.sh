@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev libblkid-dev libudev-dev libext2fs-dev libarchive-dev
   libsqlite3-dev libssl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   zlib1g-dev                     # gzip layers: zlib checks CRC-32 and length (libarchive does not)
+  libmount-dev                   # thinpool: where a busy thin device is mounted
   libclang-rt-14-dev             # clang's sanitizer and libFuzzer runtimes
   # dmthin-snapshotter: gRPC/protobuf, CLI11, containerd's .proto files
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcli11-dev

@@ -4,3 +4,5 @@ thinpool_SRCS := $(sort $(wildcard thinpool/*.cc))
 thinpool_DEPS := dm dmbase
 # filesystem.cc reports libext2fs errors with com_err's error_message().
 LDLIBS += $(call pkglibs,com_err)
+# mounts.cc reads /proc/self/mountinfo with libmount (util-linux).
+LDLIBS += $(call pkglibs,mount)

@@ -21,6 +21,9 @@ absl::Status AutoextendPolicy::Validate() const {
   if (poll_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("autoextend poll interval must be positive");
   }
+  if (repeat_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("monitor repeat interval must not be negative");
+  }
   if (max_metadata_bytes > kMaxMetadataBytes) {
     return absl::InvalidArgumentError("autoextend metadata maximum above the kernel's");
   }
@@ -37,6 +40,8 @@ absl::string_view MonitorEventKindName(MonitorEvent::Kind kind) {
     case MonitorEvent::Kind::kNeedsCheck: return "needs-check";
     case MonitorEvent::Kind::kFailed: return "failed";
     case MonitorEvent::Kind::kError: return "error";
+    case MonitorEvent::Kind::kRecovered: return "recovered";
+    case MonitorEvent::Kind::kCleared: return "cleared";
   }
   return "?";
 }
@@ -52,14 +57,44 @@ Monitor::Monitor(StateDir& state, const dm::Control& dm, AutoextendPolicy policy
 
 Monitor::~Monitor() { Stop(); }
 
+bool Monitor::IsCondition(MonitorEvent::Kind kind) {
+  switch (kind) {
+    case MonitorEvent::Kind::kCannotExtend:
+    case MonitorEvent::Kind::kOutOfDataSpace:
+    case MonitorEvent::Kind::kReadOnly:
+    case MonitorEvent::Kind::kNeedsCheck:
+    case MonitorEvent::Kind::kFailed:
+    case MonitorEvent::Kind::kError:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void Monitor::Emit(MonitorEvent e, std::vector<MonitorEvent>* events,
+                   const std::string& subject) {
+  if (IsCondition(e.kind)) {
+    Condition key{e.pool, e.kind, subject};
+    if (!seen_.insert(key).second) return;  // once per pass
+    auto it = conditions_.find(key);
+    const absl::Time now = absl::Now();
+    if (it != conditions_.end() && now - it->second < policy_.repeat_interval) return;
+    conditions_[key] = now;
+  }
+  if (report_) report_(e);
+  events->push_back(std::move(e));
+}
+
 absl::Status Monitor::CheckPool(const std::string& name,
                                 std::vector<MonitorEvent>* events) {
-  auto emit = [&](MonitorEvent::Kind kind, uint64_t from, uint64_t to, std::string msg) {
-    MonitorEvent e{kind, name, from, to, std::move(msg)};
-    if (report_) report_(e);
-    events->push_back(std::move(e));
+  auto emit = [&](MonitorEvent::Kind kind, uint64_t from, uint64_t to, std::string msg,
+                  const std::string& subject = "") {
+    Emit(MonitorEvent{kind, name, from, to, std::move(msg)}, events, subject);
   };
   ASSIGN_OR_RETURN(auto pool, Pool::Open(state_, dm_, name));
+  for (std::string& done : pool->TakeRecovered()) {
+    emit(MonitorEvent::Kind::kRecovered, 0, 0, absl::StrCat("pool ", name, ": ", done));
+  }
   ASSIGN_OR_RETURN(PoolStatus st, pool->Status());
   if (!st.active) return absl::OkStatus();
   if (st.failed) {
@@ -110,7 +145,7 @@ absl::Status Monitor::CheckPool(const std::string& name,
     uint64_t next = grown(rec.metadata_bytes, 4096, policy_.max_metadata_bytes);
     if (next <= rec.metadata_bytes) {
       emit(MonitorEvent::Kind::kCannotExtend, rec.metadata_bytes, rec.metadata_bytes,
-           absl::StrCat("pool ", name, " metadata is at its maximum"));
+           absl::StrCat("pool ", name, " metadata is at its maximum"), "metadata");
     } else {
       new_meta = next;
     }
@@ -144,15 +179,31 @@ absl::StatusOr<std::vector<MonitorEvent>> Monitor::CheckOnce() {
     ASSIGN_OR_RETURN(auto all, state_.registry().ListPools());
     for (const auto& p : all) names.push_back(p.name);
   }
+  std::lock_guard<std::mutex> pass(pass_mu_);
+  seen_.clear();
   std::vector<MonitorEvent> events;
   for (const auto& name : names) {
     absl::Status s = CheckPool(name, &events);
     if (!s.ok()) {
-      MonitorEvent e{MonitorEvent::Kind::kError, name, 0, 0,
-                     absl::StrCat("cannot check pool ", name, ": ", s.message())};
-      if (report_) report_(e);
-      events.push_back(std::move(e));
+      Emit(MonitorEvent{MonitorEvent::Kind::kError, name, 0, 0,
+                        absl::StrCat("cannot check pool ", name, ": ", s.message())},
+           &events);
     }
+  }
+  // Conditions not seen in this pass have ended: say so once.
+  for (auto it = conditions_.begin(); it != conditions_.end();) {
+    if (seen_.count(it->first)) {
+      ++it;
+      continue;
+    }
+    const auto& [pool, kind, subject] = it->first;
+    MonitorEvent e{MonitorEvent::Kind::kCleared, pool, 0, 0,
+                   absl::StrCat("pool ", pool, ": ", MonitorEventKindName(kind),
+                                subject.empty() ? "" : absl::StrCat(" (", subject, ")"),
+                                " cleared")};
+    it = conditions_.erase(it);
+    if (report_) report_(e);
+    events.push_back(std::move(e));
   }
   return events;
 }

@@ -4,6 +4,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -21,17 +22,20 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/failpoint.h"
+#include "base/size.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "thinpool/exec.h"
 #include "thinpool/loop_device.h"
+#include "thinpool/mounts.h"
 
 namespace thinpool {
 namespace {
 
 constexpr uint64_t kSector = 512;
-constexpr uint64_t kMinBlockBytes = 64 * 1024;
-constexpr uint64_t kMaxBlockBytes = 1ull << 30;
+// Data blocks one space-map bitmap block covers: (4096 - 16 byte header) x 4
+// two-bit entries (drivers/md/persistent-data/dm-space-map-common.c).
+constexpr uint64_t kEntriesPerBitmap = 16320;
 
 using base::Failpoint;
 using base::FailpointIs;
@@ -122,6 +126,30 @@ bool HasFeature(const PoolRecord& r, absl::string_view f) {
 
 absl::StatusOr<dm::Name> DmName(const std::string& s) { return dm::Name::Create(s); }
 
+// Refuses when the filesystem holding `dir` (or, while it does not exist
+// yet, `fallback`) has less than `need` bytes available (f_bavail).
+absl::Status CheckFreeSpace(const std::string& dir, const std::string& fallback, uint64_t need,
+                            const std::string& why) {
+  struct statvfs vfs;
+  std::string where = dir;
+  if (::statvfs(where.c_str(), &vfs) != 0) {
+    where = fallback;
+    if (::statvfs(where.c_str(), &vfs) != 0) {
+      return base::ErrnoError(errno, absl::StrCat("statvfs ", where));
+    }
+  }
+  const uint64_t avail = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  if (avail < need) {
+    return base::WithErrno(
+        absl::ResourceExhaustedError(absl::StrCat(
+            why, ", but the filesystem of ", where, " has only ", base::FormatSize(avail),
+            " free (no space left): free space there, or place the pool's files "
+            "elsewhere")),
+        ENOSPC);
+  }
+  return absl::OkStatus();
+}
+
 // A device node for a dm device: /dev/mapper/NAME if it exists, else
 // /dev/dm-MINOR.
 std::string NodeFor(const dm::Control& dm, const std::string& name, dm::DevNum dev) {
@@ -137,6 +165,106 @@ uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes) {
   uint64_t bytes = 48 * (data_bytes / block_bytes);
   bytes = std::clamp(bytes, kMinMetadataBytes, kMaxMetadataBytes);
   return (bytes + 4095) / 4096 * 4096;
+}
+
+uint64_t FormatMetadataBytes(uint64_t data_blocks) {
+  uint64_t bitmaps = (data_blocks + kEntriesPerBitmap - 1) / kEntriesPerBitmap;
+  // Index entries in btree leaves, shadow copies while inserting them, and
+  // the fixed part (superblock, metadata space map, roots): measured 421 MiB
+  // for 100 TiB of 64 KiB blocks, this gives 427 MiB.
+  return (bitmaps + bitmaps / 16 + 16) * 4096;
+}
+
+namespace {
+
+// The data a block size can address: the guide's metadata (48 bytes per
+// block) within the kernel's maximum.
+uint64_t AddressableBytes(uint64_t block_bytes) {
+  return kMaxMetadataBytes / 48 * block_bytes;
+}
+
+// Metadata must hold the formatted space maps and room for mappings.
+uint64_t MinMetadataBytes(uint64_t format_bytes) {
+  return std::max(kMinMetadataBytes, format_bytes + (1 << 20));
+}
+
+}  // namespace
+
+absl::StatusOr<PoolGeometry> PlanPoolGeometry(uint64_t data_bytes,
+                                              std::optional<uint64_t> block_bytes,
+                                              std::optional<uint64_t> metadata_bytes,
+                                              std::optional<uint64_t> low_water_blocks) {
+  PoolGeometry g;
+  // The smallest power-of-two block from 64 KiB that addresses the data.
+  uint64_t fitting = kMinBlockBytes;
+  while (fitting < kMaxBlockBytes && AddressableBytes(fitting) < data_bytes) fitting *= 2;
+  if (AddressableBytes(fitting) < data_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data size ", base::FormatSize(data_bytes), " is more than a pool can address: at most ",
+        base::FormatSize(AddressableBytes(kMaxBlockBytes)), " with 1 GiB blocks (the kernel's metadata "
+        "maximum of ", base::FormatSize(kMaxMetadataBytes), " at 48 bytes per block)"));
+  }
+  if (block_bytes.has_value()) {
+    const uint64_t b = *block_bytes;
+    if (b < kMinBlockBytes || b > kMaxBlockBytes || b % kMinBlockBytes != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "block size ", b, " bytes is invalid: must be a multiple of 64 KiB "
+          "between 64 KiB and 1 GiB"));
+    }
+    if (AddressableBytes(b) < data_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "with ", base::FormatSize(b), " blocks a pool addresses at most ", base::FormatSize(AddressableBytes(b)),
+          " of data (the kernel's metadata maximum of ", base::FormatSize(kMaxMetadataBytes),
+          " at 48 bytes per block); for ", base::FormatSize(data_bytes), " use blocks of ", base::FormatSize(fitting),
+          " or more, or leave the block size out to have it chosen"));
+    }
+    g.block_bytes = b;
+  } else {
+    g.block_bytes = fitting;
+  }
+  const uint64_t blocks = data_bytes / g.block_bytes;
+  if (blocks < kMinDataBlocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data size ", base::FormatSize(data_bytes), " is ", blocks, " block(s) of ", base::FormatSize(g.block_bytes),
+        "; a pool needs at least ", kMinDataBlocks, " blocks (",
+        base::FormatSize(kMinDataBlocks * g.block_bytes), ")"));
+  }
+  g.data_bytes = blocks * g.block_bytes;
+  g.format_bytes = FormatMetadataBytes(blocks);
+  if (metadata_bytes.has_value()) {
+    const uint64_t m = *metadata_bytes;
+    if (m < kMinMetadataBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata size ", m, " bytes is below the minimum of 2 MiB (leave it out for the "
+          "guide's ", base::FormatSize(DefaultMetadataBytes(g.data_bytes, g.block_bytes)), ")"));
+    }
+    if (m > kMaxMetadataBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata size ", m, " bytes is above the kernel's maximum of ", kMaxMetadataBytes,
+          " bytes"));
+    }
+    if (m < MinMetadataBytes(g.format_bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata size ", base::FormatSize(m), " is too small for ", blocks, " data blocks: formatting "
+          "the pool alone writes ~", base::FormatSize(g.format_bytes), "; give at least ",
+          base::FormatSize(MinMetadataBytes(g.format_bytes)), " (the guide: ",
+          base::FormatSize(DefaultMetadataBytes(g.data_bytes, g.block_bytes)), ")"));
+    }
+    g.metadata_bytes = m - m % 4096;
+  } else {
+    g.metadata_bytes = DefaultMetadataBytes(g.data_bytes, g.block_bytes);
+  }
+  if (low_water_blocks.has_value()) {
+    if (*low_water_blocks >= blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the low-water mark of ", *low_water_blocks, " blocks must be below the pool's ",
+          blocks, " data blocks"));
+    }
+    g.low_water_blocks = *low_water_blocks;
+  } else {
+    g.low_water_blocks = blocks / 5;  // >= 3: blocks >= kMinDataBlocks
+  }
+  return g;
 }
 
 std::string PoolStatus::Summary() const {
@@ -184,23 +312,19 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
                                                    const dm::Control& dm,
                                                    absl::string_view name,
                                                    const PoolOptions& options) {
+  // Everything is checked before anything is made: names, sizes against the
+  // kernel's limits, free space where the files go.
   RETURN_IF_ERROR(ValidatePoolName(name));
   const bool devices = !options.data_device.empty() || !options.metadata_device.empty();
   if (devices && (options.data_device.empty() || options.metadata_device.empty())) {
     return absl::InvalidArgumentError(
         "a device-backed pool needs both a data and a metadata device");
   }
-  const uint64_t block = options.block_bytes;
-  if (block < kMinBlockBytes || block > kMaxBlockBytes || block % kMinBlockBytes != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block size ", block, " bytes is invalid: must be a multiple of 64 KiB "
-        "between 64 KiB and 1 GiB"));
-  }
   PoolRecord rec;
   rec.name = std::string(name);
-  rec.block_sectors = static_cast<uint32_t>(block / kSector);
   rec.features = FeatureList(options);
-
+  uint64_t data_bytes = options.data_bytes;
+  std::optional<uint64_t> metadata_bytes = options.metadata_bytes;
   if (devices) {
     rec.backing = PoolBacking::kDevices;
     rec.data_path = options.data_device;
@@ -210,19 +334,16 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
     if (options.data_device == options.metadata_device) {
       return absl::InvalidArgumentError("data and metadata devices must differ");
     }
-    rec.data_bytes = options.data_bytes ? options.data_bytes : data_dev;
-    rec.metadata_bytes = options.metadata_bytes ? options.metadata_bytes : meta_dev;
-    if (rec.data_bytes > data_dev || rec.metadata_bytes > meta_dev) {
+    if (data_bytes == 0) data_bytes = data_dev;
+    // The kernel uses no more of a metadata device than its maximum.
+    if (!metadata_bytes) metadata_bytes = std::min(meta_dev, kMaxMetadataBytes);
+    if (data_bytes > data_dev || *metadata_bytes > meta_dev) {
       return absl::InvalidArgumentError(absl::StrCat(
           "requested sizes exceed the devices (data ", data_dev, ", metadata ",
           meta_dev, " bytes)"));
     }
   } else {
     rec.backing = PoolBacking::kFiles;
-    rec.data_bytes = options.data_bytes;
-    rec.metadata_bytes = options.metadata_bytes
-                             ? options.metadata_bytes
-                             : DefaultMetadataBytes(options.data_bytes, block);
     rec.data_path = options.data_file.empty()
                         ? DataFile(state, name)
                         : std::filesystem::absolute(options.data_file).lexically_normal().string();
@@ -234,29 +355,24 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
       return absl::InvalidArgumentError("data and metadata files must differ");
     }
   }
-  if (rec.data_bytes < block) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data size ", rec.data_bytes, " bytes is smaller than one block (", block,
-        " bytes)"));
-  }
-  rec.data_bytes -= rec.data_bytes % block;
-  if (rec.metadata_bytes < kMinMetadataBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metadata size ", rec.metadata_bytes, " bytes is below the minimum of 2 MiB"));
-  }
-  if (rec.metadata_bytes > kMaxMetadataBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metadata size ", rec.metadata_bytes, " bytes is above the kernel's maximum of ",
-        kMaxMetadataBytes, " bytes"));
-  }
-  rec.metadata_bytes -= rec.metadata_bytes % 4096;
-  const uint64_t data_blocks = rec.data_bytes / block;
-  rec.low_water_blocks = options.low_water_blocks ? options.low_water_blocks
-                                                  : std::max<uint64_t>(1, data_blocks / 5);
-  if (rec.low_water_blocks >= data_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "low water mark ", rec.low_water_blocks, " blocks is not below the pool's ",
-        data_blocks, " data blocks"));
+  ASSIGN_OR_RETURN(PoolGeometry geometry,
+                   PlanPoolGeometry(data_bytes, options.block_bytes, metadata_bytes,
+                                    options.low_water_blocks));
+  rec.block_sectors = static_cast<uint32_t>(geometry.block_bytes / kSector);
+  rec.data_bytes = geometry.data_bytes;
+  rec.metadata_bytes = geometry.metadata_bytes;
+  rec.low_water_blocks = geometry.low_water_blocks;
+  if (rec.backing == PoolBacking::kFiles) {
+    // The kernel writes the new pool's space maps at once; the data file
+    // is sparse. (The registry's own commit needs a little too.)
+    RETURN_IF_ERROR(CheckFreeSpace(std::filesystem::path(rec.metadata_path).parent_path().string(),
+                                   state.path(), geometry.format_bytes + (1 << 20),
+                                   absl::StrCat("pool '", name, "': the kernel writes ~",
+                                                base::FormatSize(geometry.format_bytes),
+                                                " of metadata when it formats ",
+                                                base::FormatSize(rec.data_bytes), " of data in ",
+                                                base::FormatSize(geometry.block_bytes),
+                                                " blocks")));
   }
 
   ASSIGN_OR_RETURN(PoolLock lock, state.LockPool(name));
@@ -273,12 +389,16 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
 
   bool files_made = false;
   std::vector<std::string> made_files;  // files made outside the pool dir
-  auto undo_files = absl::MakeCleanup([&] {
-    if (!files_made) return;
+  auto remove_files = [&]() -> absl::Status {
+    if (!files_made) return absl::OkStatus();
     std::error_code ec;
-    std::filesystem::remove_all(state.PoolDir(name), ec);
     for (const auto& f : made_files) std::filesystem::remove(f, ec);
-  });
+    std::filesystem::remove_all(state.PoolDir(name), ec);
+    files_made = false;
+    if (ec) return absl::InternalError(absl::StrCat("removing the pool's files: ", ec.message()));
+    return absl::OkStatus();
+  };
+  auto undo_files = absl::MakeCleanup([&] { (void)remove_files(); });
   if (rec.backing == PoolBacking::kFiles) {
     std::string dir = state.PoolDir(name);
     // Not in the registry: anything there is left from a create that crashed.
@@ -316,8 +436,24 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(StateDir& state,
   RETURN_IF_ERROR(state.registry().AddPool(rec));
   absl::Status activated = pool->ActivateLocked();
   if (!activated.ok()) {
-    (void)state.registry().RemovePool(name, /*even_if_pending=*/true);
-    return activated;
+    // Roll back completely, in the order that frees what the next step may
+    // need: the devices (they hold the files), the files (a full disk makes
+    // the registry's commit fail), then the registry record.
+    std::vector<std::string> left;
+    absl::Status down = pool->DeactivateLocked(/*force=*/true);
+    if (!down.ok()) left.push_back(std::string(down.message()));
+    if (down.ok()) {
+      absl::Status removed = remove_files();
+      if (!removed.ok()) left.push_back(std::string(removed.message()));
+    }
+    absl::Status forgot = state.registry().RemovePool(name, /*even_if_pending=*/true);
+    if (!forgot.ok()) left.push_back(std::string(forgot.message()));
+    std::move(undo_files).Cancel();
+    return base::Annotate(
+        activated, left.empty()
+                       ? absl::StrCat("pool '", name, "' not created (rolled back)")
+                       : absl::StrCat("pool '", name, "' not created; rolling back failed: ",
+                                      absl::StrJoin(left, "; ")));
   }
   std::move(undo_files).Cancel();
   return pool;
@@ -380,7 +516,7 @@ absl::Status Pool::ActivateLocked() {
           existing->uuid, "', expected '", dm_uuid(), "')"));
     }
     if (existing->live_table()) {
-      if (existing->suspended()) RETURN_IF_ERROR(dm_.Resume(dmname).status());
+      RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/true));
       RETURN_IF_ERROR(ReconcileLocked().status());
       return CleanUpQuarantined();
     }
@@ -446,6 +582,9 @@ absl::Status Pool::ActivateLocked() {
   // The pool holds the loops open now; with autoclear they go with it.
   for (auto& loop : loops) loop.Release();
   Failpoint("after_pool_activate");
+  if (FailpointIs("fail_after_pool_activate")) {
+    return absl::InternalError("injected failure (DMTHIN_FAILPOINT=fail_after_pool_activate)");
+  }
   RETURN_IF_ERROR(ReconcileLocked().status());
   return CleanUpQuarantined();
 }
@@ -473,6 +612,27 @@ absl::Status Pool::DeactivateLocked(bool force) {
         "pool '", name_, "' has ", thins.size(), " active thin device(s) (",
         absl::StrJoin(thins.begin(), thins.begin() + std::min<size_t>(thins.size(), 5), ", "),
         thins.size() > 5 ? ", ..." : "", "); deactivate them first or force"));
+  }
+  // Say what holds a thin open before removing anything: a mount (where,
+  // from mountinfo) or some other opener.
+  for (const auto& t : thins) {
+    ASSIGN_OR_RETURN(dm::Name n, DmName(t));
+    ASSIGN_OR_RETURN(auto info, dm_.Find(n));
+    if (!info.has_value() || info->open_count == 0) continue;
+    const std::string node = NodeFor(dm_, t, info->dev);
+    std::vector<std::string> mounts = MountPointsOf(info->dev.ToDevT());
+    std::string holder =
+        mounts.empty()
+            ? absl::StrCat("is held open (open count ", info->open_count,
+                           ") though not mounted here; find the holder with 'fuser -vm ", node,
+                           "' (or a mount in another namespace) and close it")
+            : absl::StrCat("is mounted on ", absl::StrJoin(mounts, ", "), "; unmount it ('umount ",
+                           mounts.front(), "')");
+    return base::WithErrno(
+        absl::FailedPreconditionError(absl::StrCat(
+            "pool '", name_, "': thin device ", t, " (", node, ", ", info->dev.major, ":",
+            info->dev.minor, ") ", holder, ", then deactivate the pool again")),
+        EBUSY);
   }
   for (const auto& t : thins) {
     ASSIGN_OR_RETURN(dm::Name n, DmName(t));
@@ -573,6 +733,7 @@ absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
                           std::optional<uint64_t> metadata_bytes) {
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
   ASSIGN_OR_RETURN(PoolRecord rec, Record());
+  RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/false));
   const uint64_t block = uint64_t{rec.block_sectors} * kSector;
   uint64_t new_data = data_bytes.value_or(rec.data_bytes);
   new_data -= new_data % block;
@@ -591,8 +752,28 @@ absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
   if (new_data == rec.data_bytes && new_meta == rec.metadata_bytes) {
     return absl::OkStatus();
   }
+  if (new_data > AddressableBytes(block)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", name_, "': with ", base::FormatSize(block), " blocks a pool addresses at most ",
+        base::FormatSize(AddressableBytes(block)), " of data (the kernel's metadata maximum at "
+        "48 bytes per block); make a new pool with larger blocks for more"));
+  }
+  const uint64_t format = FormatMetadataBytes(new_data / block);
+  if (new_meta < MinMetadataBytes(format)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", name_, "': ", base::FormatSize(new_data), " of data needs at least ",
+        base::FormatSize(MinMetadataBytes(format)), " of metadata (its space map alone takes ~",
+        base::FormatSize(format), "); grow the metadata too"));
+  }
   ASSIGN_OR_RETURN(bool active, IsActive());
   if (rec.backing == PoolBacking::kFiles) {
+    // The kernel writes the grown data's space map at once.
+    const uint64_t more = format - std::min(format, FormatMetadataBytes(rec.data_bytes / block));
+    RETURN_IF_ERROR(CheckFreeSpace(
+        std::filesystem::path(rec.metadata_path).parent_path().string(), state_.path(),
+        more + (1 << 20),
+        absl::StrCat("pool '", name_, "': growing the data to ", base::FormatSize(new_data),
+                     " writes ~", base::FormatSize(more), " more metadata")));
     RETURN_IF_ERROR(GrowFile(rec.data_path, new_data));
     RETURN_IF_ERROR(GrowFile(rec.metadata_path, new_meta));
     if (active) {
@@ -640,6 +821,7 @@ absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
     (void)dm_.ClearInactive(dmname);
     return base::Annotate(suspended, absl::StrCat("suspending ", dm_name(), " to grow it"));
   }
+  Failpoint("after_pool_suspend");
   RETURN_IF_ERROR(dm_.Resume(dmname).status());
   return absl::OkStatus();
 }
@@ -700,9 +882,49 @@ absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const 
 
 absl::StatusOr<std::string> Pool::Reconcile() {
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/true));
   ASSIGN_OR_RETURN(std::string done, ReconcileLocked());
   RETURN_IF_ERROR(CleanUpQuarantined());
+  if (!done.empty()) recovered_.push_back(done);
   return done;
+}
+
+std::vector<std::string> Pool::TakeRecovered() {
+  std::vector<std::string> out;
+  out.swap(recovered_);
+  return out;
+}
+
+// Every suspend of ours (a snapshot's origin, the pool while it grows)
+// happens under the pool lock and is resumed before the lock is released,
+// so whatever is still suspended when we hold the lock was left by a process
+// that died in between (kill -9), and all I/O to it hangs until it is
+// resumed. The pool device always; its thins when `all_thins` or a snapshot
+// is pending (the only time thins are suspended): one DM_DEV_STATUS each.
+absl::Status Pool::ResumeLeftSuspended(bool all_thins) {
+  auto resume = [&](const std::string& dm_name, absl::string_view what) -> absl::Status {
+    ASSIGN_OR_RETURN(dm::Name n, DmName(dm_name));
+    ASSIGN_OR_RETURN(auto info, dm_.Find(n));
+    if (!info.has_value() || !info->live_table() || !info->suspended()) return absl::OkStatus();
+    // A pool suspended while growing has its grown table loaded: resuming
+    // puts it live, as the registry already records.
+    auto resumed = dm_.Resume(n);
+    if (!resumed.ok()) {
+      return base::Annotate(resumed.status(),
+                            absl::StrCat("resuming ", what, " ", dm_name, ", left suspended"));
+    }
+    recovered_.push_back(absl::StrCat("resumed ", what, " ", dm_name,
+                                      ", left suspended by a process that died"));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(resume(dm_name(), "the pool device"));
+  if (!all_thins) {
+    ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
+    if (!pending.has_value() || pending->kind != OpKind::kCreateSnap) return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
+  for (const auto& t : thins) RETURN_IF_ERROR(resume(t, "thin device"));
+  return absl::OkStatus();
 }
 
 // Quarantined ids are never handed out again, but a device the kernel still
@@ -730,16 +952,8 @@ absl::StatusOr<std::string> Pool::ReconcileLocked() {
         "pool '", name_, "' has failed in the kernel; deactivate it and run "
         "thin_check on ", rec.metadata_path));
   }
+  RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/false));
   ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
-  if (pending.has_value() && pending->kind == OpKind::kCreateSnap) {
-    // A crash while a snapshot's origin was suspended leaves it suspended.
-    ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
-    for (const auto& t : thins) {
-      ASSIGN_OR_RETURN(dm::Name n, DmName(t));
-      ASSIGN_OR_RETURN(dm::DeviceInfo info, dm_.Info(n));
-      if (info.suspended()) RETURN_IF_ERROR(dm_.Resume(n).status());
-    }
-  }
   if (!pending.has_value()) {
     if (k.transaction_id != rec.transaction_id) {
       return absl::DataLossError(absl::StrCat(

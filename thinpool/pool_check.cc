@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/size.h"
 #include "base/status.h"
 #include "thinpool/exec.h"
 #include "thinpool/loop_device.h"
@@ -61,6 +62,10 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
 
   std::optional<std::set<uint32_t>> kernel_ids;
   if (active) {
+    // Devices a dead process left suspended are resumed whether or not
+    // asked to repair (they hang all I/O); reported with what Open resumed.
+    RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/true));
+    for (std::string& done : TakeRecovered()) report.actions.push_back(std::move(done));
     ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
     if (!k.ok()) {
       report.findings.push_back(absl::StrCat(
@@ -72,11 +77,24 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
       report.findings.push_back(absl::StrCat(
           "the kernel flags the metadata needs_check: deactivate the pool, then 'dmthin pool "
           "check ", name_, " --repair'"));
+    // Full data or metadata: only growing helps, never --repair.
+    const bool metadata_full = k.used_metadata.value() + 8 >= k.total_metadata.value();
     if (k.mode == dm::ThinPoolStatus::Mode::kReadOnly)
-      report.findings.push_back("the pool is read-only (metadata trouble or full metadata)");
-    if (k.mode == dm::ThinPoolStatus::Mode::kOutOfDataSpace)
-      report.findings.push_back(absl::StrCat("the pool is out of data space: 'dmthin pool resize ",
-                                             name_, " --data-size SIZE'"));
+      report.findings.push_back(
+          metadata_full
+              ? absl::StrCat("the pool is read-only: its metadata is full (",
+                             k.used_metadata.value(), "/", k.total_metadata.value(),
+                             " blocks); grow it: 'dmthin pool resize ", name_,
+                             " --metadata-size SIZE'")
+              : absl::StrCat("the pool is read-only (metadata trouble): deactivate it, then "
+                             "'dmthin pool check ", name_, " --repair'"));
+    if (k.mode == dm::ThinPoolStatus::Mode::kOutOfDataSpace ||
+        k.used_data.value() >= k.total_data.value())
+      report.findings.push_back(absl::StrCat(
+          "the pool's data is full (", k.used_data.value(), "/", k.total_data.value(),
+          " blocks", k.mode == dm::ThinPoolStatus::Mode::kOutOfDataSpace ? ", out of data space" : "",
+          "): grow it: 'dmthin pool resize ", name_, " --data-size SIZE' (more than ",
+          base::FormatSize(rec.data_bytes), ")"));
     if (pending.has_value()) {
       std::string what = absl::StrCat("an interrupted ", OpKindName(pending->kind), " of device ",
                                       pending->dev_id);
@@ -86,6 +104,7 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
         pending.reset();
       } else {
         report.findings.push_back(what + " is pending (--repair finishes or undoes it)");
+        report.repairable = true;
       }
     } else if (k.transaction_id != rec.transaction_id) {
       report.findings.push_back(absl::StrCat(
@@ -130,6 +149,7 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
               " -o <spare device>, then recreate the pool's record on it"));
         } else {
           report.findings.push_back(problem + " (--repair rebuilds it with thin_repair)");
+          if (rec.backing == PoolBacking::kFiles) report.repairable = true;
         }
       }
     } else {
@@ -168,6 +188,7 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
         report.findings.push_back(absl::StrCat(
             "device id ", id, " is in the pool's metadata but not in the registry (--repair "
             "quarantines it)"));
+        report.repairable = true;
       }
     }
   }

@@ -70,7 +70,7 @@ struct Config {
   bool loopback = false;     // dm.loopback or a dm.loop* size given
   uint64_t loop_data_bytes = kDefaultLoopDataBytes;
   uint64_t loop_metadata_bytes = 0;
-  uint64_t block_bytes = thinpool::kDefaultBlockBytes;
+  std::optional<uint64_t> block_bytes;  // unset: thinpool chooses for the data size
   uint64_t base_bytes = kDefaultBaseBytes;
   std::string mount_options;
   double min_free_percent = kDefaultMinFreePercent;
@@ -121,7 +121,9 @@ absl::StatusOr<Config> ParseConfig(const DriverOptions& o) {
       RETURN_IF_ERROR(size(&c.loop_metadata_bytes));
       c.loopback = true;
     } else if (key == "dm.blocksize") {
-      RETURN_IF_ERROR(size(&c.block_bytes));
+      uint64_t block = 0;
+      RETURN_IF_ERROR(size(&block));
+      c.block_bytes = block;
     } else if (key == "dm.basesize") {
       RETURN_IF_ERROR(size(&c.base_bytes));
       if (c.base_bytes < (64ull << 20) || c.base_bytes % 4096 != 0) {
@@ -542,7 +544,7 @@ absl::Status DevmapperDriver::OpenPool() {
   } else {
     thinpool::PoolOptions po;
     po.data_bytes = config_.loop_data_bytes;
-    po.metadata_bytes = config_.loop_metadata_bytes;
+    if (config_.loop_metadata_bytes != 0) po.metadata_bytes = config_.loop_metadata_bytes;
     po.block_bytes = config_.block_bytes;
     // Fail writes at once when the pool is full rather than queueing them:
     // dm.min_free_space keeps layers from getting there.

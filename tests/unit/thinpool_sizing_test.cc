@@ -24,6 +24,71 @@ TEST(MetadataSizeTest, FollowsTheKernelGuide) {
   EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 0), 75 * MiB);
 }
 
+// Item 7 and 9 of issue 11: sizes are checked against the kernel's limits
+// and the block size is chosen for the data, before anything is made.
+TEST(PoolGeometryTest, ChoosesTheBlockSizeForTheData) {
+  constexpr uint64_t KiB = 1024, MiB = KiB << 10, GiB = MiB << 10, TiB = GiB << 10;
+  auto g = PlanPoolGeometry(100 * GiB, {}, {}, {});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->block_bytes, 64 * KiB);
+  EXPECT_EQ(g->metadata_bytes, 75 * MiB);
+  EXPECT_EQ(g->low_water_blocks, (100 * GiB / (64 * KiB)) / 5);
+  // 100 TiB: the guide at 64 KiB blocks is 75 GiB of metadata, above the
+  // kernel's ~16 GiB; 512 KiB blocks need 9.4 GiB.
+  g = PlanPoolGeometry(100 * TiB, {}, {}, {});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->block_bytes, 512 * KiB);
+  EXPECT_EQ(g->metadata_bytes, DefaultMetadataBytes(100 * TiB, 512 * KiB));
+  EXPECT_LE(g->metadata_bytes, kMaxMetadataBytes);
+  g = PlanPoolGeometry(1000 * TiB, {}, {}, {});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->block_bytes, 4 * MiB);
+  // What formatting writes: measured 421 MiB for 100 TiB of 64 KiB blocks.
+  uint64_t format = FormatMetadataBytes(100 * TiB / (64 * KiB));
+  EXPECT_GE(format, 421 * MiB);
+  EXPECT_LE(format, 440 * MiB);
+}
+
+TEST(PoolGeometryTest, RefusesWhatTheKernelCannotDo) {
+  constexpr uint64_t KiB = 1024, MiB = KiB << 10, GiB = MiB << 10, TiB = GiB << 10;
+  // A given block size too small for the data names the one that works.
+  auto g = PlanPoolGeometry(100 * TiB, 64 * KiB, {}, {});
+  ASSERT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("512 KiB"), std::string::npos) << g.status();
+  EXPECT_FALSE(PlanPoolGeometry(1 * GiB, 100 * KiB, {}, {}).ok());
+  EXPECT_FALSE(PlanPoolGeometry(1 * GiB, 2 * GiB, {}, {}).ok());
+  EXPECT_FALSE(PlanPoolGeometry(1 * GiB, 0, {}, {}).ok());
+  // Beyond what even 1 GiB blocks address.
+  EXPECT_FALSE(PlanPoolGeometry(uint64_t{400} << 50, {}, {}, {}).ok());
+  // --data-size 64K: one block; the message is about the data size, not a
+  // low-water mark nobody gave.
+  g = PlanPoolGeometry(64 * KiB, {}, {}, {});
+  ASSERT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("at least 16 blocks"), std::string::npos) << g.status();
+  EXPECT_EQ(g.status().message().find("low"), std::string::npos) << g.status();
+  EXPECT_FALSE(PlanPoolGeometry(0, {}, {}, {}).ok());
+  g = PlanPoolGeometry(1 * MiB, {}, {}, {});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->low_water_blocks, 3u);
+  // --metadata-size 0 is an error, not the 2 MiB minimum.
+  g = PlanPoolGeometry(1 * GiB, {}, 0, {});
+  ASSERT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("below the minimum"), std::string::npos) << g.status();
+  EXPECT_FALSE(PlanPoolGeometry(1 * GiB, {}, 1 * MiB, {}).ok());
+  EXPECT_FALSE(PlanPoolGeometry(1 * GiB, {}, kMaxMetadataBytes + 4096, {}).ok());
+  // Metadata smaller than the formatted space maps.
+  g = PlanPoolGeometry(100 * TiB, {}, 32 * MiB, {});
+  ASSERT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("too small"), std::string::npos) << g.status();
+  // A given low-water mark must be below the data blocks; 0 means none.
+  g = PlanPoolGeometry(1 * MiB, {}, {}, 16);
+  ASSERT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("low-water mark of 16"), std::string::npos) << g.status();
+  g = PlanPoolGeometry(1 * MiB, {}, {}, 0);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->low_water_blocks, 0u);
+}
+
 TEST(AutoextendPolicyTest, Validates) {
   AutoextendPolicy p;
   EXPECT_TRUE(p.Validate().ok());

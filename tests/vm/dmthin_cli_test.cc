@@ -2,6 +2,7 @@
 // verb in human and --json form (the JSON parsed here), and the error paths
 // with their exit codes (0 ok, 1 failed, 2 usage) and messages.
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -234,6 +235,40 @@ TEST_F(DmthinCliTest, OperationErrorsExitOneWithAReason) {
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("thin_check"), std::string::npos) << r.err;
   }
+}
+
+// Issue 11, items 9, 10, 11: sizes are checked before anything is made and
+// the messages name what was given; a forced deactivate names the mount
+// that blocks it; check on a full pool says to grow it, not --repair.
+TEST_F(DmthinCliTest, ErrorsSayWhatIsWrongAndWhatToRun) {
+  RunResult r = Dmthin({"pool", "create", pool_, "--data-size", "64K"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("at least 16 blocks"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("low water"), std::string::npos) << r.err;
+  r = Dmthin({"pool", "create", pool_, "--data-size", "1G", "--metadata-size", "0"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("below the minimum"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(state_ + "/" + pool_)) << "a refused create made files";
+
+  CreatePool({"--error-if-no-space"}, "16M");
+  Json thin = DmthinJson({"thin", "create", pool_, "t", "--size", "32M", "--mkfs", "ext4"});
+  const std::string mnt = dir_ + "/mnt";
+  std::filesystem::create_directories(mnt);
+  ASSERT_EQ(mount(thin["path"].get<std::string>().c_str(), mnt.c_str(), "ext4", 0, nullptr), 0);
+  cleanup_.Push([mnt] { umount2(mnt.c_str(), MNT_DETACH); });
+  r = Dmthin({"pool", "deactivate", pool_, "--force"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("mounted on " + mnt), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("umount " + mnt), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("or --force"), std::string::npos) << r.err;
+
+  // Fill the pool through the filesystem (error_if_no_space: writes fail).
+  testsupport::Run({"dd", "if=/dev/urandom", "of=" + mnt + "/fill", "bs=1M", "count=24",
+                    "oflag=direct", "status=none"});
+  r = Dmthin({"pool", "check", pool_});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("pool resize " + pool_), std::string::npos) << r.Describe();
+  EXPECT_EQ(r.err.find("--repair"), std::string::npos) << r.Describe();
 }
 
 TEST_F(DmthinCliTest, DmVerbs) {

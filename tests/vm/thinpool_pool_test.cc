@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status.h"
 #include "gtest/gtest.h"
 #include "libdm/control.h"
@@ -607,6 +608,158 @@ TEST_F(PoolTest, CrashPointMatrix) {
   ASSERT_TRUE(q.ok());
   EXPECT_TRUE(q->empty());  // every rollback succeeded: nothing quarantined
   ExpectKernelMatchesRegistry(*pool);
+}
+
+// Issue 11, item 6: kill -9 between a suspend and its resume (a snapshot of
+// a mounted origin, a pool growing) left the device suspended, all I/O to it
+// hanging, until some later command silently resumed it (and a Resize's
+// suspended pool not even then). Every entry point and the monitor resume it
+// now and say so; pool check reports it.
+TEST_F(PoolTest, DeadProcessNeverLeavesADeviceSuspended) {
+  auto pool = MakePool(128 * kMiB);
+  ASSERT_NE(pool, nullptr);
+  auto origin = pool->CreateThin("origin", 32 * kMiB, true);
+  ASSERT_TRUE(origin.ok()) << origin.status();
+  Ext4Options ext4;
+  ext4.assume_zeroed = true;
+  ASSERT_TRUE(MakeExt4(origin->device, ext4).ok());
+  const std::string mnt = dir_ + "/mnt";
+  fs::create_directories(mnt);
+  ASSERT_EQ(mount(origin->device.c_str(), mnt.c_str(), "ext4", 0, nullptr), 0) << strerror(errno);
+  mounts_.push_back(mnt);
+  auto die_at = [&](const char* failpoint, int op) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("DMTHIN_FAILPOINT", failpoint, 1);
+      auto dm = dm::Control::Open();
+      auto state = StateDir::Open(dir_);
+      if (!dm.ok() || !state.ok()) _exit(2);
+      auto p = Pool::Open(**state, **dm, pool_name_);
+      if (!p.ok()) _exit(3);
+      absl::Status s = op == 0 ? (*p)->Snapshot("origin", "snap").status()
+                               : (*p)->Resize(256 * kMiB, std::nullopt);
+      _exit(s.ok() ? 0 : 4);
+    }
+    int status = 0;
+    EXPECT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 77) << "failpoint did not fire";
+  };
+  auto suspended = [&](const std::string& dm_name) {
+    auto n = dm::Name::Create(dm_name);
+    auto info = dm_->Info(*n);
+    return info.ok() && info->suspended();
+  };
+
+  // Snapshot: the origin stays suspended; the monitor resumes it and says so.
+  die_at("after_suspend", 0);
+  ASSERT_TRUE(suspended(origin->dm_name)) << "the failpoint left nothing suspended";
+  Monitor monitor(*state_, *dm_, AutoextendPolicy{}, {pool_name_});
+  auto events = monitor.CheckOnce();
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::string recovered;
+  for (const auto& e : *events)
+    if (e.kind == MonitorEvent::Kind::kRecovered) recovered += e.message + "\n";
+  EXPECT_NE(recovered.find("resumed thin device " + origin->dm_name), std::string::npos)
+      << recovered;
+  EXPECT_FALSE(suspended(origin->dm_name));
+  {
+    std::ofstream f(mnt + "/after");  // I/O to the origin goes through again
+    f << "written after the resume\n";
+  }
+  EXPECT_EQ(testsupport::Run({"sync", "-f", mnt + "/after"}).exit_code, 0);
+
+  // Resize: the pool device stays suspended with its grown table loaded;
+  // opening the pool resumes it, and pool check reports it.
+  die_at("after_pool_suspend", 1);
+  ASSERT_TRUE(suspended(pool->dm_name()));
+  auto reopened = Pool::Open(*state_, *dm_, pool_name_);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_FALSE(suspended(pool->dm_name()));
+  auto report = (*reopened)->Check(/*repair=*/false);
+  ASSERT_TRUE(report.ok()) << report.status();
+  std::string actions = absl::StrJoin(report->actions, "\n");
+  EXPECT_NE(actions.find("resumed the pool device " + pool->dm_name()), std::string::npos)
+      << actions;
+  EXPECT_TRUE(report->clean()) << absl::StrJoin(report->findings, "\n");
+  auto st = (*reopened)->Status();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->data_total_bytes, 256 * kMiB);  // the grown table went live
+}
+
+// Issue 11, items 7 and 11: sizes and free space are checked before
+// anything is made, a failed create leaves nothing behind (the block size
+// for the data size: unit thinpool_sizing_test); a full pool's check says to
+// grow it, and the
+// monitor reports a lasting condition once, not every poll.
+TEST_F(PoolTest, CreateChecksFirstAndFullPoolIsReportedOnce) {
+  constexpr uint64_t kTiB = kMiB << 20;
+  // Too little room for the space maps the kernel writes at once.
+  const std::string small = dir_ + "/small";
+  fs::create_directories(small);
+  ASSERT_EQ(mount("tmpfs", small.c_str(), "tmpfs", 0, "size=8m"), 0) << strerror(errno);
+  mounts_.push_back(small);
+  {
+    auto state = StateDir::Open(small + "/state");
+    ASSERT_TRUE(state.ok()) << state.status();
+    PoolOptions big;
+    big.data_bytes = 10 * kTiB;
+    auto refused = Pool::Create(**state, *dm_, pool_name_, big);
+    ASSERT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+    EXPECT_TRUE(base::HasErrno(refused.status(), ENOSPC)) << refused.status();
+    EXPECT_NE(refused.status().message().find("no space left"), absl::string_view::npos);
+    EXPECT_TRUE((*state)->registry().ListPools()->empty());
+    EXPECT_FALSE(fs::exists(small + "/state/" + pool_name_));
+  }
+
+  // A create that fails once its device exists is rolled back completely.
+  PoolOptions o;
+  o.data_bytes = 16 * kMiB;
+  o.error_if_no_space = true;
+  setenv("DMTHIN_FAILPOINT", "fail_after_pool_activate", 1);
+  auto failed = Pool::Create(*state_, *dm_, pool_name_, o);
+  unsetenv("DMTHIN_FAILPOINT");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("rolled back"), absl::string_view::npos)
+      << failed.status();
+  EXPECT_EQ(state_->registry().GetPool(pool_name_).status().code(), absl::StatusCode::kNotFound);
+  auto dev = dm_->Find(*dm::Name::Create("dmthin-" + pool_name_));
+  ASSERT_TRUE(dev.ok());
+  EXPECT_FALSE(dev->has_value()) << "pool device left behind";
+  EXPECT_FALSE(fs::exists(dir_ + "/" + pool_name_)) << "pool files left behind";
+
+  // A full pool: check says to grow it (not --repair).
+  auto pool = Pool::Create(*state_, *dm_, pool_name_, o);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto thin = (*pool)->CreateThin("fill", 32 * kMiB, true);
+  ASSERT_TRUE(thin.ok());
+  EXPECT_FALSE(WritePattern(thin->device, 0, 24 * kMiB, 9));
+  auto report = (*pool)->Check(false);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_FALSE(report->clean());
+  EXPECT_FALSE(report->repairable);
+  EXPECT_NE(report->findings.front().find("pool resize"), std::string::npos)
+      << report->findings.front();
+
+  // The monitor at its maximum: reported once, again after repeat_interval,
+  // and cleared once the pool has room.
+  AutoextendPolicy policy;
+  policy.max_data_bytes = 16 * kMiB;
+  policy.repeat_interval = absl::Seconds(2);
+  Monitor monitor(*state_, *dm_, policy, {pool_name_});
+  auto count = [&](MonitorEvent::Kind kind) {
+    auto events = monitor.CheckOnce();
+    EXPECT_TRUE(events.ok()) << events.status();
+    int n = 0;
+    for (const auto& e : *events) n += e.kind == kind;
+    return n;
+  };
+  EXPECT_EQ(count(MonitorEvent::Kind::kCannotExtend), 1);
+  EXPECT_EQ(count(MonitorEvent::Kind::kCannotExtend), 0);
+  EXPECT_EQ(count(MonitorEvent::Kind::kCannotExtend), 0);
+  absl::SleepFor(absl::Seconds(2));
+  EXPECT_EQ(count(MonitorEvent::Kind::kCannotExtend), 1);
+  ASSERT_TRUE((*pool)->Resize(64 * kMiB, std::nullopt).ok());
+  EXPECT_GE(count(MonitorEvent::Kind::kCleared), 1);
 }
 
 TEST_F(PoolTest, ConcurrentCreatorsFromSeveralProcesses) {

@@ -37,10 +37,12 @@ absl::Status Monitor(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(auto extend, args.percent("extend"));
   ASSIGN_OR_RETURN(auto max_size, args.size("max-size"));
   ASSIGN_OR_RETURN(auto interval, args.number("interval"));
+  ASSIGN_OR_RETURN(auto repeat, args.number("repeat"));
   if (threshold) policy.threshold_percent = *threshold;
   if (extend) policy.step_percent = *extend;
   if (max_size) policy.max_data_bytes = *max_size;
   if (interval) policy.poll_interval = absl::Seconds(*interval);
+  if (repeat) policy.repeat_interval = absl::Seconds(*repeat);
   absl::Status valid = policy.Validate();
   if (!valid.ok()) return cli::UsageError(std::string(valid.message()));
 
@@ -75,12 +77,16 @@ void AddMonitorVerb(cli::App& app) {
                 {"extend", "PCT", "grow by PCT of the current size (default 20)"},
                 {"max-size", "SIZE", "never grow data beyond SIZE (default: no limit)"},
                 {"interval", "SECONDS", "poll interval besides kernel events (default 1)"},
+                {"repeat", "SECONDS",
+                 "repeat a lasting condition (full, cannot extend) this often (default 600)"},
                 {"pool", "NAME", "watch only this pool (repeatable; default all)", true},
                 {"once", "", "check once and exit"}},
                "autoextend pools before they fill (foreground)",
                "Waits for the pools' device-mapper events (low-water mark) and polls; grows\n"
                "data and metadata by the policy and reports when it cannot. Runs in the\n"
-               "foreground for systemd (udev-rules/dmthin-monitor.service).\n\n"
+               "foreground for systemd (udev-rules/dmthin-monitor.service). A condition is\n"
+               "reported when it starts, every --repeat seconds while it lasts, and when it\n"
+               "clears; a device a dead process left suspended is resumed and reported.\n\n"
                "example:\n  dmthin monitor --threshold 70 --extend 25 --max-size 500G",
                Monitor});
 }

@@ -180,7 +180,8 @@ absl::Status Activate(const cli::Args& args, const cli::Output& out) {
 absl::Status Deactivate(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(auto pool, Ctx().OpenPool(args.positional(0)));
   absl::Status s = pool->Deactivate(args.has("force"));
-  if (!s.ok() && base::HasErrno(s, EBUSY))
+  // With --force the library's message says what holds a thin device.
+  if (!s.ok() && base::HasErrno(s, EBUSY) && !args.has("force"))
     return base::Annotate(s, "in use (deactivate its thin devices, or --force)");
   RETURN_IF_ERROR(s);
   if (out.json) cli::PrintJson({{"name", pool->name()}, {"active", false}});
@@ -208,8 +209,9 @@ absl::Status Resize(const cli::Args& args, const cli::Output& out) {
 absl::Status Destroy(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(auto pool, Ctx().OpenPool(args.positional(0)));
   absl::Status s = pool->Destroy(args.has("force"));
-  if (!s.ok() && (base::HasErrno(s, EBUSY) || absl::IsFailedPrecondition(s)))
+  if (!s.ok() && !args.has("force") && (base::HasErrno(s, EBUSY) || absl::IsFailedPrecondition(s)))
     return base::Annotate(s, "not destroyed (deactivate its thin devices first, or --force)");
+  if (!s.ok()) return base::Annotate(s, "not destroyed");
   RETURN_IF_ERROR(s);
   if (out.json) cli::PrintJson({{"name", args.positional(0)}, {"destroyed", true}});
   else std::printf("destroyed %s\n", args.positional(0).c_str());
@@ -222,6 +224,7 @@ absl::Status Check(const cli::Args& args, const cli::Output& out) {
   if (out.json) {
     cli::PrintJson({{"name", pool->name()},
                     {"clean", report.clean()},
+                    {"repairable", report.repairable},
                     {"findings", report.findings},
                     {"actions", report.actions}});
   } else {
@@ -229,9 +232,15 @@ absl::Status Check(const cli::Args& args, const cli::Output& out) {
     for (const auto& a : report.actions) std::printf("did:   %s\n", a.c_str());
     if (report.clean()) std::printf("%s: registry and kernel agree\n", pool->name().c_str());
   }
-  if (!report.clean() && !args.has("repair"))
-    return absl::DataLossError(absl::StrCat(pool->name(), " has problems: run 'dmthin pool check ",
-                                            pool->name(), " --repair'"));
+  if (!report.clean() && !args.has("repair")) {
+    // Name --repair only when it helps: a full pool needs a resize.
+    return absl::DataLossError(
+        report.repairable
+            ? absl::StrCat(pool->name(), " has problems: run 'dmthin pool check ", pool->name(),
+                           " --repair'")
+            : absl::StrCat(pool->name(), " has problems: ",
+                           report.findings.front()));
+  }
   return absl::OkStatus();
 }
 
@@ -276,14 +285,16 @@ Json PoolStatusJson(const thinpool::PoolStatus& s) {
 void AddPoolVerbs(cli::App& app) {
   app.AddVerb({"pool create", {"NAME"},
                {{"data-size", "SIZE", "data capacity (files: the sparse file's size)"},
-                {"metadata-size", "SIZE", "metadata size (default: 48 bytes per block, >= 2M)"},
+                {"metadata-size", "SIZE", "metadata size, >= 2M (default: 48 bytes per block)"},
                 {"data-file", "PATH", "sparse data file (default DIR/NAME/data)"},
                 {"metadata-file", "PATH", "sparse metadata file (default DIR/NAME/metadata)"},
                 {"data-dev", "DEV", "use this block device for data"},
                 {"metadata-dev", "DEV", "use this block device for metadata"},
                 {"wipe", "", "allow wiping a metadata device that is not blank"},
-                {"block-size", "SIZE", "allocation unit, 64K..1G in 64K steps (default 64K)"},
-                {"low-water-mark", "BLOCKS", "free data blocks that trigger an event (default 20%)"},
+                {"block-size", "SIZE",
+                 "allocation unit, 64K..1G in 64K steps (default: 64K, larger above ~21T of data)"},
+                {"low-water-mark", "BLOCKS",
+                 "free data blocks that trigger an event, 0: none (default: 20% of the blocks)"},
                 {"discard", "MODE", "passdown (default), nopassdown or ignore"},
                 {"skip-block-zeroing", "", "do not zero newly provisioned blocks"},
                 {"error-if-no-space", "", "fail writes when full instead of queueing them"}},

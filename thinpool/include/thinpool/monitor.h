@@ -8,8 +8,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -30,6 +34,10 @@ struct AutoextendPolicy {
   uint64_t max_data_bytes = 0;
   uint64_t max_metadata_bytes = kMaxMetadataBytes;
   absl::Duration poll_interval = absl::Seconds(1);
+  // A condition (cannot-extend, out-of-data-space, read-only, needs-check,
+  // failed, error) is reported when it starts, again every repeat_interval
+  // while it lasts, and once more ("cleared") when it ends; not every poll.
+  absl::Duration repeat_interval = absl::Minutes(10);
 
   absl::Status Validate() const;
 };
@@ -44,6 +52,9 @@ struct MonitorEvent {
     kNeedsCheck,
     kFailed,
     kError,            // the monitor could not look at the pool
+    kRecovered,        // Open repaired something: a device a dead process
+                       // left suspended resumed, an operation rolled back
+    kCleared,          // a condition reported before has ended
   };
   Kind kind;
   std::string pool;
@@ -75,6 +86,11 @@ class Monitor {
  private:
   void Run();
   absl::Status CheckPool(const std::string& name, std::vector<MonitorEvent>* events);
+  // Reports `e` (a condition is reported at its start and then only every
+  // repeat_interval); remembers the condition (pool, kind, subject: "data"
+  // or "metadata") as seen in this pass.
+  void Emit(MonitorEvent e, std::vector<MonitorEvent>* events, const std::string& subject = "");
+  static bool IsCondition(MonitorEvent::Kind kind);
 
   StateDir& state_;
   const dm::Control& dm_;
@@ -84,6 +100,11 @@ class Monitor {
   std::atomic<bool> stop_{false};
   std::atomic<int> extensions_{0};
   std::thread thread_;
+  std::mutex pass_mu_;  // one CheckOnce at a time: the two maps below
+  // Conditions being reported: (pool, kind, subject) → when last reported.
+  using Condition = std::tuple<std::string, MonitorEvent::Kind, std::string>;
+  std::map<Condition, absl::Time> conditions_;
+  std::set<Condition> seen_;  // in this pass
 };
 
 }  // namespace thinpool

@@ -22,9 +22,12 @@
 //
 // Failure injection for tests: DMTHIN_FAILPOINT=<name> makes the process
 // _exit(77) at that point (names in brackets above, plus after_suspend: the
-// origin of a snapshot suspended, message not yet sent; and
+// origin of a snapshot suspended, message not yet sent; after_pool_suspend:
+// Resize's pool suspended, not yet resumed; and
 // activated_before_txid: a create asked to activate has its device active,
-// step 3 not yet done).
+// step 3 not yet done). DMTHIN_FAILPOINT=fail_after_pool_activate makes
+// activation fail (not exit) once the pool device exists, so tests see a
+// failed Create roll back.
 //
 // Device-mapper names: pool "dmthin-<pool>", thin "dmthin-<pool>-<thin>";
 // uuids "DMTHIN-POOL-<pool>", "DMTHIN-THIN-<pool>-<id>" so udev rules can
@@ -48,13 +51,45 @@
 namespace thinpool {
 
 inline constexpr uint64_t kDefaultBlockBytes = 64 * 1024;
+inline constexpr uint64_t kMinBlockBytes = 64 * 1024;
+inline constexpr uint64_t kMaxBlockBytes = 1ull << 30;
 inline constexpr uint64_t kMinMetadataBytes = 2ull << 20;
 // The kernel uses at most this much metadata (THIN_METADATA_MAX_SECTORS).
 inline constexpr uint64_t kMaxMetadataBytes = 16320ull << 20;
+// A pool smaller than this many data blocks is refused: it could not hold
+// one small thin device's filesystem.
+inline constexpr uint64_t kMinDataBlocks = 16;
 
 // The kernel guide's metadata size: 48 bytes per data block, clamped to
 // [2 MiB, ~16 GiB], rounded up to 4 KiB.
 uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes);
+
+// What the kernel writes to the metadata when it formats a new pool (and
+// adds when data grows): the data space map's bitmaps, one 4 KiB block per
+// 16,320 data blocks, their index, the superblock and the metadata's own
+// space map, with a margin. 100 TiB of 64 KiB blocks: ~430 MiB at once.
+uint64_t FormatMetadataBytes(uint64_t data_blocks);
+
+// A pool's sizes, checked against the kernel's limits before anything is
+// made (Pool::Create and Resize use it).
+struct PoolGeometry {
+  uint64_t block_bytes = 0;
+  uint64_t data_bytes = 0;       // whole blocks
+  uint64_t metadata_bytes = 0;   // whole 4 KiB blocks
+  uint64_t low_water_blocks = 0;
+  uint64_t format_bytes = 0;     // FormatMetadataBytes(data blocks)
+};
+// Unset values are chosen: the block size as lvm2 chooses its chunk size
+// (the smallest from 64 KiB, doubling, whose guide metadata fits the
+// kernel's maximum), metadata by the guide, the low-water mark at 20% of the
+// data blocks. Set values are checked: block 64 KiB..1 GiB in 64 KiB steps
+// and able to address the data within the metadata maximum; data at least
+// kMinDataBlocks blocks; metadata 2 MiB..~16 GiB and at least twice what
+// formatting writes; low-water mark below the data blocks.
+absl::StatusOr<PoolGeometry> PlanPoolGeometry(uint64_t data_bytes,
+                                              std::optional<uint64_t> block_bytes,
+                                              std::optional<uint64_t> metadata_bytes,
+                                              std::optional<uint64_t> low_water_blocks);
 
 enum class DiscardMode { kPassdown, kNoPassdown, kIgnore };
 
@@ -63,7 +98,9 @@ struct PoolOptions {
   // put them elsewhere: they must not exist yet), or block devices when
   // both data_device and metadata_device are given.
   uint64_t data_bytes = 0;      // required for file-backed pools
-  uint64_t metadata_bytes = 0;  // 0: DefaultMetadataBytes
+  // Unset: DefaultMetadataBytes (file-backed) or the whole device. 0 is an
+  // error, like any size below the minimum.
+  std::optional<uint64_t> metadata_bytes;
   std::string data_file;        // file-backed: default <state>/<name>/data
   std::string metadata_file;    // file-backed: default <state>/<name>/metadata
   std::string data_device;      // block device (device-backed pools)
@@ -72,10 +109,12 @@ struct PoolOptions {
   // (otherwise refused: it may hold another pool).
   bool force_wipe = false;
 
-  uint64_t block_bytes = kDefaultBlockBytes;  // 64 KiB .. 1 GiB, x 64 KiB
-  // Free data blocks below which the kernel raises an event; 0: 20% of the
-  // data blocks.
-  uint64_t low_water_blocks = 0;
+  // 64 KiB .. 1 GiB, x 64 KiB; unset: chosen for the data size (64 KiB up
+  // to ~21 TiB of data, PlanPoolGeometry).
+  std::optional<uint64_t> block_bytes;
+  // Free data blocks below which the kernel raises an event (0: never);
+  // unset: 20% of the data blocks.
+  std::optional<uint64_t> low_water_blocks;
   bool skip_block_zeroing = false;
   DiscardMode discard = DiscardMode::kPassdown;
   bool error_if_no_space = false;  // else queue I/O until the pool grows
@@ -125,6 +164,9 @@ struct CheckReport {
   std::vector<std::string> findings;  // problems still present
   std::vector<std::string> actions;   // what repair did
   std::vector<std::string> notes;     // what could not be checked, and why
+  // Some finding is one Check(repair=true) fixes; every finding says what
+  // to do about it (a full pool: grow it).
+  bool repairable = false;
   bool clean() const { return findings.empty(); }
 };
 
@@ -197,6 +239,12 @@ class Pool {
   // what it did ("rolled forward create_thin of 5", ...), or "".
   absl::StatusOr<std::string> Reconcile();
 
+  // What this object's calls repaired on their own since the last call:
+  // devices left suspended by a process that died (resumed by Open, every
+  // operation and Check), operations rolled forward or back at Open. Check
+  // reports them as actions; the monitor as "recovered" events.
+  std::vector<std::string> TakeRecovered();
+
  private:
   Pool(StateDir& state, const dm::Control& dm, std::string name)
       : state_(state), dm_(dm), name_(std::move(name)) {}
@@ -204,6 +252,7 @@ class Pool {
   absl::Status ActivateLocked();
   absl::Status DeactivateLocked(bool force);
   absl::StatusOr<std::string> ReconcileLocked();
+  absl::Status ResumeLeftSuspended(bool all_thins);
   absl::StatusOr<dm::ThinPoolStatus> KernelStatus(bool commit = false) const;
   absl::Status CleanUpQuarantined();
   absl::StatusOr<dm::Table> PoolTable(const PoolRecord& record, dm::DevNum meta,
@@ -232,6 +281,7 @@ class Pool {
   StateDir& state_;
   const dm::Control& dm_;
   std::string name_;
+  std::vector<std::string> recovered_;
 };
 
 }  // namespace thinpool
