@@ -516,7 +516,7 @@ absl::Status Pool::ActivateLocked() {
           existing->uuid, "', expected '", dm_uuid(), "')"));
     }
     if (existing->live_table()) {
-      RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/true));
+      RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/true));
       RETURN_IF_ERROR(ReconcileLocked().status());
       return CleanUpQuarantined();
     }
@@ -733,7 +733,7 @@ absl::Status Pool::Resize(std::optional<uint64_t> data_bytes,
                           std::optional<uint64_t> metadata_bytes) {
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
   ASSIGN_OR_RETURN(PoolRecord rec, Record());
-  RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/false));
+  RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/false));
   const uint64_t block = uint64_t{rec.block_sectors} * kSector;
   uint64_t new_data = data_bytes.value_or(rec.data_bytes);
   new_data -= new_data % block;
@@ -882,7 +882,7 @@ absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const 
 
 absl::StatusOr<std::string> Pool::Reconcile() {
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
-  RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/true));
+  RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/true));
   ASSIGN_OR_RETURN(std::string done, ReconcileLocked());
   RETURN_IF_ERROR(CleanUpQuarantined());
   if (!done.empty()) recovered_.push_back(done);
@@ -899,9 +899,10 @@ std::vector<std::string> Pool::TakeRecovered() {
 // happens under the pool lock and is resumed before the lock is released,
 // so whatever is still suspended when we hold the lock was left by a process
 // that died in between (kill -9), and all I/O to it hangs until it is
-// resumed. The pool device always; its thins when `all_thins` or a snapshot
-// is pending (the only time thins are suspended): one DM_DEV_STATUS each.
-absl::Status Pool::ResumeLeftSuspended(bool all_thins) {
+// resumed. The pool device always; its thins when `thins` (all entry
+// points, and an operation while a snapshot is pending: the only time thins
+// are suspended): one DM_DEV_STATUS each.
+absl::Status Pool::ResumeLeftSuspended(bool thins) {
   auto resume = [&](const std::string& dm_name, absl::string_view what) -> absl::Status {
     ASSIGN_OR_RETURN(dm::Name n, DmName(dm_name));
     ASSIGN_OR_RETURN(auto info, dm_.Find(n));
@@ -918,12 +919,9 @@ absl::Status Pool::ResumeLeftSuspended(bool all_thins) {
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(resume(dm_name(), "the pool device"));
-  if (!all_thins) {
-    ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
-    if (!pending.has_value() || pending->kind != OpKind::kCreateSnap) return absl::OkStatus();
-  }
-  ASSIGN_OR_RETURN(std::vector<std::string> thins, ActiveThinDmNames());
-  for (const auto& t : thins) RETURN_IF_ERROR(resume(t, "thin device"));
+  if (!thins) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<std::string> active, ActiveThinDmNames());
+  for (const auto& t : active) RETURN_IF_ERROR(resume(t, "thin device"));
   return absl::OkStatus();
 }
 
@@ -952,8 +950,9 @@ absl::StatusOr<std::string> Pool::ReconcileLocked() {
         "pool '", name_, "' has failed in the kernel; deactivate it and run "
         "thin_check on ", rec.metadata_path));
   }
-  RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/false));
   ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
+  RETURN_IF_ERROR(ResumeLeftSuspended(
+      /*thins=*/pending.has_value() && pending->kind == OpKind::kCreateSnap));
   if (!pending.has_value()) {
     if (k.transaction_id != rec.transaction_id) {
       return absl::DataLossError(absl::StrCat(

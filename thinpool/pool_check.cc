@@ -64,7 +64,7 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
   if (active) {
     // Devices a dead process left suspended are resumed whether or not
     // asked to repair (they hang all I/O); reported with what Open resumed.
-    RETURN_IF_ERROR(ResumeLeftSuspended(/*all_thins=*/true));
+    RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/true));
     for (std::string& done : TakeRecovered()) report.actions.push_back(std::move(done));
     ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
     if (!k.ok()) {

@@ -252,7 +252,7 @@ class Pool {
   absl::Status ActivateLocked();
   absl::Status DeactivateLocked(bool force);
   absl::StatusOr<std::string> ReconcileLocked();
-  absl::Status ResumeLeftSuspended(bool all_thins);
+  absl::Status ResumeLeftSuspended(bool thins);
   absl::StatusOr<dm::ThinPoolStatus> KernelStatus(bool commit = false) const;
   absl::Status CleanUpQuarantined();
   absl::StatusOr<dm::Table> PoolTable(const PoolRecord& record, dm::DevNum meta,
