@@ -49,7 +49,7 @@ CC       ?= gcc
 OPT      ?= -O2 -g
 PKGS     := absl_status absl_statusor absl_strings absl_str_format absl_time \
             absl_synchronization absl_flat_hash_map blkid libudev ext2fs \
-            libarchive sqlite3 libcrypto zlib
+            libarchive sqlite3 libcrypto zlib re2
 TEST_PKGS := gtest gmock
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -120,6 +121,45 @@ absl::Status RemoveTree(const std::string& path) {
     return base::ErrnoError(errno, absl::StrCat("open ", parent));
   }
   return base::Annotate(RemoveTree(fd.get(), name), absl::StrCat("removing ", path));
+}
+
+absl::StatusOr<TreeUsageResult> TreeUsage(const std::string& path) {
+  base::UniqueFd root(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) return base::ErrnoError(errno, absl::StrCat("open ", path));
+  struct stat st;
+  if (::fstat(root.get(), &st) != 0) return base::ErrnoError(errno, absl::StrCat("stat ", path));
+  const dev_t dev = st.st_dev;
+  TreeUsageResult usage;
+  std::set<std::pair<dev_t, ino_t>> linked;  // inodes with nlink > 1 already counted
+  auto count = [&](const struct stat& s) {
+    if (!S_ISDIR(s.st_mode) && s.st_nlink > 1 && !linked.emplace(s.st_dev, s.st_ino).second) return;
+    usage.bytes += static_cast<int64_t>(s.st_blocks) * 512;
+    usage.inodes++;
+  };
+  count(st);
+  std::vector<std::string> dirs = {""};
+  while (!dirs.empty()) {
+    std::string rel = std::move(dirs.back());
+    dirs.pop_back();
+    base::UniqueFd fd(rel.empty() ? ::fcntl(root.get(), F_DUPFD_CLOEXEC, 0)
+                                  : OpenBeneathOneFs(root.get(), rel, O_RDONLY | O_DIRECTORY));
+    if (!fd) {
+      if (errno == ENOENT || errno == EXDEV) continue;  // removed meanwhile; a mount
+      return base::ErrnoError(errno, absl::StrCat("open ", path, "/", rel));
+    }
+    ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(fd.get(), absl::StrCat(path, "/", rel)));
+    for (const std::string& name : names) {
+      struct stat cs;
+      if (::fstatat(fd.get(), name.c_str(), &cs, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) continue;
+        return base::ErrnoError(errno, absl::StrCat("stat ", path, "/", rel, "/", name));
+      }
+      if (cs.st_dev != dev) continue;
+      count(cs);
+      if (S_ISDIR(cs.st_mode)) dirs.push_back(rel.empty() ? name : absl::StrCat(rel, "/", name));
+    }
+  }
+  return usage;
 }
 
 absl::StatusOr<std::string> BackingFsName(const std::string& path) {

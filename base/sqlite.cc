@@ -29,9 +29,15 @@ Db::~Db() { sqlite3_close_v2(db_); }
 
 absl::Status Db::Error(int rc, absl::string_view what) const {
   std::string msg = absl::StrCat(what, ": ", sqlite3_errmsg(db_), " (sqlite ", rc, ")");
+  // Only a UNIQUE or PRIMARY KEY conflict means "already exists"; a foreign
+  // key, CHECK or NOT NULL failure is a broken precondition (a parent that
+  // vanished, a bad state) and must not take an "already there" path.
+  if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return absl::AlreadyExistsError(msg);
+  }
   switch (rc & 0xff) {
     case SQLITE_CONSTRAINT:
-      return absl::AlreadyExistsError(msg);
+      return absl::FailedPreconditionError(msg);
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::UnavailableError(msg);

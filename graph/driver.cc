@@ -22,6 +22,17 @@ const char* ChangeKindName(ChangeKind kind) {
   return "unknown";
 }
 
+absl::StatusOr<DiskUsage> Driver::Usage(const std::string& id, const std::string& parent) {
+  absl::StatusOr<std::vector<Change>> changes = Changes(id, parent);
+  if (!changes.ok()) return changes.status();
+  absl::StatusOr<int64_t> bytes = DiffSize(id, parent);
+  if (!bytes.ok()) return bytes.status();
+  DiskUsage usage;
+  usage.bytes = *bytes;
+  for (const Change& c : *changes) usage.inodes += c.kind == ChangeKind::kDelete ? 0 : 1;
+  return usage;
+}
+
 const char* UnsupportedName(Unsupported reason) {
   switch (reason) {
     case Unsupported::kKernelLacksFilesystem: return "kernel-lacks-filesystem";

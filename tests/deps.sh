@@ -10,6 +10,7 @@ PACKAGES=(
   libsqlite3-dev libssl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   zlib1g-dev                     # gzip layers: zlib checks CRC-32 and length (libarchive does not)
   libmount-dev                   # thinpool: where a busy thin device is mounted
+  libre2-dev                     # graph filters' ~= regexps (linear-time, Go syntax)
   libclang-rt-14-dev             # clang's sanitizer and libFuzzer runtimes
   # dmthin-snapshotter: gRPC/protobuf, CLI11, containerd's .proto files
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcli11-dev

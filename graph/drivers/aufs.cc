@@ -269,6 +269,12 @@ class AufsDriver : public Driver {
     return NaiveChanges(*this, id, parent);
   }
 
+  // Usage: a walk of the diff dir.
+  absl::StatusOr<DiskUsage> Usage(const std::string& id, const std::string&) override {
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " not found"));
+    return TreeUsage(DiffDir(id));
+  }
+
   absl::StatusOr<int64_t> DiffSize(const std::string& id, const std::string& parent) override {
     return NaiveDiffSize(*this, id, parent);
   }

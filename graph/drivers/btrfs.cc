@@ -16,6 +16,7 @@
 #include "base/status.h"
 #include "graph/driver.h"
 #include "base/btrfs.h"
+#include "graph/fsutil.h"
 #include "graph/drivers/make_dirs.h"
 #include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
@@ -180,6 +181,12 @@ class BtrfsDriver : public Driver {
   absl::StatusOr<std::vector<Change>> Changes(const std::string& id,
                                               const std::string& parent) override {
     return NaiveChanges(*this, id, parent);
+  }
+
+  // Usage: a walk of the subvolume (no qgroups: shared extents count in each).
+  absl::StatusOr<DiskUsage> Usage(const std::string& id, const std::string&) override {
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " not found"));
+    return TreeUsage(Dir(id));
   }
 
   absl::StatusOr<int64_t> DiffSize(const std::string& id, const std::string& parent) override {

@@ -566,6 +566,12 @@ class OverlayDriver : public Driver {
     return out;
   }
 
+  // Usage: a walk of the upper (diff) dir.
+  absl::StatusOr<DiskUsage> Usage(const std::string& id, const std::string&) override {
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " not found"));
+    return TreeUsage(Path(id, "diff"));
+  }
+
   absl::StatusOr<int64_t> DiffSize(const std::string& id, const std::string& parent) override {
     if (!UseNative(id, parent)) return NaiveDiffSize(*this, id, parent);
     ASSIGN_OR_RETURN(std::vector<Change> changes, Changes(id, parent));

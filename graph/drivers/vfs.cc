@@ -168,6 +168,12 @@ class VfsDriver : public Driver {
   absl::StatusOr<std::vector<Change>> Changes(const std::string& id, const std::string& parent) override {
     return NaiveChanges(*this, id, parent);
   }
+  // Usage: a walk of the full copy, as containerd's native snapshotter.
+  absl::StatusOr<DiskUsage> Usage(const std::string& id, const std::string&) override {
+    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " not found"));
+    return TreeUsage(Dir(id));
+  }
+
   absl::StatusOr<int64_t> DiffSize(const std::string& id, const std::string& parent) override {
     return NaiveDiffSize(*this, id, parent);
   }

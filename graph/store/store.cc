@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <set>
+#include <unordered_map>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
@@ -161,10 +164,30 @@ absl::Status Named(const LayerInfo& info, const absl::Status& s) {
   absl::Status out(s.code(), msg);
   s.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
   return out;
+// containerd's limit: a label's key and value together ≤ 4096 bytes.
+absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
+  for (const auto& [k, v] : labels) {
+    if (k.size() + v.size() > 4096) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label \"", absl::CHexEscape(k.substr(0, 80)), "\": key and value are ",
+          k.size() + v.size(), " bytes, more than 4096"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool GoneOrNotFound(const absl::Status& s) {
   return absl::IsNotFound(s) || base::HasErrno(s, ENOENT);
+}
+
+// A driver call on a layer that another thread or process removed meanwhile
+// fails with ENOENT somewhere inside: to the caller the layer is not found.
+absl::Status VanishedIsNotFound(const absl::Status& s, const std::string& name) {
+  if (GoneOrNotFound(s) && !absl::IsNotFound(s)) {
+    return absl::NotFoundError(absl::StrCat("layer \"", name, "\" not found (removed meanwhile): ",
+                                            s.message()));
+  }
+  return s;
 }
 
 // Counts bytes read for the import progress callback.
@@ -224,6 +247,9 @@ class OpLock {
 
 class LayerStore::Impl {
  public:
+  // Guards `db` (one connection: its transactions must not interleave).
+  // Held for registry work only, never across driver calls.
+  std::mutex mu;
   std::unique_ptr<Db> db;
   std::string locks_dir;
 
@@ -262,6 +288,11 @@ class LayerStore::Impl {
     Row r = ReadRow(s);
     ASSIGN_OR_RETURN(r.info.labels, Labels(r.info.cache_id));
     return r;
+  }
+
+  absl::StatusOr<Row> FindLocked(const std::string& name) {
+    std::lock_guard<std::mutex> l(mu);
+    return Find(name);
   }
 
   absl::StatusOr<std::vector<Row>> AllRows() {
@@ -338,9 +369,11 @@ absl::StatusOr<std::string> LayerStore::RecordedDriver(const std::string& root) 
 }
 
 absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOptions& options) {
+  RETURN_IF_ERROR(ValidateLabels(options.labels));
   Db& db = *impl_->db;
   std::string parent_cache, parent_chain;
   if (!options.parent.empty()) {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(Row parent, impl_->Find(options.parent));
     if (parent.info.chain_id.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -352,6 +385,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   const std::string cache_id = NewCacheId();
   ASSIGN_OR_RETURN(OpLock lock, OpLock::Acquire(impl_->locks_dir, cache_id, true));
   {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     // The parent may have been removed since we looked.
     if (!parent_cache.empty()) RETURN_IF_ERROR(impl_->Find(options.parent).status());
@@ -371,6 +405,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   auto undo = [&](absl::Status cause) {
     absl::Status rm = driver_->Remove(cache_id);
     if (rm.ok() || GoneOrNotFound(rm)) {
+      std::lock_guard<std::mutex> l(impl_->mu);
       (void)impl_->DeleteRow(cache_id);
       lock.Release();
     }
@@ -388,7 +423,10 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   absl::StatusOr<std::string> chain = ChainId(parent_chain, applied->diff_id);
   if (!chain.ok()) return undo(chain.status());
 
-  absl::Status finish = [&]() -> absl::Status {
+  // Publishes our copy, or — when another import of the same chain id won
+  // meanwhile — takes a reference to that one and hides ours (true: drop it).
+  absl::StatusOr<bool> shared = [&]() -> absl::StatusOr<bool> {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     absl::StatusOr<Row> existing = impl_->Find(*chain);
     if (existing.ok()) {
@@ -398,7 +436,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
                                       "UPDATE layers SET state = 'removing' WHERE cache_id = ?"));
       RETURN_IF_ERROR(hide.Bind(1, cache_id).Run());
       RETURN_IF_ERROR(txn->Commit());
-      return absl::AlreadyExistsError("");  // tells the caller to drop our copy
+      return true;
     }
     if (!absl::IsNotFound(existing.status())) return existing.status();
     ASSIGN_OR_RETURN(Stmt up, db.Prepare(
@@ -412,20 +450,22 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
                         .Bind(6, cache_id)
                         .Run());
     RETURN_IF_ERROR(impl_->SetLabels(cache_id, options.labels));
-    return txn->Commit();
+    RETURN_IF_ERROR(txn->Commit());
+    return false;
   }();
-  if (absl::IsAlreadyExists(finish)) {
+  if (!shared.ok()) return undo(shared.status());
+  if (*shared) {
     (void)undo(absl::OkStatus());
-    return Stat(*chain);
+  } else {
+    lock.Release();
   }
-  if (!finish.ok()) return undo(finish);
-  lock.Release();
   return Stat(*chain);
 }
 
 absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std::string& parent,
                                              const CreateLayerOptions& options) {
   RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateLabels(options.labels));
   if (options.kind == LayerKind::kCommitted) {
     return absl::InvalidArgumentError("Create makes active or view layers; commit makes committed ones");
   }
@@ -438,11 +478,12 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
   std::string parent_cache;
   ASSIGN_OR_RETURN(OpLock lock, OpLock::Acquire(impl_->locks_dir, cache_id, true));
   {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     if (!parent.empty()) {
       ASSIGN_OR_RETURN(Row p, impl_->Find(parent));
       if (p.info.kind != LayerKind::kCommitted) {
-        return absl::FailedPreconditionError(absl::StrCat(
+        return absl::InvalidArgumentError(absl::StrCat(
             "parent \"", parent, "\" is ", LayerKindName(p.info.kind), ", not committed"));
       }
       parent_cache = p.info.cache_id;
@@ -473,6 +514,7 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     absl::Status rm = driver_->Remove(cache_id);
     absl::Status rm_init = init_id.empty() ? absl::OkStatus() : driver_->Remove(init_id);
     if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
+      std::lock_guard<std::mutex> l(impl_->mu);
       (void)impl_->DeleteRow(cache_id);
       lock.Release();
     }
@@ -502,6 +544,7 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     return undo(base::Annotate(s, absl::StrCat("create layer \"", name, "\"")));
   }
   absl::Status ready = [&]() -> absl::Status {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(Stmt up, db.Prepare(
                                   "UPDATE layers SET state = 'ready' WHERE cache_id = ?"));
     return up.Bind(1, cache_id).Run();
@@ -514,8 +557,10 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
 absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std::string& key,
                                              const std::map<std::string, std::string>& labels) {
   RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateLabels(labels));
   Db& db = *impl_->db;
   {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     ASSIGN_OR_RETURN(Row row, impl_->Find(key));
     if (row.info.kind != LayerKind::kActive) {
@@ -543,6 +588,7 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
 }
 
 absl::StatusOr<LayerInfo> LayerStore::Stat(const std::string& name) {
+  std::lock_guard<std::mutex> l(impl_->mu);
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
   return row.info;
 }
@@ -550,8 +596,10 @@ absl::StatusOr<LayerInfo> LayerStore::Stat(const std::string& name) {
 absl::StatusOr<LayerInfo> LayerStore::Update(const std::string& name,
                                              const std::map<std::string, std::string>& labels,
                                              const std::vector<std::string>& field_paths) {
+  RETURN_IF_ERROR(ValidateLabels(labels));
   Db& db = *impl_->db;
   {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     ASSIGN_OR_RETURN(Row row, impl_->Find(name));
     std::map<std::string, std::string> result = row.info.labels;
@@ -584,16 +632,86 @@ absl::StatusOr<LayerInfo> LayerStore::Update(const std::string& name,
 }
 
 absl::StatusOr<std::vector<LayerInfo>> LayerStore::List() {
-  ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
   std::vector<LayerInfo> out;
-  for (Row& r : rows) {
-    if (r.state != "ready") continue;
-    ASSIGN_OR_RETURN(r.info.labels, impl_->Labels(r.info.cache_id));
-    out.push_back(std::move(r.info));
-  }
-  std::sort(out.begin(), out.end(),
-            [](const LayerInfo& a, const LayerInfo& b) { return a.name < b.name; });
+  RETURN_IF_ERROR(Walk(Filter(), [&](const LayerInfo& info) {
+    out.push_back(info);
+    return absl::OkStatus();
+  }));
   return out;
+}
+
+namespace {
+// containerd's snapshot adaptor: name, parent, kind, labels.KEY (a dotted
+// key may also be written as several fields: labels.a.b is label "a.b").
+std::optional<absl::string_view> LayerField(const LayerInfo& info,
+                                            const std::vector<std::string>& path,
+                                            std::string& scratch) {
+  if (path.empty()) return std::nullopt;
+  const std::string& f = path[0];
+  if (path.size() == 1) {
+    if (f == "name") return absl::string_view(info.name);
+    if (f == "parent") return absl::string_view(info.parent);
+    if (f == "kind") return absl::string_view(LayerKindName(info.kind));
+    return std::nullopt;
+  }
+  if (f != "labels" || info.labels.empty()) return std::nullopt;
+  const std::string* key = &path[1];
+  if (path.size() > 2) {
+    scratch = absl::StrJoin(path.begin() + 1, path.end(), ".");
+    key = &scratch;
+  }
+  auto it = info.labels.find(*key);
+  if (it == info.labels.end()) return std::nullopt;
+  return absl::string_view(it->second);
+}
+}  // namespace
+
+absl::Status LayerStore::Walk(const std::vector<std::string>& filters,
+                              const std::function<absl::Status(const LayerInfo&)>& fn) {
+  ASSIGN_OR_RETURN(Filter filter, Filter::ParseAll(filters));
+  return Walk(filter, fn);
+}
+
+absl::Status LayerStore::Walk(const Filter& filter,
+                              const std::function<absl::Status(const LayerInfo&)>& fn) {
+  std::vector<LayerInfo> matched;
+  {
+    // Two reads in one transaction (a consistent snapshot): the visible
+    // layers, then every label, joined here; filtered before returning.
+    std::lock_guard<std::mutex> l(impl_->mu);
+    Db& db = *impl_->db;
+    RETURN_IF_ERROR(db.Exec("BEGIN"));
+    absl::Cleanup end = [&] { (void)db.Exec("COMMIT"); };
+    ASSIGN_OR_RETURN(Stmt s, db.Prepare(absl::StrCat(
+                                 "SELECT ", kColumns,
+                                 " FROM layers l WHERE l.state = 'ready' ORDER BY l.name")));
+    std::vector<LayerInfo> all;
+    std::unordered_map<std::string, size_t> by_cache;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      Row r = ReadRow(s);
+      by_cache.emplace(r.info.cache_id, all.size());
+      all.push_back(std::move(r.info));
+    }
+    ASSIGN_OR_RETURN(Stmt ls, db.Prepare("SELECT cache_id, key, value FROM labels"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, ls.Step());
+      if (!row) break;
+      auto it = by_cache.find(ls.Text(0));
+      if (it != by_cache.end()) all[it->second].labels.emplace(ls.Text(1), ls.Text(2));
+    }
+    std::string scratch;
+    for (LayerInfo& info : all) {
+      if (filter.Match([&](const std::vector<std::string>& path) {
+            return LayerField(info, path, scratch);
+          })) {
+        matched.push_back(std::move(info));
+      }
+    }
+  }
+  for (const LayerInfo& info : matched) RETURN_IF_ERROR(fn(info));
+  return absl::OkStatus();
 }
 
 absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& options) {
@@ -601,6 +719,7 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
   Row row;
   std::optional<OpLock> lock;
   {
+    std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     ASSIGN_OR_RETURN(row, impl_->Find(name));
     if (row.info.refs > 1) {
@@ -624,6 +743,7 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
     // A mount that raced with the check above (Mount found the layer before
     // it was hidden): give the layer back rather than pull it from under it.
     if (absl::Status busy = NotMounted(*driver_, row.info); !busy.ok()) {
+      std::lock_guard<std::mutex> l(impl_->mu);
       ASSIGN_OR_RETURN(Stmt unhide, db.Prepare(
           "UPDATE layers SET name = ?, state = 'ready' WHERE cache_id = ?"));
       RETURN_IF_ERROR(unhide.Bind(1, row.info.name).Bind(2, row.info.cache_id).Run());
@@ -642,28 +762,31 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
       return base::Annotate(Named(row.info, rm_init), absl::StrCat("remove init layer of \"", name, "\""));
     }
   }
-  RETURN_IF_ERROR(impl_->DeleteRow(row.info.cache_id));
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    RETURN_IF_ERROR(impl_->DeleteRow(row.info.cache_id));
+  }
   lock->Release();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> LayerStore::Mount(const std::string& name) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   absl::StatusOr<std::string> dir = driver_->Get(row.info.cache_id, "");
   if (!dir.ok()) return Named(row.info, dir.status());
   return dir;
 }
 
 absl::Status LayerStore::Unmount(const std::string& name) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   // Every driver answers FailedPrecondition for a layer nobody mounted.
   return Named(row.info, driver_->Put(row.info.cache_id));
 }
 
 absl::StatusOr<std::vector<MountSpec>> LayerStore::Mounts(const std::string& name) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   absl::StatusOr<std::vector<MountSpec>> described = driver_->Mounts(row.info.cache_id);
-  if (!described.ok()) return Named(row.info, described.status());
+  if (!described.ok()) return Named(row.info, VanishedIsNotFound(described.status(), name));
   std::vector<MountSpec> mounts = std::move(*described);
   if (row.info.kind != LayerKind::kActive) {
     for (MountSpec& m : mounts) {
@@ -683,34 +806,35 @@ std::string DiffBase(const Row& row) {
 }  // namespace
 
 absl::StatusOr<DiffResult> LayerStore::Diff(const std::string& name, ByteSink& sink) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   absl::StatusOr<DiffResult> r = driver_->Diff(row.info.cache_id, DiffBase(row), sink);
   if (!r.ok()) return Named(row.info, r.status());
   return r;
 }
 
 absl::StatusOr<std::vector<Change>> LayerStore::Changes(const std::string& name) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   absl::StatusOr<std::vector<Change>> r = driver_->Changes(row.info.cache_id, DiffBase(row));
   if (!r.ok()) return Named(row.info, r.status());
   return r;
 }
 
-absl::StatusOr<int64_t> LayerStore::Usage(const std::string& name) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
-  absl::StatusOr<int64_t> r = driver_->DiffSize(row.info.cache_id, DiffBase(row));
-  if (!r.ok()) return Named(row.info, r.status());
-  return r;
+absl::StatusOr<DiskUsage> LayerStore::Usage(const std::string& name) {
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
+  absl::StatusOr<DiskUsage> usage = driver_->Usage(row.info.cache_id, DiffBase(row));
+  if (!usage.ok()) return Named(row.info, VanishedIsNotFound(usage.status(), name));
+  return usage;
 }
 
 absl::StatusOr<std::map<std::string, std::string>> LayerStore::Metadata(const std::string& name) {
-  ASSIGN_OR_RETURN(Row row, impl_->Find(name));
+  ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   absl::StatusOr<std::map<std::string, std::string>> r = driver_->Metadata(row.info.cache_id);
   if (!r.ok()) return Named(row.info, r.status());
   return r;
 }
 
 absl::StatusOr<std::map<std::string, int64_t>> LayerStore::Counts() {
+  std::lock_guard<std::mutex> l(impl_->mu);
   ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
   std::map<std::string, int64_t> counts = {
       {"committed", 0}, {"active", 0}, {"view", 0}, {"incomplete", 0}};
@@ -727,7 +851,11 @@ absl::StatusOr<std::map<std::string, int64_t>> LayerStore::Counts() {
 absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
   CheckReport report;
   Db& db = *impl_->db;
-  ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
+  std::vector<Row> rows;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    ASSIGN_OR_RETURN(rows, impl_->AllRows());
+  }
 
   // 1. Interrupted creates and removes: reap children before parents.
   std::vector<Row> stale;
@@ -743,6 +871,16 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
       }
       return probe.status();
     }
+    {
+      // Finished (or reaped) between our read and the probe: not stale.
+      std::lock_guard<std::mutex> l(impl_->mu);
+      ASSIGN_OR_RETURN(Stmt again, db.Prepare("SELECT state FROM layers WHERE cache_id = ?"));
+      ASSIGN_OR_RETURN(bool still, again.Bind(1, r.info.cache_id).Step());
+      if (!still || again.Text(0) == "ready") {
+        probe->Release();
+        continue;
+      }
+    }
     report.problems.push_back(absl::StrCat(
         "interrupted ", r.state == "creating" ? "create" : "remove", " of layer ",
         r.info.name.empty() ? r.info.cache_id : absl::StrCat("\"", r.info.name, "\" (", r.info.cache_id, ")")));
@@ -752,6 +890,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
       absl::Status rm_init = r.info.init_id.empty() ? absl::OkStatus() : driver_->Remove(r.info.init_id);
       if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
         absl::Status del = [&]() -> absl::Status {
+          std::lock_guard<std::mutex> l(impl_->mu);
           ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
           // Re-read under the transaction: only reap what is still stale.
           ASSIGN_OR_RETURN(Stmt s, db.Prepare(
@@ -803,7 +942,12 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
     }
     (void)driver_->Remove(r.info.cache_id);
     if (!r.info.init_id.empty()) (void)driver_->Remove(r.info.init_id);
-    if (absl::Status s = impl_->DeleteRow(r.info.cache_id); s.ok()) {
+    absl::Status s;
+    {
+      std::lock_guard<std::mutex> l(impl_->mu);
+      s = impl_->DeleteRow(r.info.cache_id);
+    }
+    if (s.ok()) {
       report.repaired.push_back(absl::StrCat("dropped record of \"", r.info.name, "\""));
     } else {
       report.problems.push_back(absl::StrCat("drop record of \"", r.info.name, "\": ", s.message()));
@@ -814,7 +958,11 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
   //    removal, or foreign ids). Re-read the records first: another process
   //    may have created layers since.
   ASSIGN_OR_RETURN(std::vector<std::string> ids, driver_->List());
-  ASSIGN_OR_RETURN(std::vector<Row> now_rows, impl_->AllRows());
+  std::vector<Row> now_rows;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    ASSIGN_OR_RETURN(now_rows, impl_->AllRows());
+  }
   for (const Row& r : now_rows) {
     known.insert(r.info.cache_id);
     if (!r.info.init_id.empty()) known.insert(r.info.init_id);

@@ -266,7 +266,7 @@ TEST_F(StoreTest, SnapshotterKindsParentsAndCommit) {
   EXPECT_EQ(a->created, a->updated);
   EXPECT_EQ(store_->Create("prep", "", active).status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(store_->Create("x", "prep", active).status().code(),
-            absl::StatusCode::kFailedPrecondition) << "parents must be committed";
+            absl::StatusCode::kInvalidArgument) << "parents must be committed (containerd's errdefs)";
   EXPECT_TRUE(absl::IsNotFound(store_->Create("x", "nope", active).status()));
 
   auto c = store_->Commit("base", "prep", {{"l", "1"}});
@@ -318,6 +318,65 @@ TEST_F(StoreTest, UpdateOnlyTouchesLabels) {
   EXPECT_EQ(store_->Update("a", {}, {"parent"}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Stat("a")->labels.size(), 1u);
+}
+
+TEST_F(StoreTest, LabelsAreLimitedAsContainerdLimitsThem) {
+  CreateLayerOptions big;
+  big.labels["k"] = std::string(4095, 'v');  // key + value = 4096: fine
+  ASSERT_TRUE(store_->Create("a", "", big).ok());
+  big.labels["k"].push_back('v');
+  EXPECT_EQ(store_->Create("b", "", big).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Update("a", big.labels).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Commit("c", "a", big.labels).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::IsNotFound(store_->Stat("b").status()));
+}
+
+TEST_F(StoreTest, WalkFiltersAsContainerd) {
+  CreateLayerOptions opts;
+  opts.labels = {{"containerd.io/gc.root", "yes"}, {"team", "a"}};
+  ASSERT_TRUE(store_->Create("prep", "", opts).ok());
+  ASSERT_TRUE(store_->Commit("base", "prep").ok());
+  CreateLayerOptions view;
+  view.kind = LayerKind::kView;
+  view.labels = {{"team", "b"}};
+  ASSERT_TRUE(store_->Create("v1", "base", view).ok());
+  ASSERT_TRUE(store_->Create("w1", "base", {}).ok());
+  auto walk = [&](std::vector<std::string> filters) {
+    std::vector<std::string> names;
+    absl::Status s = store_->Walk(filters, [&](const LayerInfo& info) {
+      names.push_back(info.name);
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    return names;
+  };
+  using ::testing::ElementsAre;
+  EXPECT_THAT(walk({}), ElementsAre("base", "v1", "w1"));
+  EXPECT_THAT(walk({"kind==view"}), ElementsAre("v1"));
+  EXPECT_THAT(walk({"parent==base"}), ElementsAre("v1", "w1"));
+  EXPECT_THAT(walk({"labels.\"containerd.io/gc.root\""}), ElementsAre("base"));
+  EXPECT_THAT(walk({"labels.team==b|kind==active"}), ElementsAre("v1", "w1"));
+  EXPECT_THAT(walk({"labels.team==a", "name==w1"}), ElementsAre("base", "w1"));
+  EXPECT_THAT(walk({"name~=^[bv]", "kind!=committed"}), ElementsAre("base", "v1", "w1"));
+  EXPECT_THAT(walk({"name~=^[bv],kind!=committed"}), ElementsAre("v1"));
+  // Labels come with the infos; a bad filter is InvalidArgument.
+  ASSERT_TRUE(store_->Walk(std::vector<std::string>{"name==base"}, [](const LayerInfo& info) {
+    EXPECT_EQ(info.labels.at("team"), "a");
+    EXPECT_EQ(info.children, 2);
+    return absl::OkStatus();
+  }).ok());
+  EXPECT_EQ(store_->Walk(std::vector<std::string>{"name=base"}, [](const LayerInfo&) {
+    return absl::OkStatus();
+  }).code(), absl::StatusCode::kInvalidArgument);
+  // The callback's error stops the walk; the callback may call the store.
+  int calls = 0;
+  absl::Status stopped = store_->Walk(Filter(), [&](const LayerInfo& info) {
+    ++calls;
+    EXPECT_TRUE(store_->Stat(info.name).ok());
+    return absl::CancelledError("enough");
+  });
+  EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(calls, 1);
 }
 
 TEST_F(StoreTest, ContainerLayerGetsAnInitLayer) {

@@ -55,6 +55,16 @@ absl::StatusOr<CopyStats> CopyTree(const std::string& src,
 absl::StatusOr<CopyStats> CopyTreeInto(const std::string& src,
                                        const std::string& dst);
 
+// Allocated bytes (st_blocks × 512) and distinct inodes of the tree at
+// `path`, the directory itself included (containerd's fs.DiskUsage): never
+// following symlinks, not descending into other filesystems, each hard
+// link counted once. ENOENT-errno if `path` is missing.
+struct TreeUsageResult {
+  int64_t bytes = 0;
+  int64_t inodes = 0;
+};
+absl::StatusOr<TreeUsageResult> TreeUsage(const std::string& path);
+
 // Name of the filesystem holding `path` ("ext4", "xfs", "btrfs", "tmpfs",
 // "overlayfs", ... or "0x<magic>"), from statfs.
 absl::StatusOr<std::string> BackingFsName(const std::string& path);

@@ -88,6 +88,12 @@ struct ApplyDiffResult {
   std::string diff_id;
 };
 
+// Space a layer takes by itself (containerd's snapshots.Usage).
+struct DiskUsage {
+  int64_t bytes = 0;   // allocated bytes (blocks, not apparent sizes)
+  int64_t inodes = 0;  // distinct inodes (hard links count once)
+};
+
 // Result of Diff.
 struct DiffResult {
   uint64_t tar_bytes = 0;  // bytes written to the sink (uncompressed tar)
@@ -168,6 +174,13 @@ class Driver {
   // Bytes of file content added or modified in `id` relative to `parent`.
   virtual absl::StatusOr<int64_t> DiffSize(const std::string& id,
                                            const std::string& parent) = 0;
+
+  // Space `id` itself takes on disk, parents excluded; works on active
+  // layers (measured now). The default counts Changes' entries as inodes
+  // and DiffSize's bytes; drivers override it with what their storage can
+  // tell: a walk of the layer's own directory (overlay, vfs, btrfs, aufs),
+  // mapped thin blocks (devicemapper).
+  virtual absl::StatusOr<DiskUsage> Usage(const std::string& id, const std::string& parent);
 
   // The mounts that give `id`'s full view, for callers that mount
   // themselves. Does not take a reference.

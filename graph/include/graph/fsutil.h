@@ -3,7 +3,11 @@
 #ifndef DMTHIN_GRAPH_FSUTIL_H_
 #define DMTHIN_GRAPH_FSUTIL_H_
 
+#include <string>
+
+#include "absl/status/statusor.h"
 #include "base/fsutil.h"
+#include "graph/driver.h"
 
 namespace graph {
 
@@ -15,6 +19,17 @@ using base::IsMountPoint;
 using base::ListDirBeneath;
 using base::OpenBeneath;
 using base::RemoveTree;
+
+// Allocated bytes and distinct inodes of the tree at `path`
+// (base::TreeUsage) as a layer's DiskUsage.
+inline absl::StatusOr<DiskUsage> TreeUsage(const std::string& path) {
+  absl::StatusOr<base::TreeUsageResult> u = base::TreeUsage(path);
+  if (!u.ok()) return u.status();
+  DiskUsage usage;
+  usage.bytes = u->bytes;
+  usage.inodes = u->inodes;
+  return usage;
+}
 
 }  // namespace graph
 

@@ -38,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "graph/driver.h"
+#include "graph/filter.h"
 #include "graph/stream.h"
 
 namespace graph {
@@ -100,10 +101,26 @@ struct CheckReport {
   bool clean() const { return problems.empty(); }
 };
 
-// Thread safety: a LayerStore object is used by one thread at a time.
-// Several LayerStore objects — in one process or in several — may share a
-// root: the registry serialises them (SQLite transactions) and per-layer
-// lock files tell live operations from interrupted ones.
+// Thread safety: a LayerStore object may be used from any number of threads
+// at once (the servers over it call from gRPC/HTTP thread pools). Its
+// registry connection is guarded by a mutex held only for registry reads
+// and transactions, never across driver work, so a slow Import, Usage or
+// Remove does not stall Stat or Walk in other threads. Several LayerStore
+// objects — in one process or in several — may share a root: the registry
+// serialises them (SQLite transactions) and per-layer lock files tell live
+// operations from interrupted ones. Racing calls on one name get the
+// answers containerd's snapshotters give: one Create wins and the others
+// are AlreadyExists; a Remove racing a Stat/Mounts/Usage of the same layer
+// makes that call NotFound; one Remove of a layer wins and the other is
+// NotFound. Walk calls its callback without any lock held: the callback may
+// call back into the store.
+//
+// Errors map one to one to containerd's errdefs: NotFound (no such layer),
+// AlreadyExists (the name is taken), FailedPrecondition (the layer has
+// children; not active; wrong driver), InvalidArgument (a bad name, filter,
+// field path, or a parent that is not committed), Unavailable (the registry
+// is locked by another process beyond the busy timeout). Other codes
+// (Internal, DataLoss, ...) are failures of the machine, not of the call.
 class LayerStore {
  public:
   // Opens the store in `root` (created if missing): `root`/layers.db and
@@ -127,8 +144,8 @@ class LayerStore {
 
   // containerd Prepare (kind active) / View (kind view): a new layer `name`
   // on committed layer `parent` ("" = empty). AlreadyExists if `name` is
-  // taken, NotFound if `parent` is unknown, FailedPrecondition if `parent`
-  // is not committed.
+  // taken, NotFound if `parent` is unknown, InvalidArgument if `parent` is
+  // not committed (containerd's answer).
   absl::StatusOr<LayerInfo> Create(const std::string& name,
                                    const std::string& parent,
                                    const CreateLayerOptions& options);
@@ -149,6 +166,18 @@ class LayerStore {
   // Every visible layer, sorted by name.
   absl::StatusOr<std::vector<LayerInfo>> List();
 
+  // containerd Walk: calls `fn` for every visible layer that `filter`
+  // matches, sorted by name; stops at (and returns) the first error `fn`
+  // returns. Fields: name, parent, kind ("committed", "active", "view"),
+  // labels.KEY. The layers are read in one registry read; `fn` runs after
+  // it, without locks.
+  absl::Status Walk(const Filter& filter,
+                    const std::function<absl::Status(const LayerInfo&)>& fn);
+  // The same with containerd's filter strings (any of them matches; none =
+  // all). InvalidArgument for a filter that does not parse.
+  absl::Status Walk(const std::vector<std::string>& filters,
+                    const std::function<absl::Status(const LayerInfo&)>& fn);
+
   // Drops one reference to `name`; the last one removes the layer (and its
   // init layer). FailedPrecondition ("cannot remove ...: it has N children")
   // if other layers are built on it; FailedPrecondition with errno EBUSY
@@ -166,10 +195,12 @@ class LayerStore {
   absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& name);
 
   // OCI layer tar of `name`'s own changes (relative to its init layer or
-  // parent); Changes lists them; Usage is their size in bytes.
+  // parent); Changes lists them.
   absl::StatusOr<DiffResult> Diff(const std::string& name, ByteSink& sink);
   absl::StatusOr<std::vector<Change>> Changes(const std::string& name);
-  absl::StatusOr<int64_t> Usage(const std::string& name);
+  // containerd Usage: disk space and inodes `name` itself takes (not its
+  // parents), for every kind of layer, measured now (Driver::Usage).
+  absl::StatusOr<DiskUsage> Usage(const std::string& name);
 
   // Driver metadata (GraphDriver.Data) of `name`.
   absl::StatusOr<std::map<std::string, std::string>> Metadata(const std::string& name);
