@@ -187,13 +187,16 @@ grpc::Status SnapshotsService::List(grpc::ServerContext*, const api::ListSnapsho
 
 grpc::Status SnapshotsService::Usage(grpc::ServerContext*, const api::UsageRequest* request,
                                      api::UsageResponse* response) {
-  absl::StatusOr<int64_t> size;
+  absl::StatusOr<graph::DiskUsage> usage;
   {
     absl::MutexLock lock(&mu_);
-    size = store_->Usage(request->key());
+    usage = store_->Usage(request->key());
   }
-  if (size.ok()) response->set_size(*size);
-  return Reply("Usage", request->key(), size.status());
+  if (usage.ok()) {
+    response->set_size(usage->bytes);
+    response->set_inodes(usage->inodes);
+  }
+  return Reply("Usage", request->key(), usage.status());
 }
 
 grpc::Status SnapshotsService::Cleanup(grpc::ServerContext*, const api::CleanupRequest*, google::protobuf::Empty*) {
