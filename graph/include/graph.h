@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GRAPH_ABI_VERSION 1
+#define GRAPH_ABI_VERSION 2
 
 typedef enum graph_error {
   GRAPH_OK = 0,
@@ -148,6 +148,12 @@ typedef struct graph_layer_info {
   int64_t refs;
   int64_t children;
   int64_t created_unix_nanos;
+  /* ABI 2 (appended: the library allocates and frees this structure, so
+   * fields are only ever added at the end). */
+  int64_t updated_unix_nanos;
+  size_t label_count;
+  char** label_keys;   /* label_count entries, sorted by key */
+  char** label_values;
 } graph_layer_info;
 
 int graph_layer_stat(graph_store* store, const char* name, graph_layer_info** info);
@@ -156,6 +162,82 @@ void graph_layer_info_free(graph_layer_info* info);
 /* Every visible layer, sorted by name. */
 int graph_list(graph_store* store, char*** names, size_t* count);
 void graph_strings_free(char** strings, size_t count);
+
+/* ---- ABI 2: the containerd-shaped calls ------------------------------
+ * Options travel in opaque objects with setters (LevelDB's c.h): new
+ * settings become new setters, never new parameters. Every graph_store
+ * call checks its handle: NULL, or a handle already closed, is GRAPH_EINVAL
+ * ("stale or unknown store handle"), never a crash. */
+
+/* A set of labels (key -> value; containerd's limit: key + value <= 4096
+ * bytes, checked by the calls that take it). */
+typedef struct graph_labels graph_labels;
+graph_labels* graph_labels_new(void);
+void graph_labels_free(graph_labels* labels);
+/* Sets (value non-NULL) or deletes (value NULL) one label. GRAPH_EINVAL for
+ * a NULL set or key. */
+int graph_labels_set(graph_labels* labels, const char* key, const char* value);
+
+/* How graph_prepare makes a layer. Defaults: active, no init layer, no
+ * labels. */
+typedef struct graph_create_options graph_create_options;
+graph_create_options* graph_create_options_new(void);
+void graph_create_options_free(graph_create_options* options);
+/* GRAPH_LAYER_ACTIVE or GRAPH_LAYER_VIEW; anything else is GRAPH_EINVAL. */
+int graph_create_options_set_kind(graph_create_options* options, int kind);
+/* Non-zero: a Docker-style init layer below (active layers only). */
+int graph_create_options_set_init_layer(graph_create_options* options, int init_layer);
+/* Copies `labels` (NULL = none) into the options. */
+int graph_create_options_set_labels(graph_create_options* options, const graph_labels* labels);
+
+/* One mount, described (containerd's mount.Mount): the caller mounts
+ * `source` of `type` with `options` at its own target. */
+typedef struct graph_mount_desc {
+  char* type;     /* "overlay", "bind", ... */
+  char* source;
+  char* target;   /* relative to the caller's mount point; "" = itself */
+  char** options; /* option_count entries: "ro", "lowerdir=...", ... */
+  size_t option_count;
+} graph_mount_desc;
+void graph_mounts_free(graph_mount_desc* mounts, size_t count);
+
+/* containerd Prepare / View: creates layer `key` on committed layer `parent`
+ * (NULL = empty) as `options` say (NULL = defaults) and returns the mounts
+ * that give its view (*mounts and *count may be NULL when not wanted). */
+int graph_prepare(graph_store* store, const char* key, const char* parent,
+                  const graph_create_options* options, graph_mount_desc** mounts, size_t* count);
+
+/* containerd Mounts: the mounts that give `name`'s view. */
+int graph_mounts(graph_store* store, const char* name, graph_mount_desc** mounts, size_t* count);
+
+/* containerd Commit with labels (NULL = none; merged into the layer's). */
+int graph_commit_labels(graph_store* store, const char* name, const char* key,
+                        const graph_labels* labels);
+
+/* containerd Update: only labels change. `field_paths` is a NULL-terminated
+ * array of "labels" or "labels.KEY" (NULL = replace all labels); a path
+ * naming a key absent from `labels` deletes that label. *info (may be NULL)
+ * gets the updated layer. */
+int graph_update(graph_store* store, const char* name, const graph_labels* labels,
+                 const char* const* field_paths, graph_layer_info** info);
+
+/* containerd Usage: allocated bytes and distinct inodes `name` itself
+ * takes (parents excluded), active layers included. Either may be NULL. */
+int graph_usage(graph_store* store, const char* name, int64_t* bytes, int64_t* inodes);
+
+/* containerd Walk: every visible layer that any of `filters` (a
+ * NULL-terminated array of containerd filter expressions, e.g.
+ * "kind==committed,labels.team==a"; NULL = all) matches, sorted by name,
+ * with labels. A filter that does not parse is GRAPH_EINVAL. */
+int graph_walk(graph_store* store, const char* const* filters, graph_layer_info** infos,
+               size_t* count);
+/* Frees graph_walk's array. */
+void graph_layer_infos_free(graph_layer_info* infos, size_t count);
+
+/* containerd Cleanup: reaps what interrupted or failed removals and creates
+ * left (check --repair). *reaped (may be NULL) gets how many things were
+ * reclaimed. */
+int graph_cleanup(graph_store* store, size_t* reaped);
 
 /* Compares registry and driver; with `repair` non-zero, reaps interrupted
  * operations and orphans. *problems (may be NULL) gets how many problems

@@ -164,6 +164,8 @@ absl::Status Named(const LayerInfo& info, const absl::Status& s) {
   absl::Status out(s.code(), msg);
   s.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
   return out;
+}
+
 // containerd's limit: a label's key and value together ≤ 4096 bytes.
 absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
   for (const auto& [k, v] : labels) {

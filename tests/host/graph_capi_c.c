@@ -2,7 +2,9 @@
  * libgraph.so. Usage: graph_capi_c ROOT DRIVER
  * Builds a layer through the API, exports it as a tar, imports the tar as an
  * image layer, runs a container layer (with init layer) on it, and checks
- * mount, changes, diff, errors and cleanup. Prints "PASS" and exits 0, or
+ * mount, changes, diff, errors and cleanup; then ABI 2's labels, option
+ * objects, described mounts, Update, Usage, filtered Walk and Cleanup, with
+ * NULL and stale (closed) handles. Prints "PASS" and exits 0, or
  * prints what failed and exits 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -196,6 +198,138 @@ int main(int argc, char** argv) {
   MUST(graph_remove(store, "built"));
   CHECK(graph_layer_stat(store, chain, &info) == GRAPH_ENOTFOUND);
 
+  /* ---- ABI 2: labels, options, described mounts, Update, Usage, Walk,
+   * Cleanup; NULL everywhere. */
+  {
+    graph_labels* labels = graph_labels_new();
+    CHECK(labels != NULL);
+    MUST(graph_labels_set(labels, "team", "a"));
+    MUST(graph_labels_set(labels, "gone", "x"));
+    MUST(graph_labels_set(labels, "gone", NULL));
+    CHECK(graph_labels_set(NULL, "k", "v") == GRAPH_EINVAL);
+    CHECK(graph_labels_set(labels, NULL, "v") == GRAPH_EINVAL);
+
+    graph_create_options* opts = graph_create_options_new();
+    CHECK(opts != NULL);
+    CHECK(graph_create_options_set_kind(opts, 7) == GRAPH_EINVAL);
+    CHECK(graph_create_options_set_kind(NULL, GRAPH_LAYER_VIEW) == GRAPH_EINVAL);
+    CHECK(graph_create_options_set_init_layer(NULL, 1) == GRAPH_EINVAL);
+    CHECK(graph_create_options_set_labels(NULL, labels) == GRAPH_EINVAL);
+    MUST(graph_create_options_set_labels(opts, labels));
+
+    /* Prepare returns the mounts, described: the caller mounts. */
+    graph_mount_desc* mounts = NULL;
+    size_t nm = 0;
+    MUST(graph_prepare(store, "p1", NULL, opts, &mounts, &nm));
+    CHECK(nm >= 1);
+    if (nm >= 1) {
+      CHECK(strlen(mounts[0].type) > 0 && strlen(mounts[0].source) > 0);
+      int rw = 0;
+      for (size_t i = 0; i < mounts[0].option_count; ++i) rw |= strcmp(mounts[0].options[i], "rw") == 0;
+      CHECK(rw || mounts[0].option_count > 0);
+    }
+    graph_mounts_free(mounts, nm);
+    CHECK(graph_prepare(store, "p1", NULL, opts, NULL, NULL) == GRAPH_EEXIST);
+    CHECK(graph_prepare(store, NULL, NULL, opts, NULL, NULL) == GRAPH_EINVAL);
+    MUST(graph_prepare(store, "p0", NULL, NULL, NULL, NULL)); /* default options */
+
+    /* Write into it, measure it, commit with labels. */
+    MUST(graph_mount(store, "p1", &dir));
+    CHECK(write_file(dir, "a.txt", "0123456789") == 0);
+    graph_free(dir);
+    MUST(graph_umount(store, "p1"));
+    int64_t bytes = -1, inodes = -1;
+    MUST(graph_usage(store, "p1", &bytes, &inodes));
+    CHECK(bytes > 0 && inodes >= 2); /* the root dir and a.txt at least */
+    MUST(graph_usage(store, "p1", NULL, NULL));
+    CHECK(graph_usage(store, "nope", &bytes, &inodes) == GRAPH_ENOTFOUND);
+    CHECK(graph_usage(store, NULL, &bytes, &inodes) == GRAPH_EINVAL);
+
+    graph_labels* more = graph_labels_new();
+    MUST(graph_labels_set(more, "stage", "done"));
+    MUST(graph_commit_labels(store, "c1", "p1", more));
+    CHECK(graph_commit_labels(store, "c2", "p1", NULL) == GRAPH_ENOTFOUND);
+    CHECK(graph_commit_labels(store, NULL, "p1", NULL) == GRAPH_EINVAL);
+
+    /* A view on it: mounts read-only. */
+    MUST(graph_create_options_set_kind(opts, GRAPH_LAYER_VIEW));
+    MUST(graph_prepare(store, "v1", "c1", opts, &mounts, &nm));
+    if (nm >= 1) {
+      int ro = 0;
+      for (size_t i = 0; i < mounts[0].option_count; ++i) ro |= strcmp(mounts[0].options[i], "ro") == 0;
+      CHECK(ro);
+    }
+    graph_mounts_free(mounts, nm);
+    MUST(graph_mounts(store, "v1", &mounts, &nm));
+    CHECK(nm >= 1);
+    graph_mounts_free(mounts, nm);
+    CHECK(graph_mounts(store, "nope", &mounts, &nm) == GRAPH_ENOTFOUND);
+    CHECK(graph_mounts(store, "v1", NULL, &nm) == GRAPH_EINVAL);
+    CHECK(graph_prepare(store, "v2", "p0", opts, NULL, NULL) == GRAPH_EINVAL); /* parent not committed */
+
+    /* Update: field paths as containerd's. */
+    graph_labels* upd = graph_labels_new();
+    MUST(graph_labels_set(upd, "team", "b"));
+    const char* paths[] = {"labels.team", "labels.stage", NULL};
+    graph_layer_info* li = NULL;
+    MUST(graph_update(store, "c1", upd, paths, &li));
+    CHECK(li != NULL && li->label_count == 1);
+    if (li != NULL && li->label_count == 1) {
+      CHECK(strcmp(li->label_keys[0], "team") == 0 && strcmp(li->label_values[0], "b") == 0);
+      CHECK(li->updated_unix_nanos >= li->created_unix_nanos);
+    }
+    graph_layer_info_free(li);
+    const char* bad_paths[] = {"parent", NULL};
+    CHECK(graph_update(store, "c1", upd, bad_paths, NULL) == GRAPH_EINVAL);
+    CHECK(graph_update(store, "nope", upd, NULL, NULL) == GRAPH_ENOTFOUND);
+
+    /* Walk with containerd filters: infos with labels. */
+    graph_layer_info* infos = NULL;
+    size_t ni = 0;
+    const char* by_team[] = {"labels.team==b", NULL};
+    MUST(graph_walk(store, by_team, &infos, &ni));
+    CHECK(ni == 1 && strcmp(infos[0].name, "c1") == 0);
+    graph_layer_infos_free(infos, ni);
+    const char* any[] = {"kind==view", "name==p0", NULL};
+    MUST(graph_walk(store, any, &infos, &ni));
+    CHECK(ni == 2 && strcmp(infos[0].name, "p0") == 0 && strcmp(infos[1].name, "v1") == 0);
+    graph_layer_infos_free(infos, ni);
+    MUST(graph_walk(store, NULL, &infos, &ni));
+    CHECK(ni == 3); /* p0, c1, v1 */
+    graph_layer_infos_free(infos, ni);
+    const char* broken[] = {"name=c1", NULL};
+    CHECK(graph_walk(store, broken, &infos, &ni) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "at byte") != NULL);
+    CHECK(graph_walk(store, NULL, NULL, &ni) == GRAPH_EINVAL);
+
+    size_t reaped = 99;
+    MUST(graph_cleanup(store, &reaped));
+    CHECK(reaped == 0);
+    MUST(graph_cleanup(store, NULL));
+
+    MUST(graph_remove(store, "v1"));
+    MUST(graph_remove(store, "c1"));
+    MUST(graph_remove(store, "p0"));
+    graph_labels_free(upd);
+    graph_labels_free(more);
+    graph_labels_free(labels);
+    graph_labels_free(NULL);
+    graph_create_options_free(opts);
+    graph_create_options_free(NULL);
+    graph_mounts_free(NULL, 0);
+    graph_layer_infos_free(NULL, 0);
+
+    /* NULL store handles. */
+    CHECK(graph_walk(NULL, NULL, &infos, &ni) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "store is NULL") != NULL);
+    CHECK(graph_usage(NULL, "c1", NULL, NULL) == GRAPH_EINVAL);
+    CHECK(graph_prepare(NULL, "k", NULL, NULL, NULL, NULL) == GRAPH_EINVAL);
+    CHECK(graph_cleanup(NULL, NULL) == GRAPH_EINVAL);
+    CHECK(graph_update(NULL, "c1", NULL, NULL, NULL) == GRAPH_EINVAL);
+    CHECK(graph_commit_labels(NULL, "a", "b", NULL) == GRAPH_EINVAL);
+    CHECK(graph_mounts(NULL, "a", &mounts, &nm) == GRAPH_EINVAL);
+  }
+
   size_t problems = 99;
   char* report = NULL;
   MUST(graph_check(store, 0, &problems, &report));
@@ -204,6 +338,15 @@ int main(int argc, char** argv) {
   graph_free(report);
   graph_free(chain);
   graph_free(diff_id);
+  graph_store_close(store);
+
+  /* A closed (stale) handle is refused, never followed; closing twice is
+   * harmless. */
+  CHECK(graph_list(store, &names, &n) == GRAPH_EINVAL);
+  CHECK(strstr(graph_last_error(), "stale") != NULL);
+  CHECK(graph_usage(store, "x", NULL, NULL) == GRAPH_EINVAL);
+  CHECK(graph_walk(store, NULL, &info, &n) == GRAPH_EINVAL);
+  CHECK(strcmp(graph_store_driver(store), "") == 0);
   graph_store_close(store);
 
   /* An empty option list is no options. */
