@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 
 namespace snapshotter {
@@ -84,7 +85,6 @@ absl::Status SnapshotsService::Create(const std::string& key, const std::string&
   graph::CreateLayerOptions options;
   options.kind = kind;
   options.labels = Labels(labels);
-  absl::MutexLock lock(&mu_);
   absl::StatusOr<graph::LayerInfo> created = store_->Create(key, parent, options);
   if (!created.ok()) return created.status();
   absl::StatusOr<std::vector<graph::MountSpec>> specs = store_->Mounts(key);
@@ -114,35 +114,25 @@ grpc::Status SnapshotsService::View(grpc::ServerContext*, const api::ViewSnapsho
 
 grpc::Status SnapshotsService::Mounts(grpc::ServerContext*, const api::MountsRequest* request,
                                       api::MountsResponse* response) {
-  absl::StatusOr<std::vector<graph::MountSpec>> specs;
-  {
-    absl::MutexLock lock(&mu_);
-    specs = store_->Mounts(request->key());
-  }
+  absl::StatusOr<std::vector<graph::MountSpec>> specs = store_->Mounts(request->key());
   if (specs.ok()) FillMounts(*specs, response->mutable_mounts());
   return Reply("Mounts", request->key(), specs.status());
 }
 
 grpc::Status SnapshotsService::Commit(grpc::ServerContext*, const api::CommitSnapshotRequest* request,
                                       google::protobuf::Empty*) {
-  absl::MutexLock lock(&mu_);
   return Reply("Commit", request->key(),
                store_->Commit(request->name(), request->key(), Labels(request->labels())).status());
 }
 
 grpc::Status SnapshotsService::Remove(grpc::ServerContext*, const api::RemoveSnapshotRequest* request,
                                       google::protobuf::Empty*) {
-  absl::MutexLock lock(&mu_);
   return Reply("Remove", request->key(), store_->Remove(request->key()));
 }
 
 grpc::Status SnapshotsService::Stat(grpc::ServerContext*, const api::StatSnapshotRequest* request,
                                     api::StatSnapshotResponse* response) {
-  absl::StatusOr<graph::LayerInfo> layer;
-  {
-    absl::MutexLock lock(&mu_);
-    layer = store_->Stat(request->key());
-  }
+  absl::StatusOr<graph::LayerInfo> layer = store_->Stat(request->key());
   if (layer.ok()) FillInfo(*layer, response->mutable_info());
   return Reply("Stat", request->key(), layer.status());
 }
@@ -151,47 +141,36 @@ grpc::Status SnapshotsService::Update(grpc::ServerContext*, const api::UpdateSna
                                       api::UpdateSnapshotResponse* response) {
   const api::Info& info = request->info();
   std::vector<std::string> paths(request->update_mask().paths().begin(), request->update_mask().paths().end());
-  absl::StatusOr<graph::LayerInfo> layer;
-  {
-    absl::MutexLock lock(&mu_);
-    layer = store_->Update(info.name(), Labels(info.labels()), paths);
-  }
+  absl::StatusOr<graph::LayerInfo> layer = store_->Update(info.name(), Labels(info.labels()), paths);
   if (layer.ok()) FillInfo(*layer, response->mutable_info());
   return Reply("Update", info.name(), layer.status());
 }
 
 grpc::Status SnapshotsService::List(grpc::ServerContext*, const api::ListSnapshotsRequest* request,
                                     grpc::ServerWriter<api::ListSnapshotsResponse>* writer) {
-  absl::StatusOr<std::vector<graph::LayerInfo>> layers;
-  {
-    absl::MutexLock lock(&mu_);
-    layers = store_->List();
-  }
-  if (!layers.ok()) return Reply("List", "", layers.status());
+  // containerd's filters, any of which matches (graph/filter.h); Walk calls
+  // back without holding the store's locks, so a slow client stalls no one.
+  std::vector<std::string> filters(request->filters().begin(), request->filters().end());
   // containerd's own service streams batches of 100.
   constexpr int kBatch = 100;
   api::ListSnapshotsResponse batch;
-  for (const graph::LayerInfo& layer : *layers) {
+  absl::Status status = store_->Walk(filters, [&](const graph::LayerInfo& layer) -> absl::Status {
     FillInfo(layer, batch.add_info());
     if (batch.info_size() == kBatch) {
-      if (!writer->Write(batch)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+      if (!writer->Write(batch)) return absl::CancelledError("client went away");
       batch.Clear();
     }
+    return absl::OkStatus();
+  });
+  if (status.ok() && batch.info_size() > 0 && !writer->Write(batch)) {
+    status = absl::CancelledError("client went away");
   }
-  if (batch.info_size() > 0 && !writer->Write(batch)) {
-    return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-  }
-  (void)request;
-  return grpc::Status::OK;
+  return Reply("List", absl::StrJoin(filters, " | "), status);
 }
 
 grpc::Status SnapshotsService::Usage(grpc::ServerContext*, const api::UsageRequest* request,
                                      api::UsageResponse* response) {
-  absl::StatusOr<graph::DiskUsage> usage;
-  {
-    absl::MutexLock lock(&mu_);
-    usage = store_->Usage(request->key());
-  }
+  absl::StatusOr<graph::DiskUsage> usage = store_->Usage(request->key());
   if (usage.ok()) {
     response->set_size(usage->bytes);
     response->set_inodes(usage->inodes);
@@ -202,11 +181,7 @@ grpc::Status SnapshotsService::Usage(grpc::ServerContext*, const api::UsageReque
 grpc::Status SnapshotsService::Cleanup(grpc::ServerContext*, const api::CleanupRequest*, google::protobuf::Empty*) {
   // Reaps what interrupted creates and removals left (records and driver
   // layers nobody owns); operations in progress elsewhere are left alone.
-  absl::StatusOr<graph::CheckReport> report;
-  {
-    absl::MutexLock lock(&mu_);
-    report = store_->Check(/*repair=*/true);
-  }
+  absl::StatusOr<graph::CheckReport> report = store_->Check(/*repair=*/true);
   if (report.ok()) {
     for (const std::string& r : report->repaired) std::cerr << "dmthin-snapshotter: Cleanup: " << r << "\n";
   }

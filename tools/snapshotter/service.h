@@ -7,7 +7,6 @@
 #define DMTHIN_TOOLS_SNAPSHOTTER_SERVICE_H_
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "graph/store.h"
 
@@ -21,8 +20,9 @@ grpc::Status ToGrpc(const absl::Status& status);
 
 class SnapshotsService final : public api::Snapshots::Service {
  public:
-  // `store` outlives the service. LayerStore is used by one thread at a
-  // time: every call holds mu_ while it talks to the store.
+  // `store` outlives the service. gRPC calls from its thread pool: the
+  // store is safe for concurrent use (graph/store.h), so calls run in
+  // parallel.
   explicit SnapshotsService(graph::LayerStore* store) : store_(store) {}
 
   grpc::Status Prepare(grpc::ServerContext*, const api::PrepareSnapshotRequest* request,
@@ -51,8 +51,7 @@ class SnapshotsService final : public api::Snapshots::Service {
                       const google::protobuf::Map<std::string, std::string>& labels, graph::LayerKind kind,
                       google::protobuf::RepeatedPtrField<containerd::types::Mount>* mounts);
 
-  absl::Mutex mu_;
-  graph::LayerStore* store_ ABSL_GUARDED_BY(mu_);
+  graph::LayerStore* store_;
 };
 
 }  // namespace snapshotter
