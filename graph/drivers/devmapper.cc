@@ -972,7 +972,12 @@ absl::Status DevmapperDriver::Put(const std::string& id) {
 absl::StatusOr<int> DevmapperDriver::MountCount(const std::string& id) const {
   RETURN_IF_ERROR(ValidateLayerId(id));
   std::string mnt = MountPath(id);
-  return refs_.Live(id, [&] { return Mounted(mnt); });
+  ASSIGN_OR_RETURN(int live, refs_.Live(id, [&] { return Mounted(mnt); }));
+  // Mounts() keeps one reference of its own (the pin) under the bind it
+  // describes; Remove drops it. Only Get's references are the caller's.
+  struct stat st;
+  if (live > 0 && ::stat(PinPath(id).c_str(), &st) == 0) --live;
+  return live;
 }
 
 bool DevmapperDriver::Exists(const std::string& id) const { return ReadyRecord(id).ok(); }
