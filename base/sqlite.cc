@@ -1,34 +1,92 @@
 #include "base/sqlite.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
 
 namespace base::sqlite {
+namespace {
 
-absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
+// SQLite maps the WAL index (`path`-shm) into memory. On a copy-on-write
+// filesystem (btrfs) every write to a mapped page needs new space, and on a
+// full one the kernel answers with SIGBUS, not an error. Made before SQLite
+// opens it and marked no-copy-on-write (FS_NOCOW_FL: inherited only at
+// creation), its pages are rewritten in place once SQLite has allocated
+// them. Elsewhere the flag is refused (ENOTTY, EOPNOTSUPP): nothing to do.
+void PrepareShm(const std::string& path) {
+  std::string shm = path + "-shm";
+  base::UniqueFd fd(::open(shm.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return;  // exists (another connection has it), or cannot be made: SQLite decides
+  int flags = 0;
+  if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) {
+    flags |= FS_NOCOW_FL;
+    (void)::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool create) {
+  if (create) PrepareShm(path);
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                           SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
                                SQLITE_OPEN_FULLMUTEX,
                            nullptr);
   if (rc != SQLITE_OK) {
-    std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
+    absl::Status s = raw ? ErrorOf(raw, rc, absl::StrCat("open registry ", path))
+                         : absl::UnavailableError(absl::StrCat("open registry ", path, ": ", sqlite3_errstr(rc)));
     sqlite3_close(raw);
-    return absl::UnavailableError(absl::StrCat("open registry ", path, ": ", msg));
+    return s;
   }
   std::unique_ptr<Db> db(new Db(raw));
   sqlite3_busy_timeout(raw, 30000);
   sqlite3_extended_result_codes(raw, 1);
-  // journal_mode returns a row; Exec ignores rows.
-  if (absl::Status s = db->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  // Opening must not need to write (a full disk must still allow ls, rm,
+  // umount, check): the journal mode is persistent in the file, so it is set
+  // only when it is not WAL yet; the other two are per connection.
+  std::string mode;
+  {
+    ASSIGN_OR_RETURN(Stmt get, db->Prepare("PRAGMA journal_mode"));
+    ASSIGN_OR_RETURN(bool row, get.Step());
+    if (row) mode = get.Text(0);
+  }  // finalized: a live statement is an open transaction
+  if (mode != "wal") {
+    if (absl::Status s = db->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  }
   if (absl::Status s = db->Exec("PRAGMA synchronous=FULL"); !s.ok()) return s;
   if (absl::Status s = db->Exec("PRAGMA foreign_keys=ON"); !s.ok()) return s;
   return db;
 }
 
-Db::~Db() { sqlite3_close_v2(db_); }
+Db::~Db() {
+  if (db_ != nullptr) sqlite3_close_v2(db_);
+}
 
-absl::Status Db::Error(int rc, absl::string_view what) const {
-  std::string msg = absl::StrCat(what, ": ", sqlite3_errmsg(db_), " (sqlite ", rc, ")");
+absl::Status Db::Error(int rc, absl::string_view what) const { return ErrorOf(db_, rc, what); }
+
+absl::Status ErrorOf(sqlite3* db, int rc, absl::string_view what) {
+  std::string msg = absl::StrCat(what, ": ", sqlite3_errmsg(db), " (sqlite ", rc, ")");
+  // The system call's errno behind an I/O error or a full database: say
+  // "No space left on device" when that is the cause.
+  int sys = sqlite3_system_errno(db);
+  if ((rc & 0xff) == SQLITE_FULL) sys = ENOSPC;
+  if (((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_CANTOPEN) &&
+      sys != 0) {
+    absl::StrAppend(&msg, ": ", std::strerror(sys));
+    if (sys == ENOSPC || sys == EDQUOT) {
+      return base::WithErrno(absl::ResourceExhaustedError(msg), sys);
+    }
+    return base::WithErrno(absl::InternalError(msg), sys);
+  }
   // Only a UNIQUE or PRIMARY KEY conflict means "already exists"; a foreign
   // key, CHECK or NOT NULL failure is a broken precondition (a parent that
   // vanished, a bad state) and must not take an "already there" path.

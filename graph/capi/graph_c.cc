@@ -300,8 +300,10 @@ const char* graph_store_driver(const graph_store* store) {
 int graph_import_fd(graph_store* store, int fd, const char* parent, char** chain_id) {
   CHECK_STORE(store, "graph_import_fd");
   CHECK_ARG(store != nullptr, "graph_import_fd: store is NULL");
-  CHECK_ARG(fd >= 0, "graph_import_fd: bad file descriptor");
   GUARDED({
+    if (absl::Status s = graph::FdSource::Check(fd); !s.ok()) {
+      return FromStatus(base::Annotate(s, "graph_import_fd"));
+    }
     graph::FdSource source(fd);
     graph::ImportOptions options;
     if (parent != nullptr) options.parent = parent;
@@ -386,8 +388,10 @@ int graph_umount(graph_store* store, const char* name) {
 int graph_diff_fd(graph_store* store, const char* name, int fd, char** diff_id) {
   CHECK_STORE(store, "graph_diff_fd");
   CHECK_ARG(store != nullptr && name != nullptr, "graph_diff_fd: store and name are required");
-  CHECK_ARG(fd >= 0, "graph_diff_fd: bad file descriptor");
   GUARDED({
+    if (absl::Status s = graph::FdSink::Check(fd); !s.ok()) {
+      return FromStatus(base::Annotate(s, "graph_diff_fd"));
+    }
     graph::FdSink sink(fd);
     absl::StatusOr<graph::DiffResult> r = store->store->Diff(name, sink);
     if (!r.ok()) return FromStatus(r.status());
@@ -473,7 +477,8 @@ int graph_check(graph_store* store, int repair, size_t* problems, char** report)
   CHECK_STORE(store, "graph_check");
   CHECK_ARG(store != nullptr, "graph_check: store is NULL");
   GUARDED({
-    absl::StatusOr<graph::CheckReport> r = store->store->Check(repair != 0);
+    absl::StatusOr<graph::CheckReport> r =
+        store->store->Check(repair != 0, (repair & GRAPH_CHECK_PRUNE) != 0);
     if (!r.ok()) return FromStatus(r.status());
     if (problems != nullptr) *problems = r->problems.size();
     if (report != nullptr) {

@@ -239,9 +239,17 @@ void graph_layer_infos_free(graph_layer_info* infos, size_t count);
  * reclaimed. */
 int graph_cleanup(graph_store* store, size_t* reaped);
 
-/* Compares registry and driver; with `repair` non-zero, reaps interrupted
- * operations and orphans. *problems (may be NULL) gets how many problems
- * were found; *report (may be NULL) a human-readable report. */
+enum {
+  GRAPH_CHECK_REPAIR = 0x1, /* reap interrupted operations, fix the registry */
+  GRAPH_CHECK_PRUNE = 0x2   /* with REPAIR: delete driver layers no record owns */
+};
+
+/* Checks the registry file and compares it with the driver; `repair` is 0
+ * or GRAPH_CHECK_* flags (any non-zero value repairs). Driver layers no
+ * record owns are deleted only with GRAPH_CHECK_PRUNE: they may be all that
+ * is left of layers whose records were lost. *problems (may be NULL) gets
+ * how many problems were found; *report (may be NULL) a human-readable
+ * report. */
 int graph_check(graph_store* store, int repair, size_t* problems, char** report);
 
 #ifdef __cplusplus

@@ -1,5 +1,6 @@
 #include "graph/store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <mutex>
+#include <filesystem>
 #include <set>
 #include <unordered_map>
 
@@ -21,7 +23,9 @@
 #include "absl/strings/str_replace.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "base/utf8.h"
 #include "graph/digest.h"
+#include "graph/fsutil.h"
 #include "graph/store/init_layer.h"
 #include "base/sqlite.h"
 
@@ -127,11 +131,31 @@ Row ReadRow(const Stmt& s) {
 
 int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
 
+// Layer names: 1..4096 bytes of UTF-8 without control characters (they are
+// printed, and JSON carries only UTF-8).
 absl::Status ValidateName(absl::string_view name) {
-  if (name.empty() || name.size() > 4096 || name.find('\0') != absl::string_view::npos) {
+  bool control = std::any_of(name.begin(), name.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (name.empty() || name.size() > 4096 || control || !base::IsValidUtf8(name)) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid layer name \"", absl::CHexEscape(name.substr(0, 80)),
-                     "\": want 1..4096 bytes without NUL"));
+                     "\": want 1..4096 bytes of UTF-8 without control characters"));
+  }
+  return absl::OkStatus();
+}
+
+// Labels: non-empty keys; keys and values UTF-8 without NUL.
+absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
+  for (const auto& [k, v] : labels) {
+    if (k.empty() || !base::IsValidUtf8(k) || k.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid label key \"", absl::CHexEscape(k.substr(0, 80)),
+                                                     "\": want a non-empty UTF-8 string without NUL"));
+    }
+    if (!base::IsValidUtf8(v) || v.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid value of label \"", k,
+                                                     "\": want UTF-8 without NUL"));
+    }
   }
   return absl::OkStatus();
 }
@@ -254,6 +278,30 @@ class LayerStore::Impl {
   std::mutex mu;
   std::unique_ptr<Db> db;
   std::string locks_dir;
+  std::string db_path;
+  dev_t db_dev = 0;
+  ino_t db_ino = 0;
+
+  absl::Status RememberRegistry() {
+    struct stat st;
+    if (::stat(db_path.c_str(), &st) != 0) return base::ErrnoError(errno, absl::StrCat("stat ", db_path));
+    db_dev = st.st_dev;
+    db_ino = st.st_ino;
+    return absl::OkStatus();
+  }
+
+  // DataLoss if the registry file this store has open was deleted or
+  // replaced on disk (what was just committed went to an unlinked file).
+  absl::Status StillThere(absl::string_view what) {
+    struct stat st;
+    if (::stat(db_path.c_str(), &st) == 0 && st.st_dev == db_dev && st.st_ino == db_ino) {
+      return absl::OkStatus();
+    }
+    return absl::DataLossError(absl::StrCat(
+        "the registry ", db_path, " was deleted or replaced while ", what,
+        " ran: its record is not in the store. Restore the registry from a backup (the layer's data "
+        "is kept under the driver's directory)"));
+  }
 
   absl::StatusOr<std::map<std::string, std::string>> Labels(const std::string& cache_id) {
     ASSIGN_OR_RETURN(Stmt s, db->Prepare("SELECT key, value FROM labels WHERE cache_id = ?"));
@@ -328,46 +376,198 @@ absl::Status MakeDir(const std::string& path, mode_t mode) {
 }
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::Open(const std::string& root,
+absl::StatusOr<std::string> AbsoluteRoot(const std::string& root) {
+  if (root.empty()) return absl::InvalidArgumentError("layer store needs a root directory");
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(root, ec);
+  if (ec) return base::ErrnoError(ec.value(), absl::StrCat("making root ", root, " absolute"));
+  std::string out = abs.lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+namespace {
+
+constexpr char kStoreFormat[] = "dmthin-graph-1";
+
+// What `root` holds, looked at before anything is created in it.
+enum class RootState { kNew, kStore };
+
+absl::StatusOr<RootState> ExamineRoot(const std::string& root) {
+  struct stat st;
+  if (::lstat(root.c_str(), &st) != 0) {
+    if (errno == ENOENT) return RootState::kNew;
+    return base::ErrnoError(errno, absl::StrCat("examining layer store ", root));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("layer store root ", root, " is not a directory"));
+  }
+  std::string db = root + "/layers.db";
+  if (::lstat(db.c_str(), &st) == 0) {
+    if (st.st_size == 0) {
+      return absl::DataLossError(absl::StrCat(
+          "the registry ", db, " is empty (0 bytes): the layer records are lost. Not starting a new "
+          "registry over the existing layers: restore ", db, " (and layers.db-wal, if kept) from a "
+          "backup; or, to give these layers up, move ", root, " aside and open a new store"));
+    }
+    return RootState::kStore;
+  }
+  if (errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("examining ", db));
+  DIR* dir = ::opendir(root.c_str());
+  if (dir == nullptr) return base::ErrnoError(errno, absl::StrCat("listing ", root));
+  std::vector<std::string> ours, foreign;
+  std::set<std::string> drivers;
+  for (const DriverInfo& d : RegisteredDrivers()) drivers.insert(d.name);
+  while (struct dirent* e = ::readdir(dir)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    bool store_file = n == "locks" || absl::StartsWith(n, "layers.db") || drivers.count(n) != 0;
+    (store_file ? ours : foreign).push_back(n);
+  }
+  ::closedir(dir);
+  if (ours.empty() && foreign.empty()) return RootState::kNew;
+  std::sort(ours.begin(), ours.end());
+  if (!ours.empty()) {
+    return absl::DataLossError(absl::StrCat(
+        "layer store ", root, " has no registry (layers.db) but holds store data (",
+        absl::StrJoin(ours, ", "), "): the registry was deleted or moved. Not starting a new, empty "
+        "registry over existing layers: restore ", db, " (and layers.db-wal, if kept) from a backup; "
+        "or, to give these layers up, move ", root, " aside and open a new store"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      root, " is not empty and is not a layer store (no layers.db): give the store an empty or new directory"));
+}
+
+// Object names made by kSchema ("CREATE TABLE IF NOT EXISTS name(...)").
+std::vector<std::string> SchemaObjects() {
+  std::vector<std::string> names;
+  absl::string_view s = kSchema;
+  for (absl::string_view marker : {"CREATE TABLE IF NOT EXISTS ", "CREATE INDEX IF NOT EXISTS "}) {
+    for (size_t at = s.find(marker); at != absl::string_view::npos; at = s.find(marker, at + 1)) {
+      absl::string_view rest = s.substr(at + marker.size());
+      size_t end = rest.find_first_of("( \n");
+      names.emplace_back(rest.substr(0, end));
+    }
+  }
+  return names;
+}
+
+// Makes the registry of a new store: built under a temporary name
+// (schema, the driver, WAL checkpointed into the file) and linked into
+// place, so layers.db never exists half made, and never 0 bytes with its
+// content only in a WAL. A concurrent creator's registry wins (link fails
+// with EEXIST) and is opened instead.
+absl::Status CreateRegistry(const std::string& root, const std::string& driver) {
+  std::string path = root + "/layers.db";
+  std::string tmp = absl::StrCat(path, ".new-", ::getpid(), "-", NewCacheId().substr(0, 8));
+  absl::Cleanup drop = [&] {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) ::unlink((tmp + suffix).c_str());
+  };
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(tmp, /*create=*/true));
+    RETURN_IF_ERROR(db->Exec(kSchema));
+    ASSIGN_OR_RETURN(Stmt put, db->Prepare(
+        "INSERT INTO meta(key, value) VALUES('driver', ?), ('format', ?)"));
+    RETURN_IF_ERROR(put.Bind(1, driver).Bind(2, kStoreFormat).Run());
+    RETURN_IF_ERROR(db->Exec("PRAGMA wal_checkpoint(TRUNCATE)"));
+  }
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+  if (::link(tmp.c_str(), path.c_str()) != 0 && errno != EEXIST) {
+    return base::ErrnoError(errno, absl::StrCat("creating registry ", path));
+  }
+  base::UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir) (void)::fsync(dir.get());
+  return absl::OkStatus();
+}
+
+// Opens an existing registry without writing to it: checks that it is a
+// layer store's (foreign or damaged files are refused with how to recover)
+// and returns it with the recorded driver.
+absl::StatusOr<std::unique_ptr<Db>> OpenRegistry(const std::string& root, std::string* driver) {
+  std::string path = root + "/layers.db";
+  auto hint = [&](const absl::Status& s) {
+    return base::Annotate(s, absl::StrCat(
+        path, " is not a usable layer store registry (restore it from a backup; the layers' data "
+        "under ", root, " is left alone, 'graphctl check' compares the two afterwards)"));
+  };
+  absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path, /*create=*/false);
+  if (!db.ok()) return absl::IsDataLoss(db.status()) ? hint(db.status()) : db.status();
+  absl::StatusOr<Stmt> get = (*db)->Prepare("SELECT value FROM meta WHERE key = 'driver'");
+  if (!get.ok()) {
+    if (absl::IsDataLoss(get.status()) || absl::StrContains(get.status().message(), "no such table")) {
+      return hint(absl::DataLossError(absl::StrCat("no store metadata: ", get.status().message())));
+    }
+    return get.status();
+  }
+  absl::StatusOr<bool> have = get->Step();
+  if (!have.ok()) return absl::IsDataLoss(have.status()) ? hint(have.status()) : have.status();
+  if (!*have || get->Text(0).empty()) return hint(absl::DataLossError("no driver recorded"));
+  *driver = get->Text(0);
+  // A store made by an older version may lack a table or index added since:
+  // only then is the schema (re)applied (a write).
+  std::set<std::string> present;
+  ASSIGN_OR_RETURN(Stmt objects, (*db)->Prepare("SELECT name FROM sqlite_master"));
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, objects.Step());
+    if (!row) break;
+    present.insert(objects.Text(0));
+  }
+  for (const std::string& name : SchemaObjects()) {
+    if (present.count(name) == 0) {
+      RETURN_IF_ERROR((*db)->Exec(kSchema));
+      break;
+    }
+  }
+  return db;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::Open(const std::string& given_root,
                                                              std::unique_ptr<Driver> driver) {
   if (driver == nullptr) return absl::InvalidArgumentError("layer store needs a driver");
-  if (root.empty()) return absl::InvalidArgumentError("layer store needs a root directory");
-  RETURN_IF_ERROR(MakeDir(root, 0700));
+  ASSIGN_OR_RETURN(std::string root, AbsoluteRoot(given_root));
+  ASSIGN_OR_RETURN(RootState state, ExamineRoot(root));
+  return OpenExamined(root, std::move(driver), state == RootState::kNew);
+}
+
+absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::OpenExamined(const std::string& root,
+                                                                     std::unique_ptr<Driver> driver,
+                                                                     bool is_new) {
+  std::string name = driver->Name();
+  if (is_new) {
+    RETURN_IF_ERROR(MakeDir(root, 0700));
+    RETURN_IF_ERROR(MakeDir(root + "/locks", 0700));
+    RETURN_IF_ERROR(CreateRegistry(root, name));
+  }
   std::unique_ptr<LayerStore> store(new LayerStore(root, std::move(driver)));
   store->impl_->locks_dir = root + "/locks";
-  RETURN_IF_ERROR(MakeDir(store->impl_->locks_dir, 0700));
-  ASSIGN_OR_RETURN(store->impl_->db, Db::Open(root + "/layers.db"));
-  Db& db = *store->impl_->db;
-  RETURN_IF_ERROR(db.Exec(kSchema));
-  ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
-  ASSIGN_OR_RETURN(Stmt get, db.Prepare("SELECT value FROM meta WHERE key = 'driver'"));
-  ASSIGN_OR_RETURN(bool have, get.Step());
-  std::string name = store->driver_->Name();
-  if (have) {
-    if (get.Text(0) != name) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("layer store ", root, " was created with driver \"", get.Text(0),
-                       "\", not \"", name, "\""));
-    }
-  } else {
-    ASSIGN_OR_RETURN(Stmt put, db.Prepare("INSERT INTO meta(key, value) VALUES('driver', ?)"));
-    RETURN_IF_ERROR(put.Bind(1, name).Run());
+  store->impl_->db_path = root + "/layers.db";
+  std::string recorded;
+  ASSIGN_OR_RETURN(store->impl_->db, OpenRegistry(root, &recorded));
+  if (recorded != name) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("layer store ", root, " was created with driver \"", recorded, "\", not \"", name, "\""));
   }
-  RETURN_IF_ERROR(txn->Commit());
+  RETURN_IF_ERROR(store->impl_->RememberRegistry());
+  struct stat st;
+  if (::stat(store->impl_->locks_dir.c_str(), &st) != 0) {
+    RETURN_IF_ERROR(MakeDir(store->impl_->locks_dir, 0700));  // only where it went missing
+  }
   return store;
 }
 
-absl::StatusOr<std::string> LayerStore::RecordedDriver(const std::string& root) {
-  std::string path = root + "/layers.db";
-  if (::access(path.c_str(), F_OK) != 0) {
-    if (errno == ENOENT) return std::string();
-    return base::ErrnoError(errno, absl::StrCat("access ", path));
-  }
-  ASSIGN_OR_RETURN(auto db, Db::Open(path));
-  RETURN_IF_ERROR(db->Exec(kSchema));
-  ASSIGN_OR_RETURN(Stmt get, db->Prepare("SELECT value FROM meta WHERE key = 'driver'"));
-  ASSIGN_OR_RETURN(bool have, get.Step());
-  return have ? get.Text(0) : std::string();
+absl::StatusOr<std::string> LayerStore::RecordedDriver(const std::string& given_root) {
+  ASSIGN_OR_RETURN(std::string root, AbsoluteRoot(given_root));
+  ASSIGN_OR_RETURN(RootState state, ExamineRoot(root));
+  if (state == RootState::kNew) return std::string();
+  std::string driver;
+  ASSIGN_OR_RETURN(auto db, OpenRegistry(root, &driver));
+  return driver;
 }
 
 absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOptions& options) {
@@ -434,6 +634,13 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
     if (existing.ok()) {
       ASSIGN_OR_RETURN(Stmt ref, db.Prepare("UPDATE layers SET refs = refs + 1 WHERE cache_id = ?"));
       RETURN_IF_ERROR(ref.Bind(1, existing->info.cache_id).Run());
+      if (!options.labels.empty()) {
+        // The labels given with this import are set on the existing layer
+        // (merged: other labels stay), not dropped.
+        std::map<std::string, std::string> merged = existing->info.labels;
+        for (const auto& [k, v] : options.labels) merged[k] = v;
+        RETURN_IF_ERROR(impl_->SetLabels(existing->info.cache_id, merged));
+      }
       ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
                                       "UPDATE layers SET state = 'removing' WHERE cache_id = ?"));
       RETURN_IF_ERROR(hide.Bind(1, cache_id).Run());
@@ -458,8 +665,10 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   if (!shared.ok()) return undo(shared.status());
   if (*shared) {
     (void)undo(absl::OkStatus());
+    RETURN_IF_ERROR(impl_->StillThere("the import"));
   } else {
     lock.Release();
+    RETURN_IF_ERROR(impl_->StillThere(absl::StrCat("the import of ", *chain)));
   }
   return Stat(*chain);
 }
@@ -553,6 +762,7 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
   }();
   if (!ready.ok()) return undo(ready);
   lock.Release();
+  RETURN_IF_ERROR(impl_->StillThere(absl::StrCat("the create of \"", name, "\"")));
   return Stat(name);
 }
 
@@ -850,9 +1060,38 @@ absl::StatusOr<std::map<std::string, int64_t>> LayerStore::Counts() {
   return counts;
 }
 
-absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
+absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
   CheckReport report;
   Db& db = *impl_->db;
+  // 0. The registry file itself: SQLite's own consistency check (b-trees,
+  //    indexes). Index damage is rebuilt by REINDEX; anything else needs
+  //    the backup.
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    ASSIGN_OR_RETURN(Stmt q, db.Prepare("PRAGMA integrity_check"));
+    std::vector<std::string> damage;
+    for (;;) {
+      absl::StatusOr<bool> row = q.Step();
+      if (!row.ok()) {
+        damage.push_back(std::string(row.status().message()));
+        break;
+      }
+      if (!*row) break;
+      if (q.Text(0) != "ok") damage.push_back(q.Text(0));
+    }
+    for (const std::string& d : damage) {
+      report.problems.push_back(absl::StrCat("registry ", impl_->db_path, " is damaged: ", d,
+                                             repair ? "" : " (check --repair rebuilds its indexes)"));
+    }
+    if (!damage.empty() && repair) {
+      if (absl::Status s = db.Exec("REINDEX"); s.ok()) {
+        report.repaired.push_back("rebuilt the registry's indexes (REINDEX)");
+      } else {
+        report.problems.push_back(absl::StrCat("REINDEX: ", s.message(),
+                                               "; restore the registry from a backup"));
+      }
+    }
+  }
   std::vector<Row> rows;
   {
     std::lock_guard<std::mutex> l(impl_->mu);
@@ -971,6 +1210,21 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
   }
   for (const std::string& id : ids) {
     if (known.count(id) != 0) continue;
+    if (!prune) {
+      // Data the registry cannot account for is never deleted unasked: it
+      // may be all that is left of layers whose records were lost.
+      std::string where;
+      absl::StatusOr<std::map<std::string, std::string>> meta = driver_->Metadata(id);
+      if (meta.ok() && !meta->empty()) {
+        auto dir = meta->count("Dir") ? meta->find("Dir")
+                   : meta->count("UpperDir") ? meta->find("UpperDir") : meta->begin();
+        where = absl::StrCat(" at ", dir->second);
+      }
+      report.problems.push_back(absl::StrCat(
+          "driver layer ", id, where, " has no record",
+          repair ? " (kept: check --repair --prune deletes layers no record owns)" : ""));
+      continue;
+    }
     report.problems.push_back(absl::StrCat("driver layer ", id, " has no record"));
     if (!repair) continue;
     absl::Status rm = driver_->Remove(id);
@@ -984,19 +1238,45 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair) {
 }
 
 absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
-    const std::string& root, const std::string& driver_name,
+    const std::string& given_root, const std::string& driver_name,
     const std::map<std::string, std::string>& options) {
-  if (root.empty()) return absl::InvalidArgumentError("layer store needs a root directory");
-  ASSIGN_OR_RETURN(std::string recorded, LayerStore::RecordedDriver(root));
+  // Relative roots become absolute here, at the edge: mount paths, overlay
+  // lowerdirs and Metadata are absolute whatever the caller's cwd.
+  ASSIGN_OR_RETURN(std::string root, AbsoluteRoot(given_root));
+  // What the root holds decides before anything is made: a new store only
+  // in an empty or new directory, never over a lost registry.
+  ASSIGN_OR_RETURN(RootState state, ExamineRoot(root));
+  std::string recorded;
+  if (state == RootState::kStore) {
+    ASSIGN_OR_RETURN(auto db, OpenRegistry(root, &recorded));
+  }
   std::string name = driver_name;
   if (name.empty()) name = recorded;
   if (!recorded.empty() && name != recorded) {
     return absl::FailedPreconditionError(absl::StrCat(
         "layer store ", root, " was created with driver \"", recorded, "\", not \"", name, "\""));
   }
-  RETURN_IF_ERROR(MakeDir(root, 0700));
-  ASSIGN_OR_RETURN(std::unique_ptr<Driver> driver, OpenDriver(name, root, options));
-  return LayerStore::Open(root, std::move(driver));
+  if (!name.empty()) {
+    // An unknown driver fails before the root is made.
+    std::vector<DriverInfo> known = RegisteredDrivers();
+    if (std::none_of(known.begin(), known.end(), [&](const DriverInfo& d) { return d.name == name; })) {
+      std::vector<std::string> names;
+      for (const DriverInfo& d : known) names.push_back(d.name);
+      return absl::NotFoundError(absl::StrCat("unknown graph driver \"", name, "\" (known: ",
+                                              absl::StrJoin(names, ", "), ")"));
+    }
+  }
+  bool made_root = false;
+  if (state == RootState::kNew) {
+    made_root = ::mkdir(root.c_str(), 0700) == 0;
+    if (!made_root && errno != EEXIST) return base::ErrnoError(errno, absl::StrCat("mkdir ", root));
+  }
+  absl::StatusOr<std::unique_ptr<Driver>> driver = OpenDriver(name, root, options);
+  if (!driver.ok()) {
+    if (made_root) (void)RemoveTree(root);  // a failed first open leaves no directory behind
+    return driver.status();
+  }
+  return LayerStore::OpenExamined(root, std::move(*driver), state == RootState::kNew);
 }
 
 }  // namespace graph

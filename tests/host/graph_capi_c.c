@@ -111,6 +111,30 @@ int main(int argc, char** argv) {
   MUST(graph_umount(store, "build"));
   MUST(graph_commit(store, "built", "build"));
 
+  /* File descriptors are checked at the edge: one clear message, one prefix,
+   * nothing created. */
+  {
+    int dirfd = open("/", O_RDONLY | O_DIRECTORY);
+    int rofd = open("/dev/null", O_RDONLY);
+    char* none = NULL;
+    CHECK(graph_import_fd(store, dirfd, NULL, &none) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "graph_import_fd: fd ") == graph_last_error());
+    CHECK(strstr(graph_last_error(), "is a directory") != NULL);
+    CHECK(strstr(graph_last_error(), "reading layer stream: reading") == NULL);
+    CHECK(graph_diff_fd(store, "built", rofd, &none) == GRAPH_EINVAL);
+    CHECK(strstr(graph_last_error(), "graph_diff_fd: fd ") == graph_last_error());
+    CHECK(strstr(graph_last_error(), "not open for writing") != NULL);
+    CHECK(graph_import_fd(store, -1, NULL, &none) == GRAPH_EINVAL);
+    CHECK(none == NULL);
+    char** names = NULL;
+    size_t count = 0;
+    MUST(graph_list(store, &names, &count));
+    CHECK(count == 1); /* built */
+    graph_strings_free(names, count);
+    close(dirfd);
+    close(rofd);
+  }
+
   char tar_path[] = "/tmp/graph-capi-XXXXXX";
   int fd = mkstemp(tar_path);
   CHECK(fd >= 0);

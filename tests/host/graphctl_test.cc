@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -446,6 +447,151 @@ TEST_F(GraphctlTest, RemoveMountedIsRefusedBtrfs) {
   RemoveMountedIsRefused(*this, "btrfs");
   root_ = dir_->path() + "/root";
   driver_ = "vfs";
+}
+
+// A relative --root is made absolute at the edge: mount paths, inspect's
+// driver data and overlay's lowerdirs are absolute whatever the cwd.
+TEST_F(GraphctlTest, RelativeRootBecomesAbsolute) {
+  auto rel = [&](std::vector<std::string> args, const std::string& in = "") {
+    std::vector<std::string> argv = {"env", "-C", dir_->path(), Graphctl(), "--root", "root"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testsupport::Run(argv, in);
+  };
+  for (const std::string driver : {"vfs", "overlay"}) {
+    SCOPED_TRACE(driver);
+    root_ = dir_->path() + "/root";
+    RunResult imp = rel({"--driver", driver, "import", "-"}, BuildTar({{"a", '0', "b"}}));
+    if (!imp.ok() && driver == "overlay") GTEST_SKIP() << imp.err;
+    ASSERT_TRUE(imp.ok()) << imp.Describe();
+    ASSERT_TRUE(rel({"create", "c", "--parent", Line(imp), "--rw"}).ok());
+    RunResult mount = rel({"mount", "c"});
+    ASSERT_TRUE(mount.ok()) << mount.Describe();
+    EXPECT_EQ(Line(mount).rfind(root_ + "/" + driver + "/", 0), 0u) << Line(mount);
+    RunResult inspect = rel({"inspect", "c"});
+    ASSERT_TRUE(inspect.ok()) << inspect.Describe();
+    EXPECT_EQ(inspect.out.find("\"root/"), std::string::npos) << inspect.out;
+    auto j = nlohmann::json::parse(inspect.out);
+    for (const auto& [k, v] : j["graph_driver"]["data"].items()) {
+      if (!absl::EndsWith(k, "Dir")) continue;  // LowerDir, UpperDir, Dir, ...
+      for (absl::string_view p : absl::StrSplit(v.get<std::string>(), ':')) {
+        EXPECT_EQ(p.substr(0, 1), "/") << k << "=" << v;
+      }
+    }
+    RunResult status = rel({"--json", "status"});
+    EXPECT_EQ(nlohmann::json::parse(status.out)["root"], root_);
+    ASSERT_TRUE(rel({"umount", "c"}).ok());
+    ASSERT_TRUE(rel({"rm", "c"}).ok());
+    ASSERT_TRUE(rel({"rm", Line(imp)}).ok());
+    ASSERT_EQ(testsupport::Run({"rm", "-rf", root_}).exit_code, 0);
+  }
+  driver_ = "vfs";
+}
+
+// A store knows it is a store: a deleted, emptied or foreign registry next
+// to driver data is an error naming the recovery (never a fresh, empty
+// registry), and check --repair keeps driver data it cannot account for
+// unless --prune is typed.
+TEST_F(GraphctlTest, LostRegistryIsNeverAFreshStart) {
+  RunResult imp = Run({"--driver", "vfs", "import", "-"}, BuildTar({{"a", '0', "b"}}));
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  std::string db = root_ + "/layers.db";
+  std::string saved = testsupport::ReadFileOrEmpty(db);
+  ASSERT_FALSE(saved.empty()) << "the registry's content lives in layers.db, not only in its WAL";
+  // Deleted.
+  ASSERT_EQ(::unlink(db.c_str()), 0);
+  ::unlink((db + "-wal").c_str());
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"ls"}, {"--driver", "vfs", "check", "--repair"}, {"--driver", "overlay", "ls"}}) {
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 1) << r.Describe();
+    EXPECT_NE(r.err.find("no registry (layers.db)"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("restore"), std::string::npos) << r.err;
+  }
+  struct stat st;
+  EXPECT_NE(::stat(db.c_str(), &st), 0) << "a new registry was made over the old layers";
+  // Emptied, and foreign.
+  testsupport::WriteFileOrDie(db, "");
+  RunResult empty = Run({"ls"});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_NE(empty.err.find("is empty (0 bytes)"), std::string::npos) << empty.err;
+  testsupport::WriteFileOrDie(db, std::string(8192, 'g'));
+  RunResult garbage = Run({"ls"});
+  EXPECT_EQ(garbage.exit_code, 1);
+  EXPECT_NE(garbage.err.find("restore it from a backup"), std::string::npos) << garbage.err;
+  // Back: all there.
+  testsupport::WriteFileOrDie(db, saved);
+  RunResult ls = Run({"--json", "ls"});
+  ASSERT_TRUE(ls.ok()) << ls.Describe();
+  EXPECT_EQ(nlohmann::json::parse(ls.out).size(), 1u);
+  // A driver layer no record owns is reported, kept by --repair, deleted by
+  // --prune only.
+  ASSERT_EQ(testsupport::Run({"cp", "-a", root_ + "/vfs/dir/" +
+                                          nlohmann::json::parse(ls.out)[0]["cache_id"].get<std::string>(),
+                              root_ + "/vfs/dir/stray"}).exit_code, 0);
+  RunResult repair = Run({"check", "--repair"});
+  EXPECT_EQ(repair.exit_code, 1) << repair.Describe();
+  EXPECT_NE(repair.out.find("driver layer stray"), std::string::npos) << repair.out;
+  EXPECT_EQ(::stat((root_ + "/vfs/dir/stray").c_str(), &st), 0) << "repair deleted unaccounted data";
+  EXPECT_EQ(Run({"check", "--prune"}).exit_code, 2);
+  EXPECT_TRUE(Run({"check", "--repair", "--prune"}).ok());
+  EXPECT_NE(::stat((root_ + "/vfs/dir/stray").c_str(), &st), 0);
+  // A non-empty directory that is no store is not made one; an unknown
+  // driver makes no directory.
+  std::string foreign = dir_->path() + "/foreign";
+  ASSERT_EQ(::mkdir(foreign.c_str(), 0755), 0);
+  testsupport::WriteFileOrDie(foreign + "/notes.txt", "mine");
+  RunResult other = testsupport::Run({Graphctl(), "--root", foreign, "--driver", "vfs", "ls"});
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.err.find("is not a layer store"), std::string::npos) << other.err;
+  std::string fresh = dir_->path() + "/fresh";
+  RunResult nosuch = testsupport::Run({Graphctl(), "--root", fresh, "--driver", "nosuch", "ls"});
+  EXPECT_EQ(nosuch.exit_code, 1);
+  EXPECT_NE(::stat(fresh.c_str(), &st), 0) << "--driver nosuch made the root";
+}
+
+// Names and labels are UTF-8 (validated at the edge); what the filesystem
+// holds is printed safely: --json never aborts (bytes that are not UTF-8
+// become U+FFFD), text output escapes newlines and raw bytes. Importing an
+// existing layer with --label sets the label. check runs SQLite's own check.
+TEST_F(GraphctlTest, HostileBytesNeverBreakOutput) {
+  std::string bad_name = "c\xff\xfe";
+  RunResult imp = Run({"--driver", "vfs", "import", "-"}, BuildTar({{"a", '0', "b"}}));
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  std::string base = Line(imp);
+  EXPECT_EQ(Run({"create", bad_name, "--parent", base, "--rw"}).exit_code, 1);
+  EXPECT_EQ(Run({"create", "x\ny", "--parent", base, "--rw"}).exit_code, 1);
+  EXPECT_EQ(Run({"create", "l", "--parent", base, "--label", "k=\xff"}).exit_code, 1);
+  EXPECT_EQ(Run({"import", "--label", "k=\xff", "-"}, BuildTar({{"a", '0', "b"}})).exit_code, 1);
+  // Re-import with a label: set on the existing layer.
+  RunResult again = Run({"--json", "import", "--label", "origin=test", "-"}, BuildTar({{"a", '0', "b"}}));
+  ASSERT_TRUE(again.ok()) << again.Describe();
+  EXPECT_EQ(nlohmann::json::parse(again.out)["labels"]["origin"], "test");
+  // A container process plants file names with newlines and raw bytes.
+  ASSERT_TRUE(Run({"create", "ctr", "--parent", base, "--rw", "--label", "note=\u00e9t\u00e9"}).ok());
+  RunResult mount = Run({"mount", "ctr"});
+  ASSERT_TRUE(mount.ok()) << mount.Describe();
+  testsupport::WriteFileOrDie(Line(mount) + "/evil\nA etc-passwd", "x");
+  testsupport::WriteFileOrDie(Line(mount) + "/raw\xff\x1b[2J", "x");
+  ASSERT_TRUE(Run({"umount", "ctr"}).ok());
+  RunResult changes = Run({"changes", "ctr"});
+  ASSERT_TRUE(changes.ok()) << changes.Describe();
+  EXPECT_NE(changes.out.find("A /evil\\nA etc-passwd\n"), std::string::npos) << changes.out;
+  EXPECT_NE(changes.out.find("A /raw\\xff\\x1b[2J\n"), std::string::npos) << changes.out;
+  RunResult json = Run({"--json", "changes", "ctr"});
+  ASSERT_TRUE(json.ok()) << json.Describe();
+  auto list = nlohmann::json::parse(json.out);
+  bool replaced = false;
+  for (const auto& c : list) replaced |= c["path"].get<std::string>().find("\xef\xbf\xbd") != std::string::npos;
+  EXPECT_TRUE(replaced) << json.out;
+  for (const char* verb : {"ls", "status", "check"}) {
+    RunResult r = Run({"--json", verb});
+    EXPECT_TRUE(r.ok()) << verb << ": " << r.Describe();
+    EXPECT_FALSE(nlohmann::json::parse(r.out, nullptr, false).is_discarded()) << r.out;
+  }
+  RunResult inspect = Run({"inspect", "ctr"});
+  ASSERT_TRUE(inspect.ok()) << inspect.Describe();
+  EXPECT_EQ(nlohmann::json::parse(inspect.out)["labels"]["note"], "\u00e9t\u00e9");
+  ASSERT_TRUE(Run({"rm", "ctr"}).ok());
 }
 
 }  // namespace

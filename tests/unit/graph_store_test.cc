@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -469,6 +471,35 @@ TEST_F(StoreTest, FailedRemoveStaysHiddenUntilRepair) {
   EXPECT_TRUE(DriverIds().empty());
 }
 
+// check runs SQLite's own check: an index that disagrees with its table is
+// reported, and --repair rebuilds it (REINDEX).
+TEST_F(StoreTest, CheckFindsRegistryIndexDamage) {
+  ASSERT_TRUE(Import("layer0").ok());
+  ASSERT_TRUE(Import("layer1", kD0).ok());
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_->path() + "/store/layers.db").c_str(), &db), SQLITE_OK);
+    // Redeclare the parent index over another column: its entries no longer
+    // match the table, as after a torn index page.
+    ASSERT_EQ(sqlite3_exec(db,
+                           "PRAGMA writable_schema=ON; UPDATE sqlite_master SET sql = "
+                           "'CREATE INDEX layers_parent ON layers(cache_id)' WHERE name = 'layers_parent';",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  Reopen();
+  auto report = store_->Check(false);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_THAT(absl::StrJoin(report->problems, "\n"), HasSubstr("is damaged"));
+  report = store_->Check(true);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_THAT(absl::StrJoin(report->repaired, "\n"), HasSubstr("REINDEX"));
+  EXPECT_TRUE(store_->Check(false)->clean()) << absl::StrJoin(store_->Check(false)->problems, "\n");
+}
+
 TEST_F(StoreTest, MountedLayerIsNotRemovedWithoutForce) {
   ASSERT_TRUE(store_->Create("busy", "", {}).ok());
   ASSERT_TRUE(store_->Mount("busy").ok());
@@ -497,10 +528,17 @@ TEST_F(StoreTest, CheckFindsOrphansAndMissingDriverLayers) {
   auto report = store_->Check(false);
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->problems.size(), 2u);
+  // Repair drops the record whose data is gone, but never deletes driver
+  // data no record accounts for unless told to (prune).
   report = store_->Check(true);
-  EXPECT_EQ(report->repaired.size(), 2u);
-  EXPECT_TRUE(DriverIds().empty());
+  EXPECT_EQ(report->repaired.size(), 1u);
+  EXPECT_EQ(DriverIds(), std::set<std::string>{"orphan"});
+  EXPECT_THAT(absl::StrJoin(report->problems, "\n"), HasSubstr("--prune"));
   EXPECT_TRUE(absl::IsNotFound(store_->Stat("lost").status()));
+  EXPECT_FALSE(store_->Check(false)->clean());
+  report = store_->Check(true, /*prune=*/true);
+  EXPECT_EQ(report->repaired.size(), 1u);
+  EXPECT_TRUE(DriverIds().empty());
   EXPECT_TRUE(store_->Check(false)->clean());
 }
 

@@ -315,7 +315,11 @@ std::string UsedOfTotal(uint64_t used, uint64_t total) {
                       Percent(used, total), ")");
 }
 
-void PrintJson(const Json& doc) { std::cout << doc.dump(2) << "\n"; }
+void PrintJson(const Json& doc) {
+  // Bytes that are not UTF-8 (a file name from inside a layer, a record
+  // from an older store) become U+FFFD instead of aborting the program.
+  std::cout << doc.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+}
 
 Progress::Progress(const Output& out, std::string what)
     : enabled_(!out.json && isatty(STDERR_FILENO)), what_(std::move(what)) {

@@ -118,6 +118,8 @@ std::string Percent(uint64_t used, uint64_t total);
 std::string UsedOfTotal(uint64_t used, uint64_t total);
 
 // Prints `doc` as JSON (pretty, one document) to stdout.
+// Pretty-printed, on stdout. Bytes that are not UTF-8 are replaced by
+// U+FFFD (never an abort).
 void PrintJson(const Json& doc);
 
 // A progress line on stderr when it is a terminal; silent otherwise (and

@@ -23,7 +23,7 @@ void Report(const thinpool::MonitorEvent& e, bool json) {
                 {"old_bytes", e.old_bytes},
                 {"new_bytes", e.new_bytes},
                 {"message", e.message}};
-    std::printf("%s\n", j.dump().c_str());  // one JSON object per line
+    std::printf("%s\n", j.dump(-1, ' ', false, cli::Json::error_handler_t::replace).c_str());  // one JSON object per line
   } else {
     std::printf("%s %s: %s\n", e.pool.c_str(),
                 std::string(thinpool::MonitorEventKindName(e.kind)).c_str(), e.message.c_str());

@@ -20,6 +20,7 @@
 #include "base/size.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "base/utf8.h"
 #include "graph/driver.h"
 #include "graph/store.h"
 #include "graph/stream.h"
@@ -70,7 +71,7 @@ Context& Ctx() {
 std::string Short(const std::string& name) {
   // Chain ids are long; show them like docker does (sha256:12 hex).
   if (name.rfind("sha256:", 0) == 0 && name.size() == 71) return name.substr(0, 19);
-  return name;
+  return base::EscapeForText(name);
 }
 
 std::string Time(absl::Time t) {
@@ -121,11 +122,14 @@ absl::Status Import(const cli::Args& args, const cli::Output& out) {
   if (path != "-") {
     owned.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!owned) return base::ErrnoError(errno, absl::StrCat("open ", path));
+    RETURN_IF_ERROR(base::Annotate(graph::FdSource::Check(owned.get()), path));
     struct stat st;
     if (::fstat(owned.get(), &st) == 0 && S_ISREG(st.st_mode)) total = static_cast<uint64_t>(st.st_size);
     fd = owned.get();
   } else if (isatty(STDIN_FILENO)) {
     return cli::UsageError("refusing to read a tarball from a terminal; pipe one in or name a file");
+  } else {
+    RETURN_IF_ERROR(base::Annotate(graph::FdSource::Check(STDIN_FILENO), "stdin"));
   }
   graph::ImportOptions options;
   options.parent = args.get("parent").value_or("");
@@ -211,6 +215,8 @@ absl::Status Diff(const cli::Args& args, const cli::Output& out) {
     fd = owned.get();
   } else if (isatty(STDOUT_FILENO)) {
     return cli::UsageError("refusing to write a tarball to a terminal; use -o FILE or a pipe");
+  } else {
+    RETURN_IF_ERROR(base::Annotate(graph::FdSink::Check(STDOUT_FILENO), "stdout"));
   }
   graph::FdSink sink(fd);
   absl::StatusOr<graph::DiffResult> r = store->Diff(args.positional(0), sink);
@@ -248,7 +254,7 @@ absl::Status Changes(const cli::Args& args, const cli::Output& out) {
     // docker diff's letters: A added, C changed, D deleted.
     const char* letter = c.kind == graph::ChangeKind::kAdd ? "A"
                          : c.kind == graph::ChangeKind::kDelete ? "D" : "C";
-    std::cout << letter << " " << c.path << "\n";
+    std::cout << letter << " " << base::EscapeForText(c.path) << "\n";  // one line per change, whatever the name
   }
   return absl::OkStatus();
 }
@@ -357,7 +363,8 @@ absl::Status Status(const cli::Args&, const cli::Output& out) {
 absl::Status Check(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
   bool repair = args.has("repair");
-  ASSIGN_OR_RETURN(graph::CheckReport report, store->Check(repair));
+  if (args.has("prune") && !repair) return cli::UsageError("--prune goes with --repair");
+  ASSIGN_OR_RETURN(graph::CheckReport report, store->Check(repair, args.has("prune")));
   bool clean = report.clean();
   if (repair && !clean) {
     ASSIGN_OR_RETURN(graph::CheckReport after, store->Check(false));
@@ -369,9 +376,9 @@ absl::Status Check(const cli::Args& args, const cli::Output& out) {
                     {"skipped", report.skipped},
                     {"clean", clean}});
   } else {
-    for (const auto& p : report.problems) std::cout << "problem: " << p << "\n";
-    for (const auto& p : report.repaired) std::cout << "repaired: " << p << "\n";
-    for (const auto& p : report.skipped) std::cout << "skipped: " << p << "\n";
+    for (const auto& p : report.problems) std::cout << "problem: " << base::EscapeForText(p) << "\n";
+    for (const auto& p : report.repaired) std::cout << "repaired: " << base::EscapeForText(p) << "\n";
+    for (const auto& p : report.skipped) std::cout << "skipped: " << base::EscapeForText(p) << "\n";
     if (report.clean()) std::cout << "ok: registry and driver agree\n";
   }
   if (clean) return absl::OkStatus();
@@ -393,7 +400,11 @@ int main(int argc, char** argv) {
                "           --storage-opt dm.basesize=4G import base.tar\n"
                "Exit status: 0 ok, 1 failed, 2 usage.");
   app.AddGlobal({{"root", "DIR", "the layer store (default /var/lib/dmthin/graph)"},
-                 [](const std::string& v) { Ctx().root = v; }});
+                 [](const std::string& v) {
+                   // Absolute at the edge: every path printed (mount, inspect) is absolute.
+                   absl::StatusOr<std::string> abs = graph::AbsoluteRoot(v);
+                   Ctx().root = abs.ok() ? *abs : v;
+                 }});
   app.AddGlobal({{"driver", "NAME",
                   "overlay, btrfs, vfs, aufs, ... (default: the store's, else the first usable)"},
                  [](const std::string& v) { Ctx().driver = v; }});
@@ -433,7 +444,8 @@ int main(int argc, char** argv) {
                graphctl::Inspect});
   app.AddVerb({"status", {}, {}, "the store's driver, its status and what every driver needs", "",
                graphctl::Status});
-  app.AddVerb({"check", {}, {{"repair", "", "reap interrupted operations and orphans"}},
+  app.AddVerb({"check", {}, {{"repair", "", "reap interrupted operations, drop records whose data is gone"},
+                             {"prune", "", "with --repair: also delete driver layers no record owns"}},
                "compare registry and driver; exit 1 while problems remain", "", graphctl::Check});
   return app.Main(argc, argv);
 }

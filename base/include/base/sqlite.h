@@ -17,11 +17,19 @@ namespace base::sqlite {
 
 class Stmt;
 
+// A status for SQLite result `rc` on connection `db`: the code by kind
+// (constraint: AlreadyExists, busy: Unavailable, corrupt / not a database:
+// DataLoss, full: ResourceExhausted), the system errno attached.
+absl::Status ErrorOf(sqlite3* db, int rc, absl::string_view what);
+
 class Db {
  public:
-  // Opens (creating) `path` with WAL journaling, synchronous=FULL, foreign
-  // keys on and a busy timeout so concurrent processes wait, not fail.
-  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path);
+  // Opens `path` (creating it only if `create`) with WAL journaling,
+  // synchronous=FULL, foreign keys on and a busy timeout so concurrent
+  // processes wait, not fail. Writes nothing to a database already in WAL
+  // mode. Errors carry the system errno where SQLite had one (ENOSPC on a
+  // full filesystem: ResourceExhausted).
+  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path, bool create = true);
   ~Db();
 
   absl::Status Exec(absl::string_view sql);

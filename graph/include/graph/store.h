@@ -123,9 +123,14 @@ struct CheckReport {
 // (Internal, DataLoss, ...) are failures of the machine, not of the call.
 class LayerStore {
  public:
-  // Opens the store in `root` (created if missing): `root`/layers.db and
-  // `root`/locks/. The store records the name of the driver it was created
-  // with and refuses another (FailedPrecondition).
+  // Opens the store in `root`: `root`/layers.db and `root`/locks/. A new
+  // store is made only where `root` is missing or empty. A root holding
+  // store data without a registry, an empty (0-byte) registry, or a file
+  // that is not a layer store's registry is DataLoss, naming the recovery
+  // (never a silent fresh start); a non-empty root that is no store is
+  // FailedPrecondition. Opening an existing store writes nothing. The store
+  // records the name of the driver it was created with and refuses another
+  // (FailedPrecondition).
   static absl::StatusOr<std::unique_ptr<LayerStore>> Open(
       const std::string& root, std::unique_ptr<Driver> driver);
   ~LayerStore();
@@ -208,21 +213,35 @@ class LayerStore {
   // Counts for `status`: layers by kind.
   absl::StatusOr<std::map<std::string, int64_t>> Counts();
 
-  // Compares registry and driver: interrupted creates/removes, driver
-  // layers no record owns, records whose driver layer is gone, dangling
-  // parents. With `repair`, reaps what can be reaped.
-  absl::StatusOr<CheckReport> Check(bool repair);
+  // Checks the registry file (SQLite integrity_check) and compares registry and
+  // driver: interrupted creates/removes, driver layers no record owns,
+  // records whose driver layer is gone, dangling parents. With `repair`,
+  // reaps interrupted operations, drops records whose data is gone and
+  // rebuilds damaged indexes. Driver layers no record owns are deleted only
+  // with `repair` and `prune` (they may be all that is left of layers
+  // whose records were lost); otherwise reported with where they are.
+  absl::StatusOr<CheckReport> Check(bool repair, bool prune = false);
 
  private:
   class Impl;
   LayerStore(std::string root, std::unique_ptr<Driver> driver);
+  // Open, once `root` (absolute) was examined: `is_new` makes the registry.
+  static absl::StatusOr<std::unique_ptr<LayerStore>> OpenExamined(const std::string& root,
+                                                                  std::unique_ptr<Driver> driver, bool is_new);
+  friend absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
+      const std::string&, const std::string&, const std::map<std::string, std::string>&);
 
   std::string root_;
   std::unique_ptr<Driver> driver_;
   std::unique_ptr<Impl> impl_;
 };
 
-// Opens the store kept in `root`: the registry in `root` itself and the
+// `root` as an absolute, lexically normal path (relative to the cwd; no
+// symlinks resolved).
+absl::StatusOr<std::string> AbsoluteRoot(const std::string& root);
+
+// Opens the store kept in `root` (a relative root is made absolute, see
+// AbsoluteRoot): the registry in `root` itself and the
 // driver in `root`/<driver>. `driver_name` "" means the driver the store
 // was created with, or, for a new store, the first driver in priority order
 // that this machine supports (graph::OpenDriver). Asking for a driver other

@@ -32,6 +32,9 @@ class ByteSink {
 class FdSource : public ByteSource {
  public:
   explicit FdSource(int fd) : fd_(fd) {}
+  // InvalidArgument unless `fd` is open for reading and not a directory:
+  // the check at the edge, before anything is created.
+  static absl::Status Check(int fd);
   absl::StatusOr<size_t> Read(void* buf, size_t len) override;
 
  private:
@@ -42,6 +45,8 @@ class FdSource : public ByteSource {
 class FdSink : public ByteSink {
  public:
   explicit FdSink(int fd) : fd_(fd) {}
+  // InvalidArgument unless `fd` is open for writing and not a directory.
+  static absl::Status Check(int fd);
   absl::Status Write(const void* buf, size_t len) override;
 
  private:
