@@ -131,16 +131,15 @@ Row ReadRow(const Stmt& s) {
 
 int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
 
-// Layer names: 1..4096 bytes of UTF-8 without control characters (they are
-// printed, and JSON carries only UTF-8).
+// Layer names: 1..4096 bytes of UTF-8 without NUL (JSON carries only
+// UTF-8; containerd keys may hold spaces, tabs and newlines, which text
+// output escapes).
 absl::Status ValidateName(absl::string_view name) {
-  bool control = std::any_of(name.begin(), name.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-  });
-  if (name.empty() || name.size() > 4096 || control || !base::IsValidUtf8(name)) {
+  if (name.empty() || name.size() > 4096 || name.find('\0') != absl::string_view::npos ||
+      !base::IsValidUtf8(name)) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid layer name \"", absl::CHexEscape(name.substr(0, 80)),
-                     "\": want 1..4096 bytes of UTF-8 without control characters"));
+                     "\": want 1..4096 bytes of UTF-8 without NUL"));
   }
   return absl::OkStatus();
 }
