@@ -144,21 +144,6 @@ absl::Status ValidateName(absl::string_view name) {
   return absl::OkStatus();
 }
 
-// Labels: non-empty keys; keys and values UTF-8 without NUL.
-absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
-  for (const auto& [k, v] : labels) {
-    if (k.empty() || !base::IsValidUtf8(k) || k.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid label key \"", absl::CHexEscape(k.substr(0, 80)),
-                                                     "\": want a non-empty UTF-8 string without NUL"));
-    }
-    if (!base::IsValidUtf8(v) || v.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid value of label \"", k,
-                                                     "\": want UTF-8 without NUL"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // FailedPrecondition + EBUSY while `layer` is mounted (a Get without its
 // Put, in any process).
 absl::Status NotMounted(const Driver& driver, const LayerInfo& layer) {
@@ -189,9 +174,18 @@ absl::Status Named(const LayerInfo& info, const absl::Status& s) {
   return out;
 }
 
-// containerd's limit: a label's key and value together ≤ 4096 bytes.
+// containerd's limit: a label's key and value together ≤ 4096 bytes; keys
+// not empty; keys and values UTF-8 without NUL (JSON carries only UTF-8).
 absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
   for (const auto& [k, v] : labels) {
+    if (k.empty() || !base::IsValidUtf8(k) || k.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid label key \"", absl::CHexEscape(k.substr(0, 80)),
+                                                     "\": want a non-empty UTF-8 string without NUL"));
+    }
+    if (!base::IsValidUtf8(v) || v.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid value of label \"", absl::CHexEscape(k.substr(0, 80)),
+                                                     "\": want UTF-8 without NUL"));
+    }
     if (k.size() + v.size() > 4096) {
       return absl::InvalidArgumentError(absl::StrCat(
           "label \"", absl::CHexEscape(k.substr(0, 80)), "\": key and value are ",
