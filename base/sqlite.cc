@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -32,10 +34,20 @@ void PrepareShm(const std::string& path) {
   }
 }
 
+// Less free space beside `path` than a few WAL transactions need.
+bool LowOnSpace(const std::string& path) {
+  constexpr uint64_t kLowBytes = 4 << 20;
+  struct statvfs fs;
+  if (::statvfs(path.c_str(), &fs) != 0) return false;
+  return static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < kLowBytes;
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool create) {
-  if (create) PrepareShm(path);
+// One connection to `path`. With `exclusive`, locking_mode=EXCLUSIVE is set
+// before the first access, so SQLite keeps the WAL index in heap memory and
+// never maps `path`-shm (https://sqlite.org/wal.html#noshm).
+absl::StatusOr<std::unique_ptr<Db>> Db::OpenConnection(const std::string& path, bool create, bool exclusive) {
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw,
                            SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
@@ -50,6 +62,14 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool creat
   std::unique_ptr<Db> db(new Db(raw));
   sqlite3_busy_timeout(raw, 30000);
   sqlite3_extended_result_codes(raw, 1);
+  // The WAL keeps its file (and size) when the last connection closes
+  // (SQLITE_FCNTL_PERSIST_WAL; sqlite3.h): on a full filesystem a removal
+  // still has WAL pages to write its transaction into.
+  int persist = 1;
+  sqlite3_file_control(raw, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+  if (exclusive) {
+    if (absl::Status s = db->Exec("PRAGMA locking_mode=EXCLUSIVE"); !s.ok()) return s;
+  }
   // Opening must not need to write (a full disk must still allow ls, rm,
   // umount, check): the journal mode is persistent in the file, so it is set
   // only when it is not WAL yet; the other two are per connection.
@@ -64,6 +84,32 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool creat
   }
   if (absl::Status s = db->Exec("PRAGMA synchronous=FULL"); !s.ok()) return s;
   if (absl::Status s = db->Exec("PRAGMA foreign_keys=ON"); !s.ok()) return s;
+  if (LowOnSpace(path)) {
+    // A WAL index rebuilt from the persisted WAL (the first connection
+    // does that, and so does one in exclusive mode) counts its frames as not
+    // yet copied back, so the next commit would append past them, into
+    // space the filesystem does not have. The last close checkpointed them:
+    // copying them again rewrites the same database pages in place, and
+    // the next commit restarts the WAL at its start; a checkpoint after
+    // every commit keeps each later one there too.
+    (void)db->Exec("PRAGMA wal_checkpoint(RESTART)");
+    (void)db->Exec("PRAGMA wal_autocheckpoint=1");
+  }
+  return db;
+}
+
+absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool create) {
+  if (create) PrepareShm(path);
+  absl::StatusOr<std::unique_ptr<Db>> db = OpenConnection(path, create, /*exclusive=*/false);
+  // The first connection to open a WAL database resizes its index
+  // (`path`-shm) from nothing, which a full filesystem refuses
+  // (SQLITE_IOERR_SHMSIZE). Then the index lives in this connection's heap,
+  // with the database locked for it alone until it closes; other processes
+  // wait (busy timeout) as for a long transaction.
+  if (!db.ok() && base::GetErrno(db.status()) == ENOSPC) {
+    absl::StatusOr<std::unique_ptr<Db>> alone = OpenConnection(path, create, /*exclusive=*/true);
+    if (alone.ok()) return alone;
+  }
   return db;
 }
 

@@ -1,18 +1,24 @@
 // graphctl end to end: the real binary against a real store (vfs in /tmp,
 // plus btrfs on a loop image), exit codes 0/1/2, JSON output, stdin
 // imports, and hostile tarballs rejected with nothing left behind.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/unique_fd.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/graph_conformance.h"
@@ -595,6 +601,59 @@ TEST_F(GraphctlTest, HostileBytesNeverBreakOutput) {
   ASSERT_TRUE(inspect.ok()) << inspect.Describe();
   EXPECT_EQ(nlohmann::json::parse(inspect.out)["labels"]["note"], "\u00e9t\u00e9");
   ASSERT_TRUE(Run({"rm", "ctr"}).ok());
+}
+
+// A full filesystem: opening the store writes nothing, so reads, umount, rm
+// and check still work; what cannot be done says "No space left on device".
+// The store sits on a small tmpfs (SQLite's WAL index is a shared mapping
+// there: a write to a page the full tmpfs cannot back is SIGBUS).
+TEST_F(GraphctlTest, FullDiskKeepsTheStoreUsable) {
+  std::string small = dir_->path() + "/small";
+  ASSERT_EQ(::mkdir(small.c_str(), 0755), 0);
+  ASSERT_EQ(::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=8m"), 0) << strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  root_ = small + "/root";
+  RunResult imp = Run({"--driver", "vfs", "import", "-"}, BuildTar({{"etc", '5', "", "", 0755},
+                                                                    {"etc/issue", '0', "hello\n"}}));
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  std::string base = Line(imp);
+  ASSERT_TRUE(Run({"create", "ctr", "--parent", base, "--rw"}).ok());
+  RunResult mount = Run({"mount", "ctr"});
+  ASSERT_TRUE(mount.ok()) << mount.Describe();
+  // Fill the filesystem to the last byte.
+  {
+    base::UniqueFd fd(::open((small + "/filler").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    ASSERT_TRUE(fd.valid()) << strerror(errno);
+    std::string chunk(64 << 10, 'x');
+    for (size_t size = chunk.size(); size > 0; size /= 2) {
+      while (::write(fd.get(), chunk.data(), size) == static_cast<ssize_t>(size)) {
+      }
+    }
+    ASSERT_EQ(errno, ENOSPC);
+  }
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"ls"}, {"--json", "ls"}, {"inspect", "ctr"}, {"status"}, {"check"}}) {
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 0) << absl::StrJoin(args, " ") << " on a full disk: " << r.Describe();
+  }
+  RunResult more = Run({"import", "-"}, BuildTar({{"big", '0', std::string(1 << 20, 'b')}}));
+  EXPECT_EQ(more.exit_code, 1) << more.Describe();
+  EXPECT_NE(more.err.find("No space left on device"), std::string::npos) << more.err;
+  // Freeing space with the tool itself works.
+  EXPECT_TRUE(Run({"umount", "ctr"}).ok());
+  RunResult rm = Run({"rm", "ctr"});
+  EXPECT_TRUE(rm.ok()) << "rm on a full disk: " << rm.Describe();
+  RunResult check = Run({"check", "--repair"});
+  EXPECT_TRUE(check.ok()) << check.Describe();
+  ASSERT_EQ(::unlink((small + "/filler").c_str()), 0);
+  RunResult after = Run({"--json", "ls"});
+  ASSERT_TRUE(after.ok()) << after.Describe();
+  EXPECT_EQ(nlohmann::json::parse(after.out).size(), 1u) << after.out;
+  EXPECT_TRUE(Run({"check"}).ok());
+  EXPECT_TRUE(Run({"rm", base}).ok());
 }
 
 }  // namespace

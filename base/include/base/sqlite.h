@@ -28,7 +28,9 @@ class Db {
   // synchronous=FULL, foreign keys on and a busy timeout so concurrent
   // processes wait, not fail. Writes nothing to a database already in WAL
   // mode. Errors carry the system errno where SQLite had one (ENOSPC on a
-  // full filesystem: ResourceExhausted).
+  // full filesystem: ResourceExhausted). The WAL persists across closes; on
+  // a filesystem too full for the WAL index the connection holds the
+  // database alone (locking_mode=EXCLUSIVE, index in memory) until closed.
   static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path, bool create = true);
   ~Db();
 
@@ -42,6 +44,8 @@ class Db {
 
  private:
   explicit Db(sqlite3* db) : db_(db) {}
+  static absl::StatusOr<std::unique_ptr<Db>> OpenConnection(const std::string& path, bool create,
+                                                            bool exclusive);
   sqlite3* db_;
 };
 
