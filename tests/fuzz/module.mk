@@ -11,7 +11,7 @@ FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/%_fuzz,$(FUZZ_TARGETS))
 # Pure code only: no ioctl, no udev, no sockets (dmthin-docker-plugin's JSON
 # codec is pure too).
 FUZZ_LIB_SRCS := libdm/wire.cc libdm/types.cc libdm/table.cc libdm/thin.cc base/status.cc \
-                 tools/docker-plugin/codec.cc graph/store/filter.cc
+                 base/size.cc tools/docker-plugin/codec.cc graph/store/filter.cc
 FUZZ_LIB_OBJS := $(patsubst %.cc,$(BUILD)/fuzz/obj/%.o,$(FUZZ_LIB_SRCS))
 
 $(BUILD)/fuzz/obj/%.o: %.cc
