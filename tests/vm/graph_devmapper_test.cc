@@ -728,30 +728,32 @@ namespace graph {
 namespace {
 
 // graphctl --driver devicemapper end to end: import a rootfs tarball, create
-// a container layer, write into it, diff it, export. graphctl passes no
-// driver options, so the pool is made first through the library (the driver
-// then finds its root already set up).
+// a container layer, write into it, diff it, export. The driver's options
+// go with every call (--storage-opt), so the first call makes the store and
+// its pool (a driver directory made beforehand, without a registry, is data
+// the store refuses to adopt).
 TEST_F(DevmapperTest, GraphctlEndToEnd) {
   std::string graphctl = testsupport::RepoRoot() + "/build/bin/graphctl";
   if (access(graphctl.c_str(), X_OK) != 0) GTEST_SKIP() << "build graphctl first";
-  Open();
-  ASSERT_OK(driver_->Cleanup());
-  driver_.reset();
-  std::string tarfile = base_ + "/rootfs.tar";
-  WriteAll(tarfile, BuildTar({{.path = "etc", .type = '5', .mode = 0755},
-                              {.path = "etc/os-release", .data = "ID=test\n"},
-                              {.path = "bin", .type = '5', .mode = 0755},
-                              {.path = "bin/sh", .data = "#!", .mode = 0755}}));
-  auto run = [&](std::vector<std::string> args) {
+  // The store's root must be empty for the first call: the tar goes in on stdin.
+  std::string rootfs = BuildTar({{.path = "etc", .type = '5', .mode = 0755},
+                                 {.path = "etc/os-release", .data = "ID=test\n"},
+                                 {.path = "bin", .type = '5', .mode = 0755},
+                                 {.path = "bin/sh", .data = "#!", .mode = 0755}});
+  auto run = [&](std::vector<std::string> args, const std::string& stdin_data = "") {
     std::vector<std::string> argv = {graphctl, "--root", base_, "--driver", "devicemapper"};
+    for (const auto& [key, value] : BaseOptions()) {
+      argv.push_back("--storage-opt");
+      argv.push_back(key + "=" + value);
+    }
     argv.insert(argv.end(), args.begin(), args.end());
-    testsupport::RunResult r = testsupport::Run(argv);
+    testsupport::RunResult r = testsupport::Run(argv, stdin_data);
     EXPECT_TRUE(r.ok()) << r.Describe() << "\n" << r.out;
     std::string out = r.out;
     while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
     return out;
   };
-  std::string chain = run({"import", tarfile});
+  std::string chain = run({"import", "-"}, rootfs);
   ASSERT_TRUE(absl::StartsWith(chain, "sha256:")) << chain;
   run({"create", "ctr", "--parent", chain, "--rw"});
   std::string dir = run({"mount", "ctr"});
