@@ -210,6 +210,19 @@ class LayerReader {
     return idx;
   }
 
+  // A block the producer filled: hashed, counted and queued for the
+  // consumer; an empty one goes back to the free list.
+  void HashAndPush(int idx) {
+    Block& blk = pool_[idx];
+    if (blk.len > 0) {
+      hash_.Update(blk.data.data(), blk.len);
+      bytes_ += blk.len;
+      PushFull(idx);
+    } else {
+      Release(idx);
+    }
+  }
+
   void PushFull(int idx) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -237,13 +250,7 @@ class LayerReader {
         }
         blk.len += *n;
       }
-      if (blk.len > 0) {
-        hash_.Update(blk.data.data(), blk.len);
-        bytes_ += blk.len;
-        PushFull(idx);
-      } else {
-        Release(idx);
-      }
+      HashAndPush(idx);
       if (eof) return absl::OkStatus();
       idx = TakeFree();
       if (idx < 0) return absl::OkStatus();
@@ -264,14 +271,7 @@ class LayerReader {
     int idx = -1;
     auto flush = [&] {
       if (idx < 0) return;
-      Block& blk = pool_[idx];
-      if (blk.len > 0) {
-        hash_.Update(blk.data.data(), blk.len);
-        bytes_ += blk.len;
-        PushFull(idx);
-      } else {
-        Release(idx);
-      }
+      HashAndPush(idx);
       idx = -1;
     };
     for (;;) {
