@@ -162,9 +162,13 @@ std::string NodeFor(const dm::Control& dm, const std::string& name, dm::DevNum d
 
 uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes) {
   if (block_bytes == 0) block_bytes = kDefaultBlockBytes;
-  uint64_t bytes = 48 * (data_bytes / block_bytes);
-  bytes = std::clamp(bytes, kMinMetadataBytes, kMaxMetadataBytes);
+  uint64_t bytes = std::max(48 * (data_bytes / block_bytes), kMinMetadataBytes);
+  bytes = std::min(bytes + kDefaultMaxThins * kMetadataBytesPerThin, kMaxMetadataBytes);
   return (bytes + 4095) / 4096 * 4096;
+}
+
+uint64_t ThinMetadataSizeEstimate(uint64_t data_blocks, uint64_t max_thins) {
+  return ((data_blocks + 125) / 126 + max_thins) * 4096;
 }
 
 uint64_t FormatMetadataBytes(uint64_t data_blocks) {

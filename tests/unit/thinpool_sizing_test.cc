@@ -3,25 +3,56 @@
 #include "gtest/gtest.h"
 #include "thinpool/monitor.h"
 #include "thinpool/pool.h"
+#include "tests/support/process.h"
 
 namespace thinpool {
 namespace {
 
-TEST(MetadataSizeTest, FollowsTheKernelGuide) {
+TEST(MetadataSizeTest, FollowsTheKernelGuidePlusRoomForDevices) {
   constexpr uint64_t GiB = 1ull << 30, MiB = 1ull << 20;
-  // 48 bytes per 64 KiB block: 100 GiB → 75 MiB.
-  EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 64 * 1024), 75 * MiB);
-  // Small pools get the 2 MiB minimum.
-  EXPECT_EQ(DefaultMetadataBytes(1 * GiB, 64 * 1024), 2 * MiB);
-  EXPECT_EQ(DefaultMetadataBytes(0, 64 * 1024), 2 * MiB);
+  constexpr uint64_t kThins = kDefaultMaxThins * kMetadataBytesPerThin;  // 78.125 MiB
+  // 48 bytes per 64 KiB block: 100 GiB → 75 MiB, plus the devices' room.
+  EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 64 * 1024), 75 * MiB + kThins);
+  // Small pools get the 2 MiB minimum for the mappings.
+  EXPECT_EQ(DefaultMetadataBytes(1 * GiB, 64 * 1024), 2 * MiB + kThins);
+  EXPECT_EQ(DefaultMetadataBytes(0, 64 * 1024), 2 * MiB + kThins);
   // Larger blocks need less.
-  EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 1 * MiB), 4800 * 1024 + 0 * MiB);
+  EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 1 * MiB), 4800 * 1024 + kThins);
   // Capped at the kernel's maximum.
   EXPECT_EQ(DefaultMetadataBytes(1ull << 50, 64 * 1024), kMaxMetadataBytes);
   // Always a multiple of 4 KiB.
   EXPECT_EQ(DefaultMetadataBytes(100 * GiB + 12345 * 65536, 64 * 1024) % 4096, 0u);
   // Block size 0 means the default.
-  EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 0), 75 * MiB);
+  EXPECT_EQ(DefaultMetadataBytes(100 * GiB, 0), 75 * MiB + kThins);
+}
+
+// Issue 17: the default holds 10,000 thin devices by thin-provisioning-tools'
+// own estimate, for every data size up to where the kernel's maximum caps it.
+TEST(MetadataSizeTest, HoldsTenThousandThinsByThinMetadataSize) {
+  constexpr uint64_t KiB = 1024, GiB = 1ull << 30, TiB = GiB << 10;
+  for (uint64_t data : {16 * 64 * KiB, 1 * GiB, 4 * GiB, 100 * GiB, 1 * TiB, 10 * TiB}) {
+    auto g = PlanPoolGeometry(data, {}, {}, {});
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_GE(g->metadata_bytes,
+              ThinMetadataSizeEstimate(g->data_bytes / g->block_bytes, kDefaultMaxThins))
+        << data;
+  }
+  // The estimate is the tool's: check it against thin_metadata_size itself.
+  if (!testsupport::HaveProgram("thin_metadata_size")) {
+    GTEST_SKIP() << "thin_metadata_size (thin-provisioning-tools) not installed";
+  }
+  for (uint64_t gib : {1, 4, 100, 1024}) {
+    testsupport::RunResult r = testsupport::Run(
+        {"thin_metadata_size", "-b", "64k", "-s", std::to_string(gib) + "g", "-m",
+         std::to_string(kDefaultMaxThins), "-u", "k", "-n"});
+    ASSERT_TRUE(r.ok()) << r.Describe();
+    // -n prints the bare number of KiB, e.g. "40520.00" (0.9) or "40520" (1.x).
+    const double tool_kib = std::stod(r.out);
+    const uint64_t ours = ThinMetadataSizeEstimate(gib * GiB / (64 * KiB), kDefaultMaxThins);
+    EXPECT_NEAR(static_cast<double>(ours) / 1024, tool_kib, 8) << r.out;
+    EXPECT_GE(DefaultMetadataBytes(gib * GiB, 64 * KiB), static_cast<uint64_t>(tool_kib * 1024))
+        << gib << " GiB";
+  }
 }
 
 // Item 7 and 9 of issue 11: sizes are checked against the kernel's limits
@@ -31,7 +62,7 @@ TEST(PoolGeometryTest, ChoosesTheBlockSizeForTheData) {
   auto g = PlanPoolGeometry(100 * GiB, {}, {}, {});
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->block_bytes, 64 * KiB);
-  EXPECT_EQ(g->metadata_bytes, 75 * MiB);
+  EXPECT_EQ(g->metadata_bytes, DefaultMetadataBytes(100 * GiB, 64 * KiB));
   EXPECT_EQ(g->low_water_blocks, (100 * GiB / (64 * KiB)) / 5);
   // 100 TiB: the guide at 64 KiB blocks is 75 GiB of metadata, above the
   // kernel's ~16 GiB; 512 KiB blocks need 9.4 GiB.

@@ -60,9 +60,24 @@ inline constexpr uint64_t kMaxMetadataBytes = 16320ull << 20;
 // one small thin device's filesystem.
 inline constexpr uint64_t kMinDataBlocks = 16;
 
-// The kernel guide's metadata size: 48 bytes per data block, clamped to
-// [2 MiB, ~16 GiB], rounded up to 4 KiB.
+// Thin devices a default-sized pool's metadata holds (issue 17: a busy host).
+inline constexpr uint64_t kDefaultMaxThins = 10000;
+// Metadata reserved per thin device by the default: its mapping tree's root
+// leaf and its entry in the device tree, shadowed once per transaction.
+// thin_metadata_size counts 4 KiB; an empty pool measured ~4.6 KiB a device
+// (2 MiB held ~445), so the default leaves twice the tool's figure.
+inline constexpr uint64_t kMetadataBytesPerThin = 8192;
+
+// The default metadata size: the kernel guide's 48 bytes per data block (at
+// least 2 MiB) plus kMetadataBytesPerThin for each of kDefaultMaxThins
+// devices (~78 MiB; a sparse file costs nothing until the kernel writes it,
+// and the monitor grows it beyond), at most ~16 GiB, rounded up to 4 KiB.
 uint64_t DefaultMetadataBytes(uint64_t data_bytes, uint64_t block_bytes);
+
+// thin-provisioning-tools' thin_metadata_size estimate, in bytes: one 4 KiB
+// leaf per 126 mappings (half-full leaves) plus one 4 KiB root per thin
+// device. DefaultMetadataBytes is at least this for kDefaultMaxThins.
+uint64_t ThinMetadataSizeEstimate(uint64_t data_blocks, uint64_t max_thins);
 
 // What the kernel writes to the metadata when it formats a new pool (and
 // adds when data grows): the data space map's bitmaps, one 4 KiB block per
