@@ -174,6 +174,8 @@ absl::Status Named(const LayerInfo& info, const absl::Status& s) {
   return out;
 }
 
+}  // namespace
+
 // containerd's limit: a label's key and value together ≤ 4096 bytes; keys
 // not empty; keys and values UTF-8 without NUL (JSON carries only UTF-8).
 absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
@@ -194,6 +196,8 @@ absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 bool GoneOrNotFound(const absl::Status& s) {
   return absl::IsNotFound(s) || base::HasErrno(s, ENOENT);

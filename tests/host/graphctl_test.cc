@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -453,6 +455,156 @@ TEST_F(GraphctlTest, RemoveMountedIsRefusedBtrfs) {
   RemoveMountedIsRefused(*this, "btrfs");
   root_ = dir_->path() + "/root";
   driver_ = "vfs";
+}
+
+// The runtime-core verbs: label (containerd's Update with labels.KEY field
+// paths: set, clear, shown; the 4096-byte limit and malformed words refused
+// before the store is touched), usage (bytes and inodes of every kind, the
+// active layer's own data), ls --filter (containerd's expressions, `,` AND,
+// `|` and repeated --filter OR; one that does not parse is exit 2 with the
+// byte it fails at), and labels and times in ls.
+std::set<std::string> Names(const RunResult& r) {
+  std::set<std::string> names;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  if (j.is_discarded()) return {"<not JSON: " + r.Describe() + ">"};
+  for (const auto& l : j) names.insert(l["name"].get<std::string>());
+  return names;
+}
+
+void LabelsUsageAndFilters(GraphctlTest& t, const std::string& driver) {
+  SCOPED_TRACE(driver);
+  RunResult imp = t.RunP({"--driver", driver, "import", "-"},
+                         BuildTar({{"etc", '5', "", "", 0755}, {"etc/issue", '0', "hi\n"}}));
+  ASSERT_TRUE(imp.ok()) << imp.Describe();
+  std::string base = Line(imp);
+  ASSERT_TRUE(t.RunP({"create", "web", "--parent", base, "--rw", "--no-init", "--label", "team=web"}).ok());
+  ASSERT_TRUE(t.RunP({"create", "db", "--parent", base, "--rw", "--label", "team=db"}).ok());
+  ASSERT_TRUE(t.RunP({"create", "v", "--parent", base}).ok());
+
+  // label: set two (one dotted key), clear one; the others stay.
+  RunResult set = t.RunP({"label", "web", "containerd.io/gc.root=2026", "a.b=c"});
+  ASSERT_TRUE(set.ok()) << set.Describe();
+  EXPECT_EQ(set.out, "a.b=c\ncontainerd.io/gc.root=2026\nteam=web\n");
+  RunResult clear = t.RunP({"--json", "label", "web", "team="});
+  ASSERT_TRUE(clear.ok()) << clear.Describe();
+  auto web = nlohmann::json::parse(clear.out);
+  EXPECT_EQ(web["labels"], nlohmann::json({{"a.b", "c"}, {"containerd.io/gc.root", "2026"}}));
+  EXPECT_EQ(web["kind"], "active");
+  EXPECT_GE(web["updated"].get<std::string>(), web["created"].get<std::string>());
+  EXPECT_EQ(t.RunP({"label", "web"}).out, "a.b=c\ncontainerd.io/gc.root=2026\n") << "no words: shown";
+  RunResult unknown = t.RunP({"label", "nosuch", "a=b"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.Describe();
+  EXPECT_NE(unknown.err.find("layer \"nosuch\" not found"), std::string::npos) << unknown.err;
+  // containerd's limit: key + value <= 4096 bytes.
+  ASSERT_TRUE(t.RunP({"label", "db", "k=" + std::string(4095, 'v')}).ok()) << "4096 bytes is allowed";
+  RunResult big = t.RunP({"label", "db", "k=" + std::string(4096, 'v'), "x=y"});
+  EXPECT_EQ(big.exit_code, 1) << big.Describe();
+  EXPECT_NE(big.err.find("label \"k\": key and value are 4097 bytes, more than 4096"), std::string::npos)
+      << big.err;
+  EXPECT_EQ(t.RunP({"label", "db", "k="}).out, "team=db\n") << "a refused edit changed nothing";
+  for (const std::vector<std::string>& words :
+       std::vector<std::vector<std::string>>{{"noequals"}, {"=v"}, {"a=1", "a="}}) {
+    std::vector<std::string> args = {"label", "db"};
+    args.insert(args.end(), words.begin(), words.end());
+    RunResult r = t.RunP(args);
+    EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  }
+  EXPECT_EQ(t.RunP({"create", "big", "--parent", base, "--label", "k=" + std::string(4096, 'v')}).exit_code, 1);
+
+  // usage: the active layer's own data, not its parent's; every kind answers.
+  RunResult mount = t.RunP({"mount", "web"});
+  ASSERT_TRUE(mount.ok()) << mount.Describe();
+  ASSERT_EQ(::mkdir((Line(mount) + "/data").c_str(), 0755), 0);
+  testsupport::WriteFileOrDie(Line(mount) + "/data/blob", std::string(100000, 'x'));
+  testsupport::WriteFileOrDie(Line(mount) + "/data/small", "y");
+  ASSERT_TRUE(t.RunP({"umount", "web"}).ok());
+  RunResult usage = t.RunP({"--json", "usage", "web"});
+  ASSERT_TRUE(usage.ok()) << usage.Describe();
+  auto u = nlohmann::json::parse(usage.out);
+  EXPECT_EQ(u["name"], "web");
+  EXPECT_GE(u["bytes"].get<int64_t>(), 100000);
+  EXPECT_LT(u["bytes"].get<int64_t>(), 1 << 20);
+  EXPECT_GE(u["inodes"].get<int64_t>(), 3) << "data/, blob, small";
+  EXPECT_LT(u["inodes"].get<int64_t>(), 10) << "the parent's files are not counted";
+  RunResult text = t.RunP({"usage", "web"});
+  ASSERT_TRUE(text.ok()) << text.Describe();
+  EXPECT_NE(text.out.find(absl::StrCat("(", u["bytes"].get<int64_t>(), " bytes), ")), std::string::npos)
+      << text.out;
+  for (const std::string& name : {base, std::string("db"), std::string("v")}) {
+    RunResult r = t.RunP({"--json", "usage", name});
+    EXPECT_TRUE(r.ok()) << name << ": " << r.Describe();
+  }
+  RunResult nousage = t.RunP({"usage", "nosuch"});
+  EXPECT_EQ(nousage.exit_code, 1) << nousage.Describe();
+  EXPECT_NE(nousage.err.find("not found"), std::string::npos) << nousage.err;
+
+  // ls --filter.
+  auto ls = [&](std::vector<std::string> filters) {
+    std::vector<std::string> args = {"--json", "ls"};
+    for (const std::string& f : filters) {
+      args.push_back("--filter");
+      args.push_back(f);
+    }
+    return Names(t.RunP(args));
+  };
+  using Set = std::set<std::string>;
+  EXPECT_EQ(ls({}), (Set{base, "db", "v", "web"}));
+  EXPECT_EQ(ls({"kind==active"}), (Set{"db", "web"}));
+  EXPECT_EQ(ls({"labels.team==db"}), (Set{"db"}));
+  EXPECT_EQ(ls({"labels.\"containerd.io/gc.root\""}), (Set{"web"}));
+  EXPECT_EQ(ls({"labels.a.b==c"}), (Set{"web"})) << "a dotted key as several fields";
+  EXPECT_EQ(ls({"kind==view|labels.\"a.b\"==c"}), (Set{"v", "web"}));
+  EXPECT_EQ(ls({"kind==active,labels.team!=db"}), (Set{"web"}));
+  EXPECT_EQ(ls({"kind==committed", "name==db"}), (Set{base, "db"})) << "repeated --filter: any";
+  EXPECT_EQ(ls({"name~=/^w/", "parent==" + base + ",kind==view"}), (Set{"v", "web"}));
+  EXPECT_EQ(ls({"labels.nosuch==x"}), Set{});
+  for (const std::string& bad : {std::string("kind=="), std::string("name~=/[/"), std::string("labels.\"open"),
+                                 std::string("kind==view,")}) {
+    RunResult r = t.RunP({"--json", "ls", "--filter", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.Describe();
+    EXPECT_NE(r.err.find("--filter: filter"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("at byte"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << "nothing listed for a bad filter";
+  }
+  // Text ls: labels (escaped to one line) and the update time.
+  ASSERT_TRUE(t.RunP({"label", "db", "note=two\nlines"}).ok());
+  RunResult table = t.RunP({"ls", "--filter", "name==db"});
+  ASSERT_TRUE(table.ok()) << table.Describe();
+  EXPECT_NE(table.out.find("UPDATED"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("note=two\\nlines,team=db"), std::string::npos) << table.out;
+  EXPECT_EQ(std::count(table.out.begin(), table.out.end(), '\n'), 2) << table.out;
+
+  for (const std::string& name : {std::string("web"), std::string("db"), std::string("v"), base}) {
+    EXPECT_TRUE(t.RunP({"rm", name}).ok()) << name;
+  }
+  RunResult check = t.RunP({"check"});
+  EXPECT_TRUE(check.ok()) << check.Describe();
+}
+
+TEST_F(GraphctlTest, LabelsUsageAndFiltersVfs) { LabelsUsageAndFilters(*this, "vfs"); }
+
+TEST_F(GraphctlTest, LabelsUsageAndFiltersOverlay) {
+  driver_ = "overlay";
+  RunResult probe = Run({"--driver", "overlay", "ls"});
+  if (!probe.ok()) GTEST_SKIP() << probe.err;
+  LabelsUsageAndFilters(*this, "overlay");
+}
+
+// Labels and filters are checked before the store is opened: a refused
+// one makes no root.
+TEST_F(GraphctlTest, BadLabelsAndFiltersTouchNothing) {
+  struct stat st;
+  RunResult label = Run({"--driver", "vfs", "label", "x", "k=" + std::string(5000, 'v')});
+  EXPECT_EQ(label.exit_code, 1) << label.Describe();
+  EXPECT_NE(label.err.find("more than 4096"), std::string::npos) << label.err;
+  RunResult create = Run({"--driver", "vfs", "create", "x", "--label", "k=" + std::string(5000, 'v')});
+  EXPECT_EQ(create.exit_code, 1) << create.Describe();
+  RunResult filter = Run({"--driver", "vfs", "ls", "--filter", "name=="});
+  EXPECT_EQ(filter.exit_code, 2) << filter.Describe();
+  RunResult twice = Run({"--driver", "vfs", "create", "x", "--label", "a=1", "--label", "a=2"});
+  EXPECT_EQ(twice.exit_code, 2) << twice.Describe();
+  EXPECT_NE(twice.err.find("--label a given twice"), std::string::npos) << twice.err;
+  EXPECT_NE(::stat(root_.c_str(), &st), 0) << "a refused argument opened (created) the store";
 }
 
 // A relative --root is made absolute at the edge: mount paths, inspect's

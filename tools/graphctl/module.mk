@@ -1,6 +1,6 @@
 # graphctl: the command-line face of libgraph (see docs/graphctl.md).
 TOOLS += graphctl
-graphctl_SRCS := tools/graphctl/main.cc tools/common/cli.cc tools/common/storage_opts.cc
+graphctl_SRCS := $(sort $(wildcard tools/graphctl/*.cc)) tools/common/cli.cc tools/common/storage_opts.cc
 
 # Its host and vm tests run the binary.
 $(BUILD)/tests/host/graphctl_test: | $(BUILD)/bin/graphctl

@@ -54,6 +54,12 @@ std::string NewCacheId();
 enum class LayerKind { kCommitted = 0, kActive = 1, kView = 2 };
 const char* LayerKindName(LayerKind kind);  // "committed", "active", "view"
 
+// Labels as every call that takes them checks them (InvalidArgument
+// otherwise): keys not empty, keys and values UTF-8 without NUL, and
+// containerd's limit, a label's key and value together <= 4096 bytes. For
+// callers that validate at their edge, before opening a store.
+absl::Status ValidateLabels(const std::map<std::string, std::string>& labels);
+
 struct LayerInfo {
   std::string name;      // chain id for imported layers; any key otherwise
   LayerKind kind = LayerKind::kCommitted;
