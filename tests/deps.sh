@@ -24,6 +24,7 @@ PACKAGES=(
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
   tar gzip zstd xz-utils fio debootstrap
+  xfsprogs                       # volumes: fs=xfs (mkfs.xfs, xfs_growfs), xfs project quota
   gnuplot-nox                    # tests/bench/graph_driver_bench.gp (docs/performance.md plot)
   # vm tier: QEMU, the initramfs, and the guest kernel's module tooling
   qemu-system-x86 busybox-static cpio kmod

@@ -290,6 +290,8 @@ TEST(VolumePlainDir, SizeRefusedWhereNothingEnforcesIt) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find("cannot enforce a volume size"), absl::string_view::npos)
       << refused.status();
+  EXPECT_NE(refused.status().message().find("project quota"), absl::string_view::npos)
+      << "says what would enforce it: " << refused.status();
   EXPECT_TRUE(absl::IsNotFound((*store)->Get("v").status())) << "nothing recorded";
   auto v = (*store)->Create("v", {});
   ASSERT_TRUE(v.ok()) << v.status();

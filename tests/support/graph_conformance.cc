@@ -89,32 +89,40 @@ absl::Status RunProgram(const std::vector<std::string>& argv, std::string* outpu
 }
 
 absl::StatusOr<std::unique_ptr<ScratchBtrfs>> ScratchBtrfs::Create(uint64_t size_mb) {
-  if (!KernelHasFilesystem("btrfs")) {
-    return absl::FailedPreconditionError("kernel has no btrfs (/proc/filesystems)");
+  return CreateOf("btrfs", {"mkfs.btrfs", "-q", "-f"}, "", size_mb);
+}
+
+absl::StatusOr<std::unique_ptr<ScratchBtrfs>> ScratchBtrfs::CreateOf(
+    const std::string& fstype, std::vector<std::string> mkfs, const std::string& data,
+    uint64_t size_mb) {
+  if (!KernelHasFilesystem(fstype)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("kernel has no ", fstype, " (/proc/filesystems)"));
   }
   if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
     return absl::FailedPreconditionError("no /dev/loop-control (loop devices unavailable)");
   }
   std::unique_ptr<ScratchBtrfs> fs(new ScratchBtrfs());
-  ASSIGN_OR_RETURN(fs->dir_, ScratchDir::Create("graph-btrfs"));
+  ASSIGN_OR_RETURN(fs->dir_, ScratchDir::Create(absl::StrCat("scratch-", fstype)));
   fs->image_ = fs->dir_->path() + "/image";
   fs->mountpoint_ = fs->dir_->path() + "/mnt";
   {
     base::UniqueFd img(::open(fs->image_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!img) return base::ErrnoError(errno, "create btrfs image");
+    if (!img) return base::ErrnoError(errno, "create scratch image");
     if (::ftruncate(img.get(), static_cast<off_t>(size_mb) << 20) != 0) {
-      return base::ErrnoError(errno, "size btrfs image");
+      return base::ErrnoError(errno, "size scratch image");
     }
   }
   std::string out;
-  absl::Status mkfs = RunProgram({"mkfs.btrfs", "-q", "-f", fs->image_}, &out);
-  if (!mkfs.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("mkfs.btrfs: ", mkfs.message()));
+  mkfs.push_back(fs->image_);
+  absl::Status made = RunProgram(mkfs, &out);
+  if (!made.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(mkfs[0], ": ", made.message()));
   }
   if (::mkdir(fs->mountpoint_.c_str(), 0755) != 0) return base::ErrnoError(errno, "mkdir mnt");
 
   base::UniqueFd backing(::open(fs->image_.c_str(), O_RDWR | O_CLOEXEC));
-  if (!backing) return base::ErrnoError(errno, "open btrfs image");
+  if (!backing) return base::ErrnoError(errno, "open scratch image");
   base::UniqueFd ctl(::open("/dev/loop-control", O_RDWR | O_CLOEXEC));
   if (!ctl) return base::ErrnoError(errno, "open /dev/loop-control");
   base::UniqueFd loop;
@@ -144,8 +152,10 @@ absl::StatusOr<std::unique_ptr<ScratchBtrfs>> ScratchBtrfs::Create(uint64_t size
     loop = std::move(fd);
   }
   if (!loop) return absl::UnavailableError("no free loop device");
-  if (::mount(fs->loop_.c_str(), fs->mountpoint_.c_str(), "btrfs", 0, nullptr) != 0) {
-    return base::ErrnoError(errno, absl::StrCat("mount ", fs->loop_, " (btrfs)"));
+  if (::mount(fs->loop_.c_str(), fs->mountpoint_.c_str(), fstype.c_str(), 0,
+              data.empty() ? nullptr : data.c_str()) != 0) {
+    return base::ErrnoError(errno, absl::StrCat("mount ", fs->loop_, " (", fstype,
+                                                data.empty() ? "" : " -o ", data, ")"));
   }
   fs->mounted_ = true;
   return fs;  // closing `loop` leaves the mount as the only user: autoclear

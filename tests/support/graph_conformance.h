@@ -40,6 +40,12 @@ class ScratchBtrfs {
   // Skips are the caller's business: returns FailedPrecondition with a reason
   // when the kernel lacks btrfs or loop, or mkfs.btrfs is missing.
   static absl::StatusOr<std::unique_ptr<ScratchBtrfs>> Create(uint64_t size_mb = 512);
+  // The same with another filesystem: `mkfs` is the mkfs argv without the
+  // image (e.g. {"mkfs.ext4", "-q", "-O", "quota,project"}), `data` the
+  // mount options (e.g. "prjquota").
+  static absl::StatusOr<std::unique_ptr<ScratchBtrfs>> CreateOf(
+      const std::string& fstype, std::vector<std::string> mkfs, const std::string& data,
+      uint64_t size_mb);
   ~ScratchBtrfs();
   const std::string& path() const { return mountpoint_; }
   const std::string& loop_device() const { return loop_; }

@@ -7,7 +7,9 @@
 //     snapshots and clones are thin snapshots; usage is mapped bytes.
 //   - directory: one directory per volume under the store's data dir. On
 //     btrfs it is a subvolume with a qgroup limit (the size; a write past it
-//     fails with EDQUOT); elsewhere a plain directory, where a size is
+//     fails with EDQUOT); on ext4/xfs with project quota enforced, a
+//     directory in a project of its own whose limit is the size (EDQUOT on
+//     ext4, ENOSPC on xfs); elsewhere a plain directory, where a size is
 //     refused since nothing can enforce it.
 //
 // Layout of a store's root (created 0700):
