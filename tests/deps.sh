@@ -26,6 +26,7 @@ PACKAGES=(
   tar gzip zstd xz-utils fio debootstrap
   xfsprogs                       # volumes: fs=xfs (mkfs.xfs, xfs_growfs), xfs project quota
   gnuplot-nox                    # tests/bench/graph_driver_bench.gp (docs/performance.md plot)
+  time                           # tests/bench: a child's peak RSS (GNU time %M)
   # vm tier: QEMU, the initramfs, and the guest kernel's module tooling
   qemu-system-x86 busybox-static cpio kmod
 )

@@ -26,6 +26,7 @@
 // DIR/fio.dat (whitespace-separated columns, for gnuplot).
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +53,7 @@
 #include "graph/driver.h"
 #include "graph/stream.h"
 #include "libdm/control.h"
+#include "tests/bench/libdm_bare_ioctl.h"
 #include "thinpool/filesystem.h"
 #include "thinpool/loop_device.h"
 #include "thinpool/pool.h"
@@ -339,6 +342,144 @@ std::map<std::string, std::string> OptionsFor(const std::string& driver, const D
   return {};
 }
 
+// The physical limit of a devicemapper container layer (issue 17): the
+// kernel steps the driver's Create + first Get + Put + Remove take, as bare
+// ioctls in C (tests/bench/libdm_bare_ioctl.c) with no registry, no lock and
+// no check, on the driver's own pool with the top image layer as origin:
+//   create  = create_snap message + set_transaction_id
+//   get     = DEV_CREATE + TABLE_LOAD (thin) + resume + mount of the ext4
+//   put     = umount + DEV_REMOVE
+//   remove  = delete message + set_transaction_id
+// The transaction id is put back after each message pair (untimed), so the
+// driver's registry stays right; ids are far above the registry's.
+#define RETURN_IF_BARE(expr)                                                              \
+  do {                                                                                    \
+    int r_ = (expr);                                                                      \
+    if (r_ < 0) return absl::InternalError(absl::StrCat("bare: " #expr ": ", std::strerror(-r_))); \
+  } while (0)
+class BareDm {
+ public:
+  static absl::StatusOr<std::unique_ptr<BareDm>> Open(graph::Driver& d, const std::string& origin_layer,
+                                                      const std::string& scratch) {
+    auto b = std::unique_ptr<BareDm>(new BareDm);
+    std::string pool_name, state_dir;
+    for (const auto& [k, v] : d.Status()) {
+      if (k == "Pool Name") pool_name = v;
+      if (k == "Pool State Dir") state_dir = v;
+    }
+    auto meta = d.Metadata(origin_layer);
+    if (!meta.ok()) return meta.status();
+    b->origin_id_ = static_cast<uint32_t>(std::stoul((*meta)["DeviceId"]));
+    auto dm = dm::Control::Open();
+    if (!dm.ok()) return dm.status();
+    b->dm_ = std::move(*dm);
+    auto state = thinpool::StateDir::Open(state_dir);
+    if (!state.ok()) return state.status();
+    b->state_ = std::move(*state);
+    auto pool = thinpool::Pool::Open(*b->state_, *b->dm_, pool_name);
+    if (!pool.ok()) return pool.status();
+    b->pool_ = std::move(*pool);
+    b->pool_dm_ = b->pool_->dm_name();
+    auto name = dm::Name::Create(b->pool_dm_);
+    if (!name.ok()) return name.status();
+    auto info = b->dm_->Info(*name);
+    if (!info.ok()) return info.status();
+    b->pool_dev_ = absl::StrCat(info->dev.major, ":", info->dev.minor);
+    auto bytes = base::ParseSize("4G");  // dm.basesize of OptionsFor
+    if (!bytes.ok()) return bytes.status();
+    b->sectors_ = *bytes / 512;
+    b->fd_ = bare_open();
+    if (b->fd_ < 0) return absl::InternalError("opening /dev/mapper/control");
+    b->dir_ = scratch + "/bare";
+    std::error_code ec;
+    std::filesystem::create_directories(b->dir_ + "/mnt", ec);
+    if (ec) return absl::InternalError(absl::StrCat("creating ", b->dir_, ": ", ec.message()));
+    b->tag_ = std::to_string(std::hash<std::string>()(scratch) % 100000);
+    return b;
+  }
+  ~BareDm() {
+    if (fd_ >= 0) ::close(fd_);
+    std::filesystem::remove_all(dir_);
+  }
+
+  // One bare cycle; times in ms into `o` unless warmup.
+  absl::Status Cycle(int n, bool warmup, OpTimes& o) {
+    const uint32_t id = 16000000 + static_cast<uint32_t>(n + 1);
+    const std::string dm_name = absl::StrCat("bare-", ::getpid(), "-", tag_, "-", n + 1);
+    const std::string node = absl::StrCat(dir_, "/node"), mnt = absl::StrCat(dir_, "/mnt");
+    absl::Status s = TimedCycle(id, dm_name, node, mnt, warmup, o);
+    if (!s.ok()) {  // leave nothing behind
+      (void)::umount2(mnt.c_str(), MNT_DETACH);
+      (void)bare_remove(fd_, dm_name.c_str());
+      ::unlink(node.c_str());
+      (void)Step(absl::StrCat("delete ", id));
+      untimed_ms_ = 0;
+    }
+    return s;
+  }
+
+ private:
+  BareDm() = default;
+  absl::Status TimedCycle(uint32_t id, const std::string& dm_name, const std::string& node,
+                          const std::string& mnt, bool warmup, OpTimes& o) {
+    auto t0 = Clock::now();
+    RETURN_IF_BARE(Step(absl::StrCat("create_snap ", id, " ", origin_id_)));
+    auto t1 = Clock::now();
+    const double untimed_create = std::exchange(untimed_ms_, 0.0);
+    uint32_t major = 0, minor = 0;
+    RETURN_IF_BARE(bare_create_dev(fd_, dm_name.c_str(), &major, &minor));
+    RETURN_IF_BARE(bare_load(fd_, dm_name.c_str(), sectors_, "thin",
+                             absl::StrCat(pool_dev_, " ", id).c_str()));
+    RETURN_IF_BARE(bare_resume(fd_, dm_name.c_str()));
+    if (::mknod(node.c_str(), S_IFBLK | 0600, makedev(major, minor)) != 0) return Errno("mknod");
+    if (::mount(node.c_str(), mnt.c_str(), "ext4", 0, nullptr) != 0) return Errno("mount");
+    auto t2 = Clock::now();
+    if (::umount(mnt.c_str()) != 0) return Errno("umount");
+    RETURN_IF_BARE(bare_remove(fd_, dm_name.c_str()));
+    ::unlink(node.c_str());
+    auto t3 = Clock::now();
+    RETURN_IF_BARE(Step(absl::StrCat("delete ", id)));
+    auto t4 = Clock::now();
+    const double untimed_remove = std::exchange(untimed_ms_, 0.0);
+    if (warmup) return absl::OkStatus();
+    o.create.push_back(Ms(t0, t1) - untimed_create);
+    o.get.push_back(Ms(t1, t2));
+    o.put.push_back(Ms(t2, t3));
+    o.remove.push_back(Ms(t3, t4) - untimed_remove);
+    o.prepare.push_back(o.create.back() + o.get.back());
+    return absl::OkStatus();
+  }
+
+  static absl::Status Errno(const char* what) {
+    return absl::InternalError(absl::StrCat("bare: ", what, ": ", std::strerror(errno)));
+  }
+  // The message and set_transaction_id (timed), then the id put back
+  // (its time kept in untimed_ms_ and taken off by the caller).
+  int Step(const std::string& message) {
+    auto rec = pool_->Record();
+    if (!rec.ok()) return -EIO;
+    const uint64_t txid = rec->transaction_id;
+    int r = bare_message(fd_, pool_dm_.c_str(), message.c_str());
+    if (r < 0) return r;
+    r = bare_message(fd_, pool_dm_.c_str(), absl::StrCat("set_transaction_id ", txid, " ", txid + 1).c_str());
+    if (r < 0) return r;
+    auto u0 = Clock::now();
+    r = bare_message(fd_, pool_dm_.c_str(), absl::StrCat("set_transaction_id ", txid + 1, " ", txid).c_str());
+    untimed_ms_ += Ms(u0, Clock::now());
+    return r;
+  }
+
+  std::unique_ptr<dm::Control> dm_;
+  std::unique_ptr<thinpool::StateDir> state_;
+  std::unique_ptr<thinpool::Pool> pool_;
+  std::string pool_dm_, pool_dev_, dir_, tag_;
+  uint32_t origin_id_ = 0;
+  uint64_t sectors_ = 0;
+  int fd_ = -1;
+  double untimed_ms_ = 0;
+};
+#undef RETURN_IF_BARE
+
 // One driver under test: its image, then timed cycles.
 struct Bench {
   std::string name;
@@ -346,6 +487,8 @@ struct Bench {
   std::unique_ptr<graph::Driver> d;
   std::string top;
   DriverResult result;
+  std::unique_ptr<BareDm> bare;  // devicemapper variants: the bare kernel steps
+  DriverResult bare_result;
 };
 
 absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch) {
@@ -375,6 +518,13 @@ absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch
     parent = id;
   }
   b.top = parent;
+  if (driver == "devicemapper") {
+    // A second client of the driver's pool (as dmthin's tools would be).
+    auto bare = BareDm::Open(*b.d, b.top, scratch + "/" + b.name);
+    if (!bare.ok()) return bare.status();
+    b.bare = std::move(*bare);
+    b.bare_result.name = b.name + ": bare C";
+  }
   return absl::OkStatus();
 }
 
@@ -430,6 +580,7 @@ absl::Status Fio(Bench& b, const std::string& fio_size, int fio_runtime) {
 }
 
 absl::Status TearDown(Bench& b) {
+  b.bare.reset();
   if (!b.d) return absl::OkStatus();
   for (int i = 9; i >= 0; --i) (void)b.d->Remove(absl::StrCat("img", i));
   absl::Status s = b.d->Cleanup();
@@ -500,8 +651,18 @@ int main(int argc, char** argv) {
     for (int r = -1; r < runs; ++r) {
       for (Bench& b : benches) {
         if (!b.d) continue;
+        // The bare sequence goes first every other round.
+        if (b.bare && r % 2 != 0) {
+          absl::Status s = b.bare->Cycle(r + 1, r < 0, b.bare_result.ops);
+          if (!s.ok()) failure(b, s);
+          if (!b.d) continue;
+        }
         absl::Status s = Cycle(b, r + 1, r < 0);
         if (!s.ok()) failure(b, s);
+        if (b.bare && b.d && r % 2 == 0) {
+          s = b.bare->Cycle(r + 1, r < 0, b.bare_result.ops);
+          if (!s.ok()) failure(b, s);
+        }
       }
     }
     for (Bench& b : benches) {
@@ -513,7 +674,10 @@ int main(int argc, char** argv) {
       absl::Status s = TearDown(b);
       if (!s.ok() && b.result.error.empty()) failure(b, s);
     }
-    for (Bench& b : benches) results.push_back(std::move(b.result));
+    for (Bench& b : benches) {
+      results.push_back(std::move(b.result));
+      if (!b.bare_result.name.empty()) results.push_back(std::move(b.bare_result));
+    }
   }
   ::rmdir(base.c_str());
 
@@ -535,6 +699,21 @@ int main(int argc, char** argv) {
     std::printf("| %s | %s | %s | %s | %s | %s |\n", r.name.c_str(), cell(r.ops.create).c_str(),
                 cell(r.ops.get).c_str(), cell(r.ops.put).c_str(), cell(r.ops.remove).c_str(),
                 cell(r.ops.prepare).c_str());
+  }
+  std::printf("\n");
+  for (const auto& r : results) {
+    const std::string bare_name = r.name + ": bare C";
+    for (const auto& b : results) {
+      if (b.name != bare_name || !r.error.empty() || !b.error.empty()) continue;
+      auto ratio = [](const std::vector<double>& x, const std::vector<double>& y) {
+        double m = Percentile(y, 0.5);
+        return m > 0 ? Percentile(x, 0.5) / m : 0.0;
+      };
+      std::printf("%s / bare C (median ratio; target <= 1.15): prepare %.2fx (create %.2fx, mount %.2fx), "
+                  "put %.2fx, remove %.2fx\n",
+                  r.name.c_str(), ratio(r.ops.prepare, b.ops.prepare), ratio(r.ops.create, b.ops.create),
+                  ratio(r.ops.get, b.ops.get), ratio(r.ops.put, b.ops.put), ratio(r.ops.remove, b.ops.remove));
+    }
   }
   for (const char* dm : {"devicemapper", "devicemapper-direct"}) {
     if (prepare.count(dm) && prepare.count("overlay") && prepare["overlay"] > 0) {

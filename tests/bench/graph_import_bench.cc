@@ -1,13 +1,16 @@
 // Benchmark: import of a real root filesystem tarball with graph::ApplyLayer
-// against GNU tar extracting the same file.
+// and with the graphctl tool (`graphctl --root FRESH import TARBALL`: store
+// open, registry, the overlay driver's layer, diff id) against GNU tar
+// extracting the same file.
 //
-//   build/bench/graph_import_bench [--runs N] [--dir SCRATCH] TARBALL
+//   build/bench/graph_import_bench [--runs N] [--dir SCRATCH] [--graphctl PATH] TARBALL
 //
-// Each run extracts into a fresh directory on the scratch filesystem (default
-// the tarball's directory), timing only the extraction; directories are
-// removed between runs. Runs alternate between the two tools; the median is
-// reported. Prints a markdown table row per tool and the ratio
-// (tar time / graph time: > 1 means graph is faster).
+// Each run extracts into a fresh directory (graphctl: a fresh store) on the
+// scratch filesystem (default the tarball's directory), timing only the
+// extraction; directories are removed between runs. Runs rotate which tool
+// goes first; the median is reported. Prints a markdown table row per tool
+// and the ratios (tar time / graph time: > 1 means graph is faster; graphctl
+// / tar: the paired ratio of issue 17, target <= 1.1).
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -25,6 +28,7 @@
 #include "base/unique_fd.h"
 #include "graph/archive.h"
 #include "graph/fsutil.h"
+#include "tests/bench/bench_child.h"
 
 namespace {
 
@@ -67,11 +71,16 @@ int main(int argc, char** argv) {
   int runs = 5;
   bool only_graph = false;  // for profiling
   std::string tarball, scratch;
+  // <build>/bench/graph_import_bench → <build>/bin/graphctl
+  std::string graphctl = std::string(argv[0]);
+  graphctl = graphctl.substr(0, graphctl.rfind('/') == std::string::npos ? 0 : graphctl.rfind('/'));
+  graphctl = (graphctl.empty() ? std::string(".") : graphctl) + "/../bin/graphctl";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--dir" && i + 1 < argc) scratch = argv[++i];
     else if (a == "--only-graph") only_graph = true;
+    else if (a == "--graphctl" && i + 1 < argc) graphctl = argv[++i];
     else tarball = a;
   }
   if (tarball.empty() || runs < 1) {
@@ -87,12 +96,15 @@ int main(int argc, char** argv) {
     std::perror(tarball.c_str());
     return 1;
   }
-  std::vector<double> graph_t, tar_t, graph_cpu, tar_cpu, sum_t, sum_cpu;
+  const bool with_graphctl = !only_graph && access(graphctl.c_str(), X_OK) == 0;
+  std::vector<double> graph_t, tar_t, graph_cpu, tar_cpu, sum_t, sum_cpu, ctl_t, ctl_cpu;
+  long ctl_rss_kib = 0;
   std::string diff_id;
   for (int r = 0; r < runs; ++r) {
-    for (int tool = 0; tool < 2; ++tool) {
-      int which = (r % 2 == 0) ? tool : 1 - tool;  // alternate who goes first
-      if (only_graph && which == 1) continue;
+    const int tools = with_graphctl ? 3 : 2;
+    for (int tool = 0; tool < tools; ++tool) {
+      int which = (tool + r) % tools;  // rotate who goes first
+      if (only_graph && which != 0) continue;
       std::string dir = scratch + "/import-bench-" + std::to_string(getpid()) + "-" + std::to_string(which);
       (void)graph::RemoveTree(dir);
       if (mkdir(dir.c_str(), 0755) != 0) {
@@ -101,7 +113,7 @@ int main(int argc, char** argv) {
       }
       sync();
       double t0 = Now();
-      double c0 = CpuSeconds(which == 0 ? RUSAGE_SELF : RUSAGE_CHILDREN);
+      double c0 = CpuSeconds(which == 0 ? RUSAGE_SELF : RUSAGE_CHILDREN);  // 1, 2: children
       if (which == 0) {
         base::UniqueFd in(open(tarball.c_str(), O_RDONLY | O_CLOEXEC));
         base::UniqueFd root(open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -115,6 +127,20 @@ int main(int argc, char** argv) {
         diff_id = res->diff_id;
         graph_t.push_back(Now() - t0);
         graph_cpu.push_back(CpuSeconds(RUSAGE_SELF) - c0);
+      } else if (which == 2) {
+        std::string store = dir + "/store";
+        char* args[] = {graphctl.data(), const_cast<char*>("--root"), store.data(),
+                        const_cast<char*>("--driver"), const_cast<char*>("overlay"),
+                        const_cast<char*>("import"), tarball.data(), nullptr};
+        long rss = 0;
+        int rc = bench_run_child(args, nullptr, &rss);
+        if (rc != 0) {
+          std::fprintf(stderr, "graphctl import exited %d\n", rc);
+          return 1;
+        }
+        ctl_t.push_back(Now() - t0);
+        ctl_cpu.push_back(CpuSeconds(RUSAGE_CHILDREN) - c0);
+        ctl_rss_kib = std::max(ctl_rss_kib, rss);
       } else {
         int rc = RunTar({"tar", "-xf", tarball, "-C", dir});
         if (rc != 0) {
@@ -150,6 +176,12 @@ int main(int argc, char** argv) {
   std::printf("| GNU tar -x | %.3f | %.0f | %.3f |\n", t, st.st_size / 1e6 / t, tc);
   double s = Median(sum_t), sc = Median(sum_cpu);
   std::printf("| GNU tar -x, then sha256sum | %.3f | %.0f | %.3f |\n", t + s, st.st_size / 1e6 / (t + s), tc + sc);
+  if (with_graphctl) {
+    double c = Median(ctl_t), cc = Median(ctl_cpu);
+    std::printf("| graphctl import (fresh store, overlay) | %.3f | %.0f | %.3f |\n", c, st.st_size / 1e6 / c, cc);
+    std::printf("graphctl import / tar -x: wall %.2f, CPU %.2f (target wall <= 1.1); graphctl peak RSS %.1f MiB\n",
+                c / t, cc / tc, ctl_rss_kib / 1024.0);
+  }
   std::printf("ratio wall (tar / graph): %.2f   ratio CPU (tar / graph): %.2f\n", t / g, tc / gc);
   std::printf("ratio wall (tar+sha256sum / graph): %.2f   ratio CPU: %.2f   load avg at end: ", (t + s) / g,
               (tc + sc) / gc);

@@ -41,6 +41,16 @@ int bare_create(int fd, const char* name) {
   return run(fd, DM_DEV_CREATE);
 }
 
+int bare_create_dev(int fd, const char* name, uint32_t* major, uint32_t* minor) {
+  int r = bare_create(fd, name);
+  if (r < 0) return r;
+  /* The kernel's huge_encode_dev: 12-bit major, 20-bit minor. */
+  uint64_t dev = ((struct dm_ioctl*)buf)->dev;
+  *major = (uint32_t)((dev & 0xfff00) >> 8);
+  *minor = (uint32_t)((dev & 0xff) | ((dev >> 12) & 0xfff00));
+  return 0;
+}
+
 int bare_load(int fd, const char* name, uint64_t length, const char* type, const char* params) {
   size_t plen = strlen(params) + 1;
   size_t span = sizeof(struct dm_target_spec) + ((plen + 7) & ~(size_t)7);

@@ -15,6 +15,8 @@ extern uint32_t bare_cookie;
 int bare_open(void);
 int bare_version(int fd);
 int bare_create(int fd, const char* name);
+/* DM_DEV_CREATE that also gives the new device's number. */
+int bare_create_dev(int fd, const char* name, uint32_t* major, uint32_t* minor);
 int bare_load(int fd, const char* name, uint64_t length, const char* type, const char* params);
 int bare_suspend(int fd, const char* name);
 int bare_resume(int fd, const char* name);
