@@ -29,7 +29,38 @@ PACKAGES=(
   time                           # tests/bench: a child's peak RSS (GNU time %M)
   # vm tier: QEMU, the initramfs, and the guest kernel's module tooling
   qemu-system-x86 busybox-static cpio kmod
+  # zfs graph driver: libzfs_core/libzfs to link, zpool/zfs for the tests
+  # (Debian contrib; the guest's modules come from zfs-dkms's source, built
+  # by tests/vm/zfs-modules, never installed on the host)
+  zfsutils-linux libzfslinux-dev
 )
+
+# OpenZFS is in Debian's contrib component: when apt knows no zfs-dkms, add a
+# contrib entry for the suites of the machine's own Debian sources (same
+# mirror, same keys; deb822 .sources or one-line sources.list).
+add_contrib() {
+  local out=/etc/apt/sources.list.d/dmthin-contrib.sources
+  apt-cache show zfs-dkms >/dev/null 2>&1 && return 0
+  [ -e "$out" ] && return 0
+  local tmp
+  tmp=$(mktemp)
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk 'BEGIN { RS = ""; ORS = "\n\n" }
+         /Components:[^\n]*main/ && /debian-archive-keyring|URIs:[^\n]*debian/ && !/security/ {
+           gsub(/Components: [^\n]*/, "Components: contrib"); print }' "$f" >> "$tmp"
+  done
+  if [ -f /etc/apt/sources.list ]; then
+    awk '$1 == "deb" && $0 ~ / main/ && $0 !~ /security/ && $0 !~ /contrib/ {
+           printf "Types: deb\nURIs: %s\nSuites: %s\nComponents: contrib\n\n", $2, $3 }' \
+      /etc/apt/sources.list >> "$tmp"
+  fi
+  if [ -s "$tmp" ]; then
+    "${SUDO[@]}" install -m 644 "$tmp" "$out"
+    echo "deps: added Debian's contrib component ($out) for OpenZFS" >&2
+  fi
+  rm -f "$tmp"
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -52,5 +83,6 @@ else
   SUDO=()
 fi
 export DEBIAN_FRONTEND=noninteractive
+add_contrib
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
