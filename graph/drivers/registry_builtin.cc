@@ -18,6 +18,7 @@ DriverInfo BtrfsDriverInfo();
 DriverInfo OverlayDriverInfo();
 DriverInfo VfsDriverInfo();
 DriverInfo DevmapperDriverInfo();
+DriverInfo ZfsDriverInfo();
 
 namespace internal {
 
@@ -28,6 +29,7 @@ std::vector<DriverInfo> BuiltinDrivers() {
   drivers.push_back(OverlayDriverInfo());
   drivers.push_back(VfsDriverInfo());
   drivers.push_back(DevmapperDriverInfo());
+  drivers.push_back(ZfsDriverInfo());
   return drivers;
 }
 

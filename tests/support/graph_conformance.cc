@@ -501,7 +501,13 @@ class Env {
     if (::mkdir(env->work_.c_str(), 0755) != 0) return base::ErrnoError(errno, "mkdir work");
     std::string base = env->dir_->path() + "/graph";
     if (::mkdir(base.c_str(), 0700) != 0) return base::ErrnoError(errno, "mkdir graph");
-    ASSIGN_OR_RETURN(std::unique_ptr<Driver> driver, OpenDriver(t.driver, base, t.options));
+    std::map<std::string, std::string> options = t.options;
+    if (t.per_case_options) {
+      ASSIGN_OR_RETURN(auto extra, t.per_case_options(base));
+      env->base_ = base;
+      options.insert(extra.begin(), extra.end());
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<Driver> driver, OpenDriver(t.driver, base, options));
     ASSIGN_OR_RETURN(env->store_, LayerStore::Open(env->dir_->path() + "/store", std::move(driver)));
     return env;
   }
@@ -513,6 +519,7 @@ class Env {
       if (!s.ok()) ADD_FAILURE() << "driver cleanup: " << s;
       store_.reset();
     }
+    if (!base_.empty() && target_.per_case_teardown) target_.per_case_teardown(base_);
   }
 
   const ConformanceTarget& target() const { return target_; }
@@ -605,6 +612,7 @@ class Env {
   std::unique_ptr<ScratchDir> dir_;
   std::unique_ptr<LayerStore> store_;
   std::string work_;
+  std::string base_;  // set when the target has per-case options to undo
   std::vector<std::string> mounted_;
   int counter_ = 0;
 };

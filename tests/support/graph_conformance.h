@@ -128,6 +128,13 @@ struct ConformanceTarget {
   // registered as DISABLED_<case> (gtest lists them; run them with
   // --gtest_also_run_disabled_tests). Keep the reason next to the list.
   std::vector<std::string> known_failures;
+  // Per-case world the driver needs, given the case's base root (the
+  // driver's root is <base>/<driver>): options added to `options` before
+  // the driver opens (zfs: a fresh parent dataset), and what undoes it after
+  // the driver's Cleanup. Either may be empty.
+  std::function<absl::StatusOr<std::map<std::string, std::string>>(const std::string& base)>
+      per_case_options;
+  std::function<void(const std::string& base)> per_case_teardown;
 };
 
 // Registers one gtest per conformance case for `target`. Call from a
