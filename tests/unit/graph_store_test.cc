@@ -370,6 +370,19 @@ TEST_F(StoreTest, WalkFiltersAsContainerd) {
   EXPECT_EQ(store_->Walk(std::vector<std::string>{"name=base"}, [](const LayerInfo&) {
     return absl::OkStatus();
   }).code(), absl::StatusCode::kInvalidArgument);
+  // Walk joins parents and children itself: every info equals Stat's.
+  ASSERT_TRUE(store_->Walk(Filter(), [&](const LayerInfo& info) {
+    absl::StatusOr<LayerInfo> stat = store_->Stat(info.name);
+    EXPECT_TRUE(stat.ok()) << stat.status();
+    if (!stat.ok()) return absl::OkStatus();
+    EXPECT_EQ(info.parent, stat->parent) << info.name;
+    EXPECT_EQ(info.children, stat->children) << info.name;
+    EXPECT_EQ(info.labels, stat->labels) << info.name;
+    EXPECT_EQ(info.cache_id, stat->cache_id) << info.name;
+    EXPECT_EQ(info.kind, stat->kind) << info.name;
+    EXPECT_EQ(info.updated, stat->updated) << info.name;
+    return absl::OkStatus();
+  }).ok());
   // The callback's error stops the walk; the callback may call the store.
   int calls = 0;
   absl::Status stopped = store_->Walk(Filter(), [&](const LayerInfo& info) {
