@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
@@ -36,7 +37,7 @@ std::optional<std::string> FindProgram(const std::string& program) {
   return std::nullopt;
 }
 
-absl::StatusOr<ExecResult> RunProgram(const std::vector<std::string>& argv) {
+absl::StatusOr<ExecResult> RunProgram(const std::vector<std::string>& argv, size_t max_output) {
   if (argv.empty()) return absl::InvalidArgumentError("RunProgram: empty argv");
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) < 0) return base::ErrnoError(errno, "pipe2");
@@ -57,12 +58,15 @@ absl::StatusOr<ExecResult> RunProgram(const std::vector<std::string>& argv) {
   write_end.reset();
 
   ExecResult result;
-  char buf[4096];
+  char buf[65536];
   for (;;) {
     ssize_t n = ::read(read_end.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    if (result.output.size() < (1 << 20)) result.output.append(buf, n);
+    const size_t room = max_output - std::min(max_output, result.output.size());
+    const size_t got = static_cast<size_t>(n);
+    result.output.append(buf, std::min(room, got));
+    if (got > room) result.truncated = true;
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {

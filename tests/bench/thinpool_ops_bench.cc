@@ -228,6 +228,7 @@ int main(int argc, char** argv) {
       tool_cells = absl::StrFormat("%.0f | %.1f | %.0f | %.1f", c.ms, c.max_rss_kib / 1024.0, k.ms,
                                    k.max_rss_kib / 1024.0);
     }
+    std::cerr << rows.back() << "\n";
     auto after = (*pool)->Status();
     if (!after.ok()) Die(after.status().ToString());
     scale_rows.push_back(absl::StrFormat(
@@ -237,6 +238,7 @@ int main(int argc, char** argv) {
                                     ? 100.0 * after->metadata_used_bytes / after->metadata_total_bytes
                                     : 0.0),
         PeakRssKib() / 1024.0, tool_cells));
+    std::cerr << scale_rows.back() << "\n";
 
     if (with_dmsetup) {
       // The same kernel steps with the dmsetup program (2 execs per op).

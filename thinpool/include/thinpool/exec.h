@@ -4,6 +4,7 @@
 #ifndef DMTHIN_THINPOOL_EXEC_H_
 #define DMTHIN_THINPOOL_EXEC_H_
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,13 +16,18 @@ namespace thinpool {
 struct ExecResult {
   int exit_code = -1;  // or 128 + signal
   std::string output;  // stdout and stderr, interleaved
+  // The program printed more than RunProgram's max_output: `output` holds
+  // the first max_output bytes only (the rest was read and dropped).
+  bool truncated = false;
 };
 
 // Full path of `program` from PATH, /usr/sbin or /sbin; nullopt if absent.
 std::optional<std::string> FindProgram(const std::string& program);
 
-// Runs argv[0] (a full path) with stdin from /dev/null.
-absl::StatusOr<ExecResult> RunProgram(const std::vector<std::string>& argv);
+// Runs argv[0] (a full path) with stdin from /dev/null, keeping at most
+// max_output bytes of what it prints.
+absl::StatusOr<ExecResult> RunProgram(const std::vector<std::string>& argv,
+                                      size_t max_output = 1 << 20);
 
 }  // namespace thinpool
 
