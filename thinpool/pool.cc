@@ -1180,6 +1180,55 @@ absl::Status Pool::DeleteThin(absl::string_view name, const DeleteOptions& optio
   return state_.registry().CommitOp(op);
 }
 
+absl::StatusOr<ThinInfo> Pool::ResizeThin(absl::string_view name, uint64_t size_bytes) {
+  RETURN_IF_ERROR(ValidateThinName(name));
+  if (size_bytes == 0 || size_bytes % kSector != 0 || size_bytes > (uint64_t{1} << 60)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "thin device size ", size_bytes, " bytes must be a positive multiple of 512 up to 2^60"));
+  }
+  ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
+  ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
+  if (thin.state != ThinState::kReady) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "thin device '", name, "' is ", ThinStateName(thin.state)));
+  }
+  if (size_bytes < thin.size_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "thin device '", name, "' is ", thin.size_bytes, " bytes; shrinking to ", size_bytes,
+        " is not supported"));
+  }
+  if (size_bytes > thin.size_bytes) {
+    RETURN_IF_ERROR(state_.registry().SetThinSize(name_, name, size_bytes));
+    thin.size_bytes = size_bytes;
+  }
+  Failpoint("after_thin_size");
+  ASSIGN_OR_RETURN(dm::Name n, DmName(ThinDmName(thin.name)));
+  ASSIGN_OR_RETURN(auto existing, dm_.Find(n));
+  if (existing.has_value() && existing->live_table()) {
+    ASSIGN_OR_RETURN(dm::Table live, dm_.GetTable(n));
+    if (live.targets().size() != 1 ||
+        !std::holds_alternative<dm::ThinTarget>(live.targets()[0].params)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(ThinDmName(thin.name), " does not have a single thin target"));
+    }
+    if (dm::BytesOf(live.size()) < thin.size_bytes) {
+      // Same target, new length; the suspend flushes (the device is fine,
+      // unlike a full pool's), the resume makes the new size live.
+      dm::Table table = dm::Table::Single(dm::Sectors(thin.size_bytes / kSector),
+                                          live.targets()[0].params);
+      RETURN_IF_ERROR(dm_.Load(n, table));
+      absl::Status suspended = dm_.Suspend(n).status();
+      if (!suspended.ok()) {
+        (void)dm_.ClearInactive(n);
+        return base::Annotate(suspended, absl::StrCat("suspending ", ThinDmName(thin.name),
+                                                      " to grow it"));
+      }
+      RETURN_IF_ERROR(dm_.Resume(n).status());
+    }
+  }
+  return Describe(thin);
+}
+
 absl::StatusOr<ThinInfo> Pool::ActivateThin(absl::string_view name) {
   RETURN_IF_ERROR(ValidateThinName(name));
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));

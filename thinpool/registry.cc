@@ -406,6 +406,19 @@ absl::Status Registry::SetPoolSizes(absl::string_view name, uint64_t data_bytes,
   return absl::OkStatus();
 }
 
+absl::Status Registry::SetThinSize(absl::string_view pool, absl::string_view name,
+                                   uint64_t size_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "UPDATE thins SET size_bytes=? WHERE pool=? AND name=? AND state='ready'");
+  s.Bind(1, static_cast<int64_t>(size_bytes)).Bind(2, pool).Bind(3, name);
+  RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no ready thin device '", name, "' in pool '", pool, "'"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<ThinRecord>> Registry::ListThins(
     absl::string_view pool) {
   std::lock_guard<std::mutex> lock(mu_);

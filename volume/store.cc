@@ -14,6 +14,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -264,8 +265,51 @@ class VolumeStore::Impl {
   }
 
   absl::Status DeleteRow(absl::string_view name) {
-    ASSIGN_OR_RETURN(Stmt s, db->Prepare("DELETE FROM volumes WHERE name = ?"));
-    return s.Bind(1, name).Run();
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(*db));
+    {
+      ASSIGN_OR_RETURN(Stmt s, db->Prepare("DELETE FROM volumes WHERE name = ?"));
+      RETURN_IF_ERROR(s.Bind(1, name).Run());
+      ASSIGN_OR_RETURN(Stmt g, db->Prepare("DELETE FROM meta WHERE key = ?"));
+      RETURN_IF_ERROR(g.Bind(1, GrowKey(name)).Run());
+    }
+    return txn->Commit();
+  }
+
+  // A grow's intent: meta row "grow:<name>" = the new size, recorded before
+  // the backend acts, dropped with the new size's record.
+  static std::string GrowKey(absl::string_view name) { return absl::StrCat("grow:", name); }
+
+  absl::StatusOr<std::optional<uint64_t>> PendingGrow(absl::string_view name) {
+    ASSIGN_OR_RETURN(Stmt s, db->Prepare("SELECT value FROM meta WHERE key = ?"));
+    s.Bind(1, GrowKey(name));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::nullopt;
+    uint64_t size = 0;
+    if (!absl::SimpleAtoi(s.Text(0), &size)) {
+      return absl::DataLossError(absl::StrCat("volume ", name, ": bad grow record \"",
+                                              absl::CHexEscape(s.Text(0)), "\""));
+    }
+    return size;
+  }
+
+  // The act and done of a grow whose intent is recorded: the backend
+  // grows (idempotent), then the size and the intent's removal are one
+  // transaction. A failed act drops the intent (the volume keeps its
+  // recorded size; a thin device left larger than that is harmless).
+  absl::Status FinishGrow(VolumeBackend& b, const Row& r, uint64_t size) {
+    absl::Status grown = b.Grow(r.name, r.fs, r.size, size);
+    if (grown.ok()) base::Failpoint("volume_grow_after_act");
+    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(*db));
+    {
+      if (grown.ok()) {
+        ASSIGN_OR_RETURN(Stmt s, db->Prepare("UPDATE volumes SET size = ? WHERE name = ?"));
+        RETURN_IF_ERROR(s.Bind(1, static_cast<int64_t>(size)).Bind(2, r.name).Run());
+      }
+      ASSIGN_OR_RETURN(Stmt g, db->Prepare("DELETE FROM meta WHERE key = ?"));
+      RETURN_IF_ERROR(g.Bind(1, GrowKey(r.name)).Run());
+    }
+    RETURN_IF_ERROR(txn->Commit());
+    return grown;
   }
 
   absl::Status InsertIntent(absl::string_view name, Backend backend, const std::string& fs,
@@ -618,9 +662,18 @@ absl::Status VolumeStore::Grow(absl::string_view name, uint64_t size_bytes) {
         "volume \"", name, "\" is ", r.size, " bytes; grow takes a larger size, got ", size_bytes));
   }
   ASSIGN_OR_RETURN(VolumeBackend * b, impl_->BackendFor(r.backend));
-  RETURN_IF_ERROR(b->Grow(r.name, r.fs, r.size, size_bytes));
-  ASSIGN_OR_RETURN(Stmt s, impl_->db->Prepare("UPDATE volumes SET size = ? WHERE name = ?"));
-  return s.Bind(1, static_cast<int64_t>(size_bytes)).Bind(2, r.name).Run();
+  ASSIGN_OR_RETURN(std::optional<uint64_t> pending, impl_->PendingGrow(r.name));
+  if (pending) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume \"", name, "\": an earlier grow to ", *pending,
+        " bytes was interrupted; run check --repair"));
+  }
+  {
+    ASSIGN_OR_RETURN(Stmt s, impl_->db->Prepare("INSERT INTO meta(key, value) VALUES(?, ?)"));
+    RETURN_IF_ERROR(s.Bind(1, Impl::GrowKey(r.name)).Bind(2, absl::StrCat(size_bytes)).Run());
+  }
+  base::Failpoint("volume_grow_after_intent");
+  return impl_->FinishGrow(*b, r, size_bytes);
 }
 
 absl::Status VolumeStore::Populate(absl::string_view name, const std::string& source, bool skip) {
@@ -690,6 +743,22 @@ absl::StatusOr<VolumeCheckReport> VolumeStore::Check(bool repair) {
       report.findings.push_back(absl::StrCat("volume ", r.name, ": its data is missing (",
                                              b->DataPath(r.name), ")"));
       continue;
+    }
+    ASSIGN_OR_RETURN(std::optional<uint64_t> grow, impl_->PendingGrow(r.name));
+    if (grow) {
+      if (repair) {
+        absl::Status st = impl_->FinishGrow(*b, r, *grow);
+        if (st.ok()) {
+          report.actions.push_back(absl::StrCat("volume ", r.name, ": finished the interrupted grow to ",
+                                                *grow, " bytes"));
+        } else {
+          report.findings.push_back(absl::StrCat("volume ", r.name, ": finishing the grow to ", *grow,
+                                                 " bytes failed: ", st.message()));
+        }
+      } else {
+        report.findings.push_back(absl::StrCat("volume ", r.name, ": grow to ", *grow,
+                                               " bytes was interrupted"));
+      }
     }
     if (r.populated == 2) {
       if (repair) {

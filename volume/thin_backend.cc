@@ -149,13 +149,48 @@ class ThinBackend : public VolumeBackend {
     return usage;
   }
 
-  absl::Status Grow(const std::string&, const std::string&, uint64_t, uint64_t) override {
-    return absl::UnimplementedError(
-        "growing a thin volume needs a thin resize in libthinpool (not yet)");
+  // Idempotent, so an interrupted grow is finished by doing it again: the
+  // thin grows first (ResizeThin records the size, then reloads an active
+  // table), then the filesystem grows online to fill it (mounted here if
+  // it was not).
+  absl::Status Grow(const std::string& name, const std::string& fs, uint64_t,
+                    uint64_t new_size) override {
+    ASSIGN_OR_RETURN(bool was_mounted, Mounted(name));
+    RETURN_IF_ERROR(pool_->ResizeThin(Thin(name), new_size).status());
+    ASSIGN_OR_RETURN(std::string mnt, Mount(name, fs));
+    absl::Status grown = GrowFilesystem(name, fs, mnt);
+    if (!was_mounted) {
+      absl::Status off = Unmount(name);
+      if (grown.ok()) grown = off;
+    }
+    return grown;
   }
 
  private:
   static std::string Thin(const std::string& name) { return kThinPrefix + name; }
+
+  // Grows the mounted filesystem to the device's size: resize2fs online
+  // (ext4), xfs_growfs -d (xfs).
+  absl::Status GrowFilesystem(const std::string& name, const std::string& fs,
+                              const std::string& mnt) {
+    std::vector<std::string> argv;
+    if (fs == "xfs") {
+      std::optional<std::string> prog = thinpool::FindProgram("xfs_growfs");
+      if (!prog) return absl::FailedPreconditionError("growing xfs needs xfs_growfs (xfsprogs)");
+      argv = {*prog, "-d", mnt};
+    } else {
+      std::optional<std::string> prog = thinpool::FindProgram("resize2fs");
+      if (!prog) return absl::FailedPreconditionError("growing ext4 needs resize2fs (e2fsprogs)");
+      ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->GetThinInfo(Thin(name)));
+      argv = {*prog, info.device};
+    }
+    ASSIGN_OR_RETURN(thinpool::ExecResult r, thinpool::RunProgram(argv));
+    if (r.exit_code != 0) {
+      return absl::InternalError(absl::StrCat("growing volume ", name, "'s ", fs, ": ", argv[0],
+                                              " exited ", r.exit_code, ": ", r.output));
+    }
+    return absl::OkStatus();
+  }
 
   std::unique_ptr<dm::Control> dm_;
   std::unique_ptr<thinpool::StateDir> state_;

@@ -357,6 +357,41 @@ TEST_P(VolumeCrashTest, CheckRepairIsClean) {
   EXPECT_TRUE(store->Create("v", co).ok());
 }
 
+// A grow cut short at either step is finished by Check(repair): the new
+// limit applied and recorded.
+TEST_F(VolumeBtrfsTest, CrashDuringGrowIsFinishedByRepair) {
+  CreateOptions co;
+  co.size_bytes = 16 * kMiB;
+  ASSERT_TRUE(OpenStore()->Create("v", co).ok());
+  uint64_t size = 16 * kMiB;
+  for (const char* fp : {"volume_grow_after_intent", "volume_grow_after_act"}) {
+    SCOPED_TRACE(fp);
+    size += 16 * kMiB;
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::setenv("DMTHIN_FAILPOINT", fp, 1);
+      auto store = VolumeStore::Open(Options());
+      if (!store.ok()) ::_exit(2);
+      ::_exit((*store)->Grow("v", size).ok() ? 0 : 3);
+    }
+    int wstatus = 0;
+    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFEXITED(wstatus));
+    ASSERT_EQ(WEXITSTATUS(wstatus), 77) << "the failpoint was not reached";
+    auto store = OpenStore();
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->Get("v")->size_bytes, size - 16 * kMiB) << "recorded only when done";
+    EXPECT_FALSE(store->Check(false)->clean());
+    EXPECT_FALSE(store->Grow("v", size).ok()) << "refused while one is pending";
+    auto repaired = store->Check(true);
+    ASSERT_TRUE(repaired.ok()) << repaired.status();
+    EXPECT_TRUE(repaired->clean()) << repaired->findings.front();
+    EXPECT_EQ(store->Get("v")->size_bytes, size);
+    EXPECT_EQ(store->GetUsage("v")->size_bytes, size);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Failpoints, VolumeCrashTest,
     ::testing::Values(CrashCase{"volume_create_after_intent", false},

@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -34,6 +36,22 @@ constexpr uint64_t kMiB = 1 << 20;
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Total bytes of the filesystem mounted at `path` (0 on error).
+uint64_t FsBytes(const std::string& path) {
+  struct statvfs st;
+  if (::statvfs(path.c_str(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+}
+
+bool IsMounted(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + path + " ") != std::string::npos) return true;
+  }
+  return false;
 }
 
 class VolumeThinTest : public ::testing::Test {
@@ -86,6 +104,24 @@ class VolumeThinTest : public ::testing::Test {
       if (s.ok()) store_ = std::move(*s);
     }
     return store_.get();
+  }
+
+  // Runs `fn` on a fresh store in a child with DMTHIN_FAILPOINT=`failpoint`
+  // and expects it to end there (exit 77).
+  void CrashAt(const char* failpoint, const std::function<bool(VolumeStore&)>& fn) {
+    store_.reset();
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::setenv("DMTHIN_FAILPOINT", failpoint, 1);
+      auto store = VolumeStore::Open(Options());
+      if (!store.ok()) ::_exit(2);
+      ::_exit(fn(**store) ? 0 : 3);
+    }
+    int ws = 0;
+    ASSERT_EQ(::waitpid(pid, &ws, 0), pid);
+    ASSERT_TRUE(WIFEXITED(ws));
+    ASSERT_EQ(WEXITSTATUS(ws), 77) << failpoint;
   }
 
   std::string dir_;
@@ -172,6 +208,121 @@ TEST_F(VolumeThinTest, CrashAfterThinIsMadeLeavesNoOrphan) {
   ASSERT_TRUE(thins.ok());
   EXPECT_TRUE(thins->empty()) << "orphaned thin " << thins->front().name;
   EXPECT_TRUE(store->Create("v", co).ok());
+}
+
+TEST_F(VolumeThinTest, GrowMountedAndNot) {
+  VolumeStore* store = Store();
+  ASSERT_TRUE(store);
+  CreateOptions co;
+  co.size_bytes = 32 * kMiB;
+  ASSERT_TRUE(store->Create("g", co).ok());
+  auto path = store->Mount("g", "c");
+  ASSERT_TRUE(path.ok()) << path.status();
+  std::ofstream(*path + "/keep") << "kept";
+  EXPECT_LT(FsBytes(*path), 33 * kMiB);
+  // Mounted: the filesystem grows online.
+  absl::Status grown = store->Grow("g", 96 * kMiB);
+  ASSERT_TRUE(grown.ok()) << grown;
+  EXPECT_GT(FsBytes(*path), 80 * kMiB);
+  EXPECT_EQ(store->Get("g")->size_bytes, 96 * kMiB);
+  auto [written, err] = FillFile(*path + "/big", 64 * kMiB);
+  EXPECT_EQ(err, 0) << "after " << written;
+  EXPECT_FALSE(store->Grow("g", 64 * kMiB).ok()) << "never shrinks";
+  ASSERT_TRUE(store->Unmount("g", "c").ok());
+  // Not mounted: mounted for the grow, unmounted again.
+  grown = store->Grow("g", 128 * kMiB);
+  ASSERT_TRUE(grown.ok()) << grown;
+  EXPECT_FALSE(store->Get("g")->mounted);
+  path = store->Mount("g", "c");
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_GT(FsBytes(*path), 112 * kMiB);
+  EXPECT_EQ(ReadAll(*path + "/keep"), "kept");
+  ASSERT_TRUE(store->Unmount("g", "c").ok());
+  auto check = store->Check(false);
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_TRUE(check->clean()) << check->findings.front();
+}
+
+TEST_F(VolumeThinTest, XfsVolume) {
+  VolumeStore* store = Store();
+  ASSERT_TRUE(store);
+  CreateOptions co;
+  co.size_bytes = 320 * kMiB;  // mkfs.xfs refuses less than 300 MiB
+  co.fs = "xfs";
+  auto v = store->Create("x", co);
+  if (!v.ok() && v.status().message().find("mkfs.xfs") != absl::string_view::npos) {
+    GTEST_SKIP() << v.status();
+  }
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->fs, "xfs");
+  auto path = store->Mount("x", "c");
+  ASSERT_TRUE(path.ok()) << path.status();
+  std::ofstream(*path + "/keep") << "kept";
+  uint64_t before = FsBytes(*path);
+  ASSERT_TRUE(store->Grow("x", 400 * kMiB).ok());
+  EXPECT_GE(FsBytes(*path), before + 64 * kMiB) << "before " << before;
+  // A snapshot of a mounted xfs mounts beside it (nouuid).
+  ASSERT_TRUE(store->Snapshot("x", "xs").ok());
+  auto sp = store->Mount("xs", "c");
+  ASSERT_TRUE(sp.ok()) << sp.status();
+  EXPECT_EQ(ReadAll(*sp + "/keep"), "kept");
+  ASSERT_TRUE(store->Unmount("xs", "c").ok());
+  ASSERT_TRUE(store->Unmount("x", "c").ok());
+  ASSERT_TRUE(store->Remove("xs").ok());
+  ASSERT_TRUE(store->Remove("x").ok());
+}
+
+// A crash at each step of a grow: Check(repair) finishes it (device and
+// filesystem at the new size, the size recorded), nothing left over.
+TEST_F(VolumeThinTest, CrashDuringGrowIsFinishedByRepair) {
+  CreateOptions co;
+  co.size_bytes = 32 * kMiB;
+  ASSERT_TRUE(Store()->Create("g", co).ok());
+  uint64_t size = 32 * kMiB;
+  for (const char* fp : {"volume_grow_after_intent", "after_thin_size", "volume_grow_after_act"}) {
+    SCOPED_TRACE(fp);
+    size += 16 * kMiB;
+    CrashAt(fp, [size](VolumeStore& s) { return s.Grow("g", size).ok(); });
+    VolumeStore* store = Store();
+    ASSERT_TRUE(store);
+    EXPECT_FALSE(store->Check(false)->clean()) << "the interrupted grow is a finding";
+    EXPECT_FALSE(store->Grow("g", size + kMiB).ok()) << "refused until repaired";
+    auto repaired = store->Check(true);
+    ASSERT_TRUE(repaired.ok()) << repaired.status();
+    EXPECT_TRUE(repaired->clean()) << repaired->findings.front();
+    EXPECT_EQ(store->Get("g")->size_bytes, size);
+    auto path = store->Mount("g", "c");
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_GT(FsBytes(*path), size - 8 * kMiB);
+    ASSERT_TRUE(store->Unmount("g", "c").ok());
+  }
+}
+
+// A crash after a mount or an unmount acts but before the reference is
+// counted: Check(repair) leaves no stale mount and no reference without one.
+TEST_F(VolumeThinTest, CrashAroundMountAndUnmountIsRepaired) {
+  CreateOptions co;
+  co.size_bytes = 32 * kMiB;
+  ASSERT_TRUE(Store()->Create("m", co).ok());
+  std::string mnt = dir_ + "/store/mnt/m";
+
+  CrashAt("volume_mount_after_act", [](VolumeStore& s) { return s.Mount("m", "c").ok(); });
+  EXPECT_TRUE(IsMounted(mnt)) << "mounted, not counted";
+  auto repaired = Store()->Check(true);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_FALSE(IsMounted(mnt)) << "stale mount left";
+  EXPECT_TRUE(Store()->Check(false)->clean());
+
+  ASSERT_TRUE(Store()->Mount("m", "c").ok());
+  CrashAt("volume_unmount_after_act", [](VolumeStore& s) { return s.Unmount("m", "c").ok(); });
+  EXPECT_FALSE(IsMounted(mnt)) << "unmounted, still counted";
+  EXPECT_FALSE(Store()->Check(false)->clean());
+  repaired = Store()->Check(true);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  auto check = Store()->Check(false);
+  EXPECT_TRUE(check->clean()) << check->findings.front();
+  EXPECT_EQ(Store()->Get("m")->mount_refs, 0u);
+  ASSERT_TRUE(Store()->Remove("m").ok());
 }
 
 }  // namespace

@@ -23,7 +23,8 @@
 // Failure injection for tests: DMTHIN_FAILPOINT=<name> makes the process
 // _exit(77) at that point (names in brackets above, plus after_suspend: the
 // origin of a snapshot suspended, message not yet sent; after_pool_suspend:
-// Resize's pool suspended, not yet resumed; and
+// Resize's pool suspended, not yet resumed; after_thin_size: ResizeThin's
+// new size recorded, the table not yet reloaded; and
 // activated_before_txid: a create asked to activate has its device active,
 // step 3 not yet done). DMTHIN_FAILPOINT=fail_after_pool_activate makes
 // activation fail (not exit) once the pool device exists, so tests see a
@@ -234,6 +235,13 @@ class Pool {
   absl::StatusOr<ThinInfo> Snapshot(absl::string_view origin,
                                     absl::string_view name, bool activate = false);
   absl::Status DeleteThin(absl::string_view name, const DeleteOptions& options = {});
+  // Grows thin device `name` to `size_bytes` (a multiple of 512; never
+  // shrinks). The registry records the new size first [after_thin_size]
+  // (a device larger than its filesystem is harmless, the reverse is not),
+  // then an active device's table is reloaded with the new length. Retrying
+  // after a crash finishes it: an active device shorter than its record is
+  // reloaded even when the record already has the size.
+  absl::StatusOr<ThinInfo> ResizeThin(absl::string_view name, uint64_t size_bytes);
   absl::StatusOr<ThinInfo> ActivateThin(absl::string_view name);
   absl::Status DeactivateThin(absl::string_view name);
   absl::StatusOr<ThinInfo> GetThinInfo(absl::string_view name) const;

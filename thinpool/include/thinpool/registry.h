@@ -108,6 +108,11 @@ class Registry {
                                      absl::string_view name);
   absl::StatusOr<ThinRecord> GetThinById(absl::string_view pool,
                                          uint32_t dev_id);
+  // Records a ready thin's new size (Pool::ResizeThin's intent: the pool's
+  // metadata has no device sizes, only the table does). NotFound if no
+  // ready thin has that name.
+  absl::Status SetThinSize(absl::string_view pool, absl::string_view name,
+                           uint64_t size_bytes);
 
   // The protocol. Begin* records the intent (thin row in state creating or
   // deleting + pending op with old/new transaction ids) in one transaction;

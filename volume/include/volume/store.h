@@ -32,7 +32,8 @@
 //
 // Failpoints (base/failpoint.h): volume_create_after_intent,
 // volume_create_after_act, volume_remove_after_intent,
-// volume_remove_after_act, volume_mount_after_act, volume_unmount_after_act.
+// volume_remove_after_act, volume_mount_after_act, volume_unmount_after_act,
+// volume_grow_after_intent, volume_grow_after_act.
 #ifndef DMTHIN_VOLUME_STORE_H_
 #define DMTHIN_VOLUME_STORE_H_
 
@@ -140,7 +141,11 @@ class VolumeStore {
   absl::StatusOr<VolumeInfo> Get(absl::string_view name);
   absl::StatusOr<std::vector<VolumeInfo>> List();
   absl::StatusOr<Usage> GetUsage(absl::string_view name);
-  // Grows the volume to `size_bytes` (never shrinks).
+  // Grows the volume to `size_bytes` (never shrinks): thin, the device
+  // then its filesystem online (mounted for it if need be); directories, a
+  // new limit. Intent (the new size, apart from the recorded one) → act →
+  // done (the new size recorded): a grow cut short is finished by
+  // Check(repair); the recorded size is never above what was applied.
   absl::Status Grow(absl::string_view name, uint64_t size_bytes);
 
   // Copies the tree at `source` into the volume once, if it is still
