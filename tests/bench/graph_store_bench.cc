@@ -41,7 +41,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "graph/store.h"
-#include "graph/stream.h"
 
 namespace {
 
@@ -71,35 +70,6 @@ T Must(absl::StatusOr<T> v, const std::string& what) {
 
 void Must(const absl::Status& s, const std::string& what) {
   if (!s.ok()) Die(s, what);
-}
-
-// A one-directory image layer: etc/ with one file.
-std::string BaseTar() {
-  auto header = [](std::string* out, const std::string& name, char type, size_t size, unsigned mode) {
-    std::string h(512, '\0');
-    name.copy(&h[0], 99);
-    std::snprintf(&h[100], 8, "%07o", mode);
-    std::snprintf(&h[108], 8, "%07o", 0);
-    std::snprintf(&h[116], 8, "%07o", 0);
-    std::snprintf(&h[124], 12, "%011o", static_cast<unsigned>(size));
-    std::snprintf(&h[136], 12, "%011o", 1700000000u);
-    h[156] = type;
-    std::memcpy(&h[257], "ustar", 6);
-    std::memcpy(&h[263], "00", 2);
-    std::memset(&h[148], ' ', 8);
-    unsigned sum = 0;
-    for (unsigned char c : h) sum += c;
-    std::snprintf(&h[148], 8, "%06o", sum);
-    out->append(h);
-  };
-  std::string t;
-  header(&t, "etc/", '5', 0, 0755);
-  std::string data = "bench\n";
-  header(&t, "etc/issue", '0', data.size(), 0644);
-  t.append(data);
-  t.append(512 - data.size(), '\0');
-  t.append(1024, '\0');
-  return t;
 }
 
 // A root-filesystem-like tree of `entries` entries under `dir`: about one
@@ -205,9 +175,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::unique_ptr<graph::LayerStore> store = std::move(*opened);
-    std::string tar = BaseTar();
-    graph::StringSource src(tar);
-    graph::LayerInfo base = Must(store->Import(src, {}), "import base");
+    // The image every snapshot sits on: a committed (empty) layer.
+    graph::CreateLayerOptions rw;
+    rw.kind = graph::LayerKind::kActive;
+    Must(store->Create("base-rw", "", rw).status(), "create base");
+    graph::LayerInfo base = Must(store->Commit("base", "base-rw"), "commit base");
 
     // Prepare (described) and Remove, on an empty store and then again
     // once it holds --layers snapshots.
@@ -363,7 +335,9 @@ int main(int argc, char** argv) {
     out << "# operation median_ms p90_ms target_ms cpu_median_ms\n";
     for (const Row& r : rows) {
       if (r.what.rfind("  ", 0) == 0) continue;
-      out << '"' << r.what << "\" " << Percentile(r.ms, 0.5) << " " << Percentile(r.ms, 0.9) << " "
+      std::string label = r.what;  // quoted for gnuplot: inner quotes become '
+      std::replace(label.begin(), label.end(), '"', '\'');
+      out << '"' << label << "\" " << Percentile(r.ms, 0.5) << " " << Percentile(r.ms, 0.9) << " "
           << r.target_ms << " " << Percentile(r.cpu, 0.5) << "\n";
     }
   }
