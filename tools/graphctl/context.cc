@@ -3,7 +3,6 @@
 // the store is opened.
 #include "tools/graphctl/context.h"
 
-#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -75,15 +74,13 @@ absl::StatusOr<std::map<std::string, std::string>> LabelOptions(const cli::Args&
 
 absl::StatusOr<LabelEdit> ParseLabelEdit(const std::vector<std::string>& words) {
   LabelEdit edit;
-  std::set<std::string> keys;
   std::map<std::string, std::string> all;  // what is checked: cleared keys with ""
   for (const std::string& word : words) {
     ASSIGN_OR_RETURN(auto kv, KeyValue(word, "labels are KEY=VALUE (set) or KEY= (clear)"));
-    if (!keys.insert(kv.first).second) {
+    if (!all.emplace(kv).second) {
       return cli::UsageError(absl::StrCat("label ", base::EscapeForText(kv.first), " given twice"));
     }
     edit.field_paths.push_back(absl::StrCat("labels.", kv.first));
-    all[kv.first] = kv.second;
     if (!kv.second.empty()) edit.set.emplace(std::move(kv));
   }
   RETURN_IF_ERROR(graph::ValidateLabels(all));

@@ -241,7 +241,7 @@ void AddLayerVerbs(cli::App& app) {
                "", Create});
   app.AddVerb({"commit", {"ID", "NAME"}, {label}, "turn read-write layer ID into committed layer NAME",
                "", Commit});
-  app.AddVerb({"label", {"ID", "KEY=VALUE..."}, {},
+  app.AddVerb({"label", {"ID", "[KEY=VALUE|KEY=]..."}, {},
                "set (KEY=VALUE) or clear (KEY=) labels of layer ID; prints its labels",
                "containerd's Update with field paths labels.KEY (as 'ctr snapshots label'):\n"
                "each KEY=VALUE sets a label, each KEY= clears one, the others stay. A label's\n"
