@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -608,8 +609,17 @@ absl::StatusOr<std::string> LayerStore::RecordedDriver(const std::string& given_
 
 absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOptions& options) {
   RETURN_IF_ERROR(ValidateLabels(options.labels));
+  if (!options.name.empty()) RETURN_IF_ERROR(ValidateName(options.name));
   Db& db = *impl_->db;
   std::string parent_cache, parent_chain;
+  if (!options.name.empty()) {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    if (absl::StatusOr<Row> taken = impl_->FindOwn(options.name); taken.ok()) {
+      return absl::AlreadyExistsError(absl::StrCat("layer \"", options.name, "\" already exists"));
+    } else if (!absl::IsNotFound(taken.status())) {
+      return taken.status();
+    }
+  }
   if (!options.parent.empty()) {
     std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(Row parent, impl_->Find(options.parent));
@@ -660,13 +670,17 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   if (!applied.ok()) return undo(base::Annotate(applied.status(), "import: apply layer tar"));
   absl::StatusOr<std::string> chain = ChainId(parent_chain, applied->diff_id);
   if (!chain.ok()) return undo(chain.status());
+  const std::string name = options.name.empty() ? *chain : options.name;
 
   // Publishes our copy, or — when another import of the same chain id won
   // meanwhile — takes a reference to that one and hides ours (true: drop it).
   absl::StatusOr<bool> shared = [&]() -> absl::StatusOr<bool> {
     std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
-    absl::StatusOr<Row> existing = impl_->Find(*chain);
+    absl::StatusOr<Row> existing = impl_->Find(name);
+    if (existing.ok() && !options.name.empty()) {
+      return absl::AlreadyExistsError(absl::StrCat("layer \"", name, "\" already exists"));
+    }
     if (existing.ok()) {
       ASSIGN_OR_RETURN(Stmt ref, db.Prepare("UPDATE layers SET refs = refs + 1 WHERE cache_id = ?"));
       RETURN_IF_ERROR(ref.Bind(1, existing->info.cache_id).Run());
@@ -687,7 +701,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
     ASSIGN_OR_RETURN(Stmt up, db.Prepare(
         "UPDATE layers SET name = ?, diff_id = ?, chain_id = ?, size = ?, tar_size = ?, "
         "state = 'ready', updated = created WHERE cache_id = ?"));
-    RETURN_IF_ERROR(up.Bind(1, *chain)
+    RETURN_IF_ERROR(up.Bind(1, name)
                         .Bind(2, applied->diff_id)
                         .Bind(3, *chain)
                         .Bind(4, applied->size)
@@ -704,9 +718,9 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
     RETURN_IF_ERROR(impl_->StillThere("the import"));
   } else {
     lock.Release();
-    RETURN_IF_ERROR(impl_->StillThere(absl::StrCat("the import of ", *chain)));
+    RETURN_IF_ERROR(impl_->StillThere(absl::StrCat("the import of ", name)));
   }
-  return Stat(*chain);
+  return Stat(name);
 }
 
 absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std::string& parent,
@@ -730,7 +744,7 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     if (!parent.empty()) {
       ASSIGN_OR_RETURN(Row p, impl_->FindOwn(parent));
-      if (p.info.kind != LayerKind::kCommitted) {
+      if (p.info.kind != LayerKind::kCommitted && !options.any_parent) {
         return absl::InvalidArgumentError(absl::StrCat(
             "parent \"", parent, "\" is ", LayerKindName(p.info.kind), ", not committed"));
       }
@@ -1048,6 +1062,28 @@ absl::Status LayerStore::Unmount(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   // Every driver answers FailedPrecondition for a layer nobody mounted.
   return Named(row.info, driver_->Put(row.info.cache_id));
+}
+
+absl::Status LayerStore::MountReadOnly(const std::string& name, const std::string& target) {
+  ASSIGN_OR_RETURN(std::string dir, Mount(name));
+  absl::Status bound = absl::OkStatus();
+  if (::mount(dir.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    bound = base::ErrnoError(errno, absl::StrCat("binding ", dir, " at ", target));
+  } else if (::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+    bound = base::ErrnoError(errno, absl::StrCat("making ", target, " read-only"));
+    (void)::umount2(target.c_str(), MNT_DETACH);
+  }
+  if (bound.ok()) return absl::OkStatus();
+  (void)Unmount(name);
+  return bound;
+}
+
+absl::Status LayerStore::UnmountReadOnly(const std::string& name, const std::string& target) {
+  RETURN_IF_ERROR(impl_->FindLocked(name).status());
+  if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) != 0) {
+    return base::ErrnoError(errno, absl::StrCat("unmounting ", target, " (the read-only view of \"", name, "\")"));
+  }
+  return Unmount(name);
 }
 
 absl::StatusOr<std::vector<MountSpec>> LayerStore::Mounts(const std::string& name) {

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "graph/store.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -96,7 +98,22 @@ class DockerPluginTest : public ::testing::Test {
     return {res->status, res->body};
   }
 
-  std::string Fingerprint() { return testsupport::TreeFingerprint(root_); }
+  // What the plugin keeps: the driver's files and the layers the store
+  // shows (opened beside the running plugin, as graphctl would), not the
+  // registry's bytes (a refused import writes and drops its record).
+  std::string Fingerprint() {
+    std::string out = testsupport::TreeFingerprint(root_ + "/vfs");
+    auto store = graph::OpenLayerStore(root_, "vfs");
+    if (!store.ok()) return out + "store: " + store.status().ToString();
+    auto layers = (*store)->List();
+    if (!layers.ok()) return out + "list: " + layers.status().ToString();
+    for (const graph::LayerInfo& l : *layers) {
+      out += "layer " + l.name + " " + graph::LayerKindName(l.kind) + " on '" + l.parent + "' " + l.cache_id + "\n";
+    }
+    auto check = (*store)->Check(/*repair=*/false);
+    out += check.ok() ? absl::StrCat("check problems: ", check->problems.size(), "\n") : check.status().ToString();
+    return out;
+  }
 
   std::unique_ptr<ScratchDir> dir_;
   std::string root_;
@@ -183,6 +200,22 @@ TEST_F(DockerPluginTest, EveryMethodAsDockerdCallsIt) {
   testsupport::WriteFileOrDie(dir + "/etc/added", "new\n");
   ASSERT_EQ(::unlink((dir + "/etc/doomed").c_str()), 0);
   EXPECT_EQ(CallJson("GraphDriver.Put", Json{{"ID", "c"}}).status, 200);
+
+  // The layers are the store's, named by dockerd's ids (graphctl --root sees them).
+  {
+    auto store = graph::OpenLayerStore(root_, "");
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto base = (*store)->Stat("base");
+    ASSERT_TRUE(base.ok()) << base.status();
+    EXPECT_EQ(base->kind, graph::LayerKind::kCommitted);
+    EXPECT_EQ(base->chain_id, base->diff_id);
+    EXPECT_EQ(base->diff_id.rfind("sha256:", 0), 0u);
+    auto c = (*store)->Stat("c");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->kind, graph::LayerKind::kActive);
+    EXPECT_EQ(c->parent, "c-init");
+    EXPECT_EQ((*store)->Stat("c-init").value_or(graph::LayerInfo{}).parent, "base");
+  }
 
   // docker diff, inspect, info.
   Reply changes = CallJson("GraphDriver.Changes", Json{{"ID", "c"}, {"Parent", "c-init"}});

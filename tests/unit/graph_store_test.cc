@@ -260,6 +260,45 @@ TEST_F(StoreTest, ImportParentMustBeAnImportedLayer) {
   EXPECT_EQ(Import("x", "committed").status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// Docker's graphdriver face (dmthin-docker-plugin): dockerd names image
+// layers itself, and puts a container layer on its read-write -init layer.
+TEST_F(StoreTest, NamedImportsAndLayersOnActiveParentsAsDockerdMakesThem) {
+  const std::string d0 = "layer0", d1 = "layer1";
+  StringSource src0(d0);
+  ImportOptions opts;
+  opts.name = "c0ffee";
+  auto l0 = store_->Import(src0, opts);
+  ASSERT_TRUE(l0.ok()) << l0.status();
+  EXPECT_EQ(l0->name, "c0ffee");
+  EXPECT_EQ(l0->chain_id, kD0);
+  EXPECT_EQ(l0->diff_id, kD0);
+  EXPECT_EQ(l0->kind, LayerKind::kCommitted);
+  StringSource src1(d1);
+  opts.name = "beef";
+  opts.parent = "c0ffee";
+  auto l1 = store_->Import(src1, opts);
+  ASSERT_TRUE(l1.ok()) << l1.status();
+  EXPECT_EQ(l1->chain_id, kChain01);
+  EXPECT_EQ(l1->parent, "c0ffee");
+  // A taken name is AlreadyExists, not a second reference; nothing is left.
+  StringSource again(d1);
+  EXPECT_TRUE(absl::IsAlreadyExists(store_->Import(again, opts).status()));
+  EXPECT_EQ(store_->Stat("beef")->refs, 1);
+  EXPECT_EQ(DriverIds().size(), 2u);
+
+  CreateLayerOptions rw;
+  rw.kind = LayerKind::kActive;
+  ASSERT_TRUE(store_->Create("ctr-init", "beef", rw).ok());
+  EXPECT_EQ(store_->Create("ctr", "ctr-init", rw).status().code(), absl::StatusCode::kInvalidArgument);
+  rw.any_parent = true;
+  auto ctr = store_->Create("ctr", "ctr-init", rw);
+  ASSERT_TRUE(ctr.ok()) << ctr.status();
+  EXPECT_EQ(ctr->parent, "ctr-init");
+  EXPECT_EQ(store_->Remove("ctr-init").code(), absl::StatusCode::kFailedPrecondition);
+  for (const char* name : {"ctr", "ctr-init", "beef", "c0ffee"}) EXPECT_TRUE(store_->Remove(name).ok()) << name;
+  EXPECT_TRUE(DriverIds().empty());
+}
+
 TEST_F(StoreTest, SnapshotterKindsParentsAndCommit) {
   CreateLayerOptions active;
   auto a = store_->Create("prep", "", active);

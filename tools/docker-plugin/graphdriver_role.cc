@@ -20,28 +20,39 @@ absl::Status CheckId(const std::string& id, const char* what) {
   return absl::OkStatus();
 }
 
-// A layer the driver has (its id checked first).
-absl::Status CheckLayer(const graph::Driver& driver, const std::string& id, const char* what) {
-  RETURN_IF_ERROR(CheckId(id, what));
-  if (!driver.Exists(id)) return absl::NotFoundError(absl::StrCat("no layer ", id));
-  return absl::OkStatus();
-}
-
-// A request naming a layer and, optionally, a parent the driver has.
-absl::StatusOr<GraphRequest> LayerRequest(const graph::Driver& driver, const std::string& body) {
-  ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
-  RETURN_IF_ERROR(CheckLayer(driver, req.id, "ID"));
-  if (!req.parent.empty()) RETURN_IF_ERROR(CheckLayer(driver, req.parent, "Parent"));
-  return req;
-}
-
 Json Empty() { return Json::object(); }
 
 }  // namespace
 
-GraphDriverRole::GraphDriverRole(std::unique_ptr<graph::Driver> driver,
+GraphDriverRole::GraphDriverRole(std::unique_ptr<graph::LayerStore> store,
                                  std::map<std::string, std::string> options)
-    : driver_(std::move(driver)), options_(std::move(options)) {}
+    : store_(std::move(store)), options_(std::move(options)) {}
+
+absl::StatusOr<graph::LayerInfo> GraphDriverRole::Layer(const std::string& id, const char* what) {
+  RETURN_IF_ERROR(CheckId(id, what));
+  absl::StatusOr<graph::LayerInfo> info = store_->Stat(id);
+  if (absl::IsNotFound(info.status())) return absl::NotFoundError(absl::StrCat("no layer ", id));
+  return info;
+}
+
+absl::Status GraphDriverRole::CheckLayer(const std::string& id, const char* what) {
+  RETURN_IF_ERROR(CheckId(id, what));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fresh_.count(id) > 0) return absl::OkStatus();
+  }
+  return Layer(id, what).status();
+}
+
+absl::StatusOr<graph::LayerInfo> GraphDriverRole::LayerAndParent(const GraphRequest& req) {
+  ASSIGN_OR_RETURN(graph::LayerInfo info, Layer(req.id, "ID"));
+  if (!req.parent.empty()) RETURN_IF_ERROR(Layer(req.parent, "Parent").status());
+  if (req.parent != info.parent) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", req.id, " sits on '", info.parent, "', not '",
+                                                   req.parent, "'"));
+  }
+  return info;
+}
 
 void GraphDriverRole::Register(Router& router) {
   router.AddRole(kRole);
@@ -95,70 +106,97 @@ absl::StatusOr<Json> GraphDriverRole::Init(const std::string& body) {
 absl::StatusOr<Json> GraphDriverRole::Create(const std::string& body, bool read_write) {
   ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
   RETURN_IF_ERROR(CheckId(req.id, "ID"));
-  if (!req.parent.empty()) RETURN_IF_ERROR(CheckLayer(*driver_, req.parent, "Parent"));
-  graph::CreateOptions options;
-  options.read_write = read_write;
-  options.mount_label = req.mount_label;
+  if (!req.parent.empty()) RETURN_IF_ERROR(CheckLayer(req.parent, "Parent"));
+  if (!read_write) {
+    // An image layer: made by the ApplyDiff that follows (one import).
+    if (!req.storage_opt.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "storage option '", req.storage_opt.begin()->first,
+          "' on image layer ", req.id, ": dockerd gives storage options to read-write layers only"));
+    }
+    if (store_->Stat(req.id).ok()) return absl::AlreadyExistsError(absl::StrCat("layer ", req.id, " exists"));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fresh_.emplace(req.id, req.parent).second) {
+      return absl::AlreadyExistsError(absl::StrCat("layer ", req.id, " exists (announced, not yet filled)"));
+    }
+    return Empty();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fresh_.count(req.id) > 0) return absl::AlreadyExistsError(absl::StrCat("layer ", req.id, " exists"));
+  }
+  graph::CreateLayerOptions options;
+  options.kind = graph::LayerKind::kActive;
+  options.any_parent = true;  // a container layer sits on its -init layer
   options.storage_options = req.storage_opt;
-  std::lock_guard<std::mutex> lock(mu_);
-  RETURN_IF_ERROR(driver_->Create(req.id, req.parent, options));
-  if (!read_write) fresh_[req.id] = Fresh{req.parent, options};
+  absl::StatusOr<graph::LayerInfo> made = store_->Create(req.id, req.parent, options);
+  if (absl::IsAlreadyExists(made.status())) return absl::AlreadyExistsError(absl::StrCat("layer ", req.id, " exists"));
+  RETURN_IF_ERROR(made.status());
   return Empty();
 }
 
 absl::StatusOr<Json> GraphDriverRole::Remove(const std::string& body) {
   ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
-  RETURN_IF_ERROR(CheckLayer(*driver_, req.id, "ID"));
-  std::lock_guard<std::mutex> lock(mu_);
-  RETURN_IF_ERROR(driver_->Remove(req.id));
-  fresh_.erase(req.id);
+  RETURN_IF_ERROR(CheckId(req.id, "ID"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fresh_.erase(req.id) > 0) return Empty();
+  }
+  RETURN_IF_ERROR(Layer(req.id, "ID").status());
+  // dockerd Puts before it Removes: a layer still mounted is someone else's
+  // (graphctl mount --ro) and is refused.
+  RETURN_IF_ERROR(store_->Remove(req.id));
   return Empty();
 }
 
 absl::StatusOr<Json> GraphDriverRole::Get(const std::string& body) {
   ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
-  RETURN_IF_ERROR(CheckLayer(*driver_, req.id, "ID"));
-  ASSIGN_OR_RETURN(std::string dir, driver_->Get(req.id, req.mount_label));
+  RETURN_IF_ERROR(Layer(req.id, "ID").status());
+  ASSIGN_OR_RETURN(std::string dir, store_->Mount(req.id));
   return Json{{"Dir", dir}};
 }
 
 absl::StatusOr<Json> GraphDriverRole::Put(const std::string& body) {
   ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
-  RETURN_IF_ERROR(CheckLayer(*driver_, req.id, "ID"));
-  RETURN_IF_ERROR(driver_->Put(req.id));
+  RETURN_IF_ERROR(Layer(req.id, "ID").status());
+  RETURN_IF_ERROR(store_->Unmount(req.id));
   return Empty();
 }
 
 absl::StatusOr<Json> GraphDriverRole::Exists(const std::string& body) {
   ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
-  bool exists = CheckId(req.id, "ID").ok() && driver_->Exists(req.id);
+  bool exists = CheckLayer(req.id, "ID").ok();
   return Json{{"Exists", exists}};
 }
 
 absl::StatusOr<Json> GraphDriverRole::Status() {
   Json rows = Json::array();
-  rows.push_back({"Graph Driver", driver_->Name()});
-  for (const auto& [key, value] : driver_->Status()) rows.push_back({key, value});
+  rows.push_back({"Graph Driver", store_->driver().Name()});
+  for (const auto& [key, value] : store_->driver().Status()) rows.push_back({key, value});
   return Json{{"Status", rows}};
 }
 
 absl::StatusOr<Json> GraphDriverRole::GetMetadata(const std::string& body) {
   ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
-  RETURN_IF_ERROR(CheckLayer(*driver_, req.id, "ID"));
-  ASSIGN_OR_RETURN(auto metadata, driver_->Metadata(req.id));
+  RETURN_IF_ERROR(Layer(req.id, "ID").status());
+  ASSIGN_OR_RETURN(auto metadata, store_->Metadata(req.id));
   Json out = Json::object();
   for (const auto& [key, value] : metadata) out[key] = value;
+  // Where to look with graphctl (graphctl --root LAYERSTORE mount LAYER --ro DIR).
+  out["LayerStore"] = store_->root();
+  out["Layer"] = req.id;
   return Json{{"Metadata", out}};
 }
 
 absl::StatusOr<Json> GraphDriverRole::Cleanup() {
-  RETURN_IF_ERROR(driver_->Cleanup());
+  RETURN_IF_ERROR(store_->driver().Cleanup());
   return Empty();
 }
 
 absl::StatusOr<Json> GraphDriverRole::Changes(const std::string& body) {
-  ASSIGN_OR_RETURN(GraphRequest req, LayerRequest(*driver_, body));
-  ASSIGN_OR_RETURN(std::vector<graph::Change> changes, driver_->Changes(req.id, req.parent));
+  ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
+  RETURN_IF_ERROR(LayerAndParent(req).status());
+  ASSIGN_OR_RETURN(std::vector<graph::Change> changes, store_->Changes(req.id));
   Json out = Json::array();
   // moby's archive.Change: Kind 0 modify, 1 add, 2 delete (graph::ChangeKind).
   for (const graph::Change& c : changes) out.push_back({{"Path", c.path}, {"Kind", static_cast<int>(c.kind)}});
@@ -166,17 +204,25 @@ absl::StatusOr<Json> GraphDriverRole::Changes(const std::string& body) {
 }
 
 absl::StatusOr<Json> GraphDriverRole::DiffSize(const std::string& body) {
-  ASSIGN_OR_RETURN(GraphRequest req, LayerRequest(*driver_, body));
-  ASSIGN_OR_RETURN(int64_t size, driver_->DiffSize(req.id, req.parent));
+  ASSIGN_OR_RETURN(GraphRequest req, DecodeGraphRequest(body));
+  ASSIGN_OR_RETURN(graph::LayerInfo layer, LayerAndParent(req));
+  std::string parent_cache;
+  if (!req.parent.empty()) {
+    ASSIGN_OR_RETURN(graph::LayerInfo parent, store_->Stat(req.parent));
+    parent_cache = parent.cache_id;
+  }
+  ASSIGN_OR_RETURN(int64_t size, store_->driver().DiffSize(layer.cache_id, parent_cache));
   return Json{{"Size", size}};
 }
 
 void GraphDriverRole::Diff(const std::string& body, httplib::Response& res) {
-  auto decoded = LayerRequest(*driver_, body);
-  if (!decoded.ok()) return ReplyJson(res, decoded.status());
-  graph::Driver* driver = driver_.get();
-  auto out = PipeOut::Start([driver, id = decoded->id, parent = decoded->parent](graph::ByteSink& sink) {
-    return driver->Diff(id, parent, sink).status();
+  auto decoded = DecodeGraphRequest(body);
+  absl::Status checked = decoded.status();
+  if (checked.ok()) checked = LayerAndParent(*decoded).status();
+  if (!checked.ok()) return ReplyJson(res, checked);
+  graph::LayerStore* store = store_.get();
+  auto out = PipeOut::Start([store, id = decoded->id](graph::ByteSink& sink) {
+    return store->Diff(id, sink).status();
   });
   if (!out.ok()) return ReplyJson(res, out.status());
   std::shared_ptr<PipeOut> pipe = *out;
@@ -197,21 +243,19 @@ void GraphDriverRole::ApplyDiff(const httplib::Request& req, httplib::Response& 
 
 absl::Status GraphDriverRole::ApplyDiffStream(const std::string& id, const std::string& parent,
                                               const httplib::ContentReader& reader, int64_t* size) {
-  absl::Status checked = CheckLayer(*driver_, id, "id");
-  if (checked.ok() && !parent.empty()) checked = CheckLayer(*driver_, parent, "parent");
-  Fresh fresh;
+  absl::Status checked = CheckLayer(id, "id");
+  if (checked.ok() && !parent.empty()) checked = CheckLayer(parent, "parent");
   if (checked.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = fresh_.find(id);
     if (it == fresh_.end()) {
       checked = absl::FailedPreconditionError(absl::StrCat(
           "layer ", id, " is not an empty image layer made by Create: ApplyDiff fills new layers only"));
-    } else if (it->second.parent != parent) {
-      checked = absl::InvalidArgumentError(absl::StrCat("layer ", id, " was created on parent '",
-                                                        it->second.parent, "', not '", parent, "'"));
+    } else if (it->second != parent) {
+      checked = absl::InvalidArgumentError(
+          absl::StrCat("layer ", id, " was created on parent '", it->second, "', not '", parent, "'"));
     } else {
       // Taken out while applying: a second ApplyDiff of the same layer fails.
-      fresh = std::move(it->second);
       fresh_.erase(it);
     }
   }
@@ -221,29 +265,34 @@ absl::Status GraphDriverRole::ApplyDiffStream(const std::string& id, const std::
     return checked;
   }
 
-  graph::Driver* driver = driver_.get();
-  absl::StatusOr<graph::ApplyDiffResult> result = absl::UnknownError("not applied");
+  graph::ImportOptions options;
+  options.name = id;
+  options.parent = parent;
+  absl::StatusOr<graph::LayerInfo> imported = absl::UnknownError("not applied");
   auto piped = PipeIn(reader, [&](graph::ByteSource& source) {
-    result = driver->ApplyDiff(id, parent, source);
-    return result.status();
+    imported = store_->Import(source, options);
+    return imported.status();
   });
   absl::Status status = piped.ok() ? piped->consumed : piped.status();
   if (status.ok() && !piped->body_complete) {
     status = absl::DataLossError("the layer tar was cut short (client went away)");
   }
   if (status.ok()) {
-    *size = result->size;
+    *size = imported->size;
     return absl::OkStatus();
   }
-  // Make the layer empty again, as Create left it.
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::Status undone = driver_->Remove(id);
-  if (undone.ok()) undone = driver_->Create(id, fresh.parent, fresh.options);
-  if (!undone.ok()) {
-    return base::Annotate(status, absl::StrCat("applying layer ", id, " (and emptying it again failed: ",
-                                               undone.message(), ")"));
+  // A layer the import made from a tar cut short goes again; either way the
+  // layer is announced and empty, as Create left it.
+  if (imported.ok()) {
+    graph::RemoveOptions force;
+    force.force = true;
+    if (absl::Status undone = store_->Remove(id, force); !undone.ok()) {
+      return base::Annotate(status, absl::StrCat("applying layer ", id, " (and removing it again failed: ",
+                                                 undone.message(), ")"));
+    }
   }
-  fresh_[id] = std::move(fresh);
+  std::lock_guard<std::mutex> lock(mu_);
+  fresh_[id] = parent;
   return base::Annotate(status, absl::StrCat("applying layer ", id));
 }
 

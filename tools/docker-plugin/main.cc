@@ -12,7 +12,6 @@
 // Runs in the foreground; SIGTERM or SIGINT stops accepting connections and
 // exits once the requests in flight are answered.
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -27,7 +26,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
-#include "graph/driver.h"
+#include "graph/store.h"
 #include "tools/common/cli.h"
 #include "tools/common/storage_opts.h"
 #include "tools/docker-plugin/graphdriver_role.h"
@@ -52,18 +51,6 @@ struct Flags {
   std::string thin_state_dir;
 };
 
-// The driver to open: --driver, else the one whose directory a previous run
-// left under the root (so a restart keeps its layers), else auto-selection.
-std::string ChooseDriver(const Flags& flags) {
-  if (!flags.driver.empty()) return flags.driver;
-  for (const graph::DriverInfo& info : graph::RegisteredDrivers()) {
-    struct stat st;
-    std::string dir = absl::StrCat(flags.root, "/", info.name);
-    if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return info.name;
-  }
-  return "";
-}
-
 absl::Status Run(const Flags& flags) {
   if (flags.root.empty() && flags.volume_root.empty()) {
     return cli::UsageError("nothing to serve: give --root (GraphDriver) and/or --volume-root (VolumeDriver)");
@@ -72,14 +59,13 @@ absl::Status Run(const Flags& flags) {
     return cli::UsageError(absl::StrCat("--root must be an absolute path, got '", flags.root, "'"));
   }
   ASSIGN_OR_RETURN(auto options, cli::ParseStorageOptions(flags.storage_opts));
-  std::unique_ptr<graph::Driver> driver;
+  std::unique_ptr<graph::LayerStore> layers;
   if (!flags.root.empty()) {
-    if (::mkdir(flags.root.c_str(), 0700) != 0 && errno != EEXIST) {
-      return base::ErrnoError(errno, absl::StrCat("creating ", flags.root));
-    }
-    auto opened = graph::OpenDriver(ChooseDriver(flags), flags.root, options);
-    if (!opened.ok()) return base::Annotate(opened.status(), absl::StrCat("opening a driver in ", flags.root));
-    driver = std::move(*opened);
+    // The layer store in --root (graphctl --root sees the same layers): its
+    // recorded driver unless --driver, else the first that works here.
+    auto opened = graph::OpenLayerStore(flags.root, flags.driver, options);
+    if (!opened.ok()) return base::Annotate(opened.status(), absl::StrCat("opening the layer store in ", flags.root));
+    layers = std::move(*opened);
   }
   std::unique_ptr<volume::VolumeStore> volumes;
   if (!flags.volume_root.empty()) {
@@ -104,9 +90,9 @@ absl::Status Run(const Flags& flags) {
   Router router;
   std::string serving_what;
   std::unique_ptr<GraphDriverRole> graphdriver;
-  if (driver) {
-    serving_what = absl::StrCat("GraphDriver (", driver->Name(), " in ", flags.root, ")");
-    graphdriver = std::make_unique<GraphDriverRole>(std::move(driver), options);
+  if (layers) {
+    serving_what = absl::StrCat("GraphDriver (", layers->driver().Name(), " in ", flags.root, ")");
+    graphdriver = std::make_unique<GraphDriverRole>(std::move(layers), options);
     graphdriver->Register(router);
   }
   std::unique_ptr<VolumeDriverRole> volumedriver;
@@ -149,11 +135,11 @@ int main(int argc, char** argv) {
       "(dockerd --experimental --storage-driver=NAME, NAME from the socket's name).",
       "dmthin-docker-plugin"};
   app.add_option("--root", flags.root,
-                 "serve GraphDriver: directory of the layer store (the driver's under DIR/NAME)");
+                 "serve GraphDriver: the layer store (graphctl --root DIR; the driver's data under DIR/NAME)");
   app.add_option("--socket", flags.socket, "unix socket to serve on (dockerd finds /run/docker/plugins/NAME.sock)")
       ->capture_default_str();
   app.add_option("--driver", flags.driver,
-                 "libgraph driver: overlay, btrfs, devicemapper, vfs, aufs (default: the one under --root, "
+                 "libgraph driver: overlay, btrfs, devicemapper, vfs, aufs (default: the store's, "
                  "else the first that works)");
   app.add_option("--storage-opt", flags.storage_opts, "driver option KEY=VALUE (repeatable)")
       ->take_all();

@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <iostream>
+#include <optional>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "base/size.h"
@@ -103,7 +105,13 @@ absl::Status Label(const cli::Args& args, const cli::Output& out) {
 
 absl::Status Mount(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
-  ASSIGN_OR_RETURN(std::string dir, store->Mount(args.positional(0)));
+  std::string dir;
+  if (std::optional<std::string> at = args.get("ro")) {
+    ASSIGN_OR_RETURN(dir, graph::AbsoluteRoot(*at));
+    RETURN_IF_ERROR(store->MountReadOnly(args.positional(0), dir));
+  } else {
+    ASSIGN_OR_RETURN(dir, store->Mount(args.positional(0)));
+  }
   if (out.json) {
     cli::PrintJson(cli::Json{{"name", args.positional(0)}, {"path", dir}});
   } else {
@@ -114,6 +122,10 @@ absl::Status Mount(const cli::Args& args, const cli::Output& out) {
 
 absl::Status Umount(const cli::Args& args, const cli::Output&) {
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
+  if (std::optional<std::string> at = args.get("ro")) {
+    ASSIGN_OR_RETURN(std::string dir, graph::AbsoluteRoot(*at));
+    return store->UnmountReadOnly(args.positional(0), dir);
+  }
   return store->Unmount(args.positional(0));
 }
 
@@ -250,8 +262,15 @@ void AddLayerVerbs(cli::App& app) {
                "  graphctl label web containerd.io/gc.root=2026-11-30 team=web\n"
                "  graphctl label web team=",
                Label});
-  app.AddVerb({"mount", {"ID"}, {}, "mount layer ID and print the directory", "", Mount});
-  app.AddVerb({"umount", {"ID"}, {}, "drop a mount taken by 'mount'", "", Umount});
+  app.AddVerb({"mount", {"ID"}, {{"ro", "DIR", "mount the view read-only at DIR (an existing directory)"}},
+               "mount layer ID and print the directory",
+               "With --ro DIR the layer's view is bound read-only at DIR, e.g. to look into a\n"
+               "stopped container's layer (dmthin-docker-plugin: the layer docker inspect's\n"
+               "GraphDriver.Data names, see docs/docker.md); 'graphctl umount ID --ro DIR'\n"
+               "undoes it. The layer cannot be removed while it is mounted.",
+               Mount});
+  app.AddVerb({"umount", {"ID"}, {{"ro", "DIR", "undo 'mount --ro DIR'"}}, "drop a mount taken by 'mount'", "",
+               Umount});
   app.AddVerb({"diff", {"ID"}, {{"o", "FILE", "write to FILE (atomically) instead of stdout"}},
                "write layer ID's changes as an OCI layer tar; prints the diff id", "", Diff});
   app.AddVerb({"changes", {"ID"}, {}, "list layer ID's changes (A added, C changed, D deleted)", "", Changes});

@@ -78,7 +78,13 @@ struct LayerInfo {
 };
 
 struct ImportOptions {
-  std::string parent;  // chain id of an imported layer, "" = base
+  std::string parent;  // name of an imported layer, "" = base
+  // The layer's name; "" = its chain id. A given name is the caller's
+  // (Docker's graphdriver face: dockerd names layers by its own cache ids and
+  // keeps chain ids and references itself): importing under a name that is
+  // taken is AlreadyExists, never a second reference. The chain id is
+  // recorded either way.
+  std::string name;
   std::map<std::string, std::string> labels;
   // Called now and then with the bytes read so far from the source.
   std::function<void(uint64_t bytes)> progress;
@@ -89,6 +95,10 @@ struct CreateLayerOptions {
   // Put a Docker-style init layer between the parent and this layer
   // (active layers only).
   bool init_layer = false;
+  // The parent may be of any kind, not only committed (Docker's graphdriver
+  // face: dockerd puts a container layer on its own read-write "-init"
+  // layer). containerd's face leaves it false.
+  bool any_parent = false;
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> storage_options;
 };
@@ -200,6 +210,14 @@ class LayerStore {
   // Unmount drops that reference (driver Put).
   absl::StatusOr<std::string> Mount(const std::string& name);
   absl::Status Unmount(const std::string& name);
+
+  // Mounts `name`'s full view read-only at `target` (an existing
+  // directory): a read-only bind of the driver's mount (Mount), whose
+  // reference it holds — the layer cannot be removed meanwhile — until
+  // UnmountReadOnly(name, target). For looking into a stopped container's
+  // layer (devicemapper: its thin device's filesystem) without changing it.
+  absl::Status MountReadOnly(const std::string& name, const std::string& target);
+  absl::Status UnmountReadOnly(const std::string& name, const std::string& target);
 
   // The mounts that give `name`'s view, for callers that mount themselves;
   // read-only ("ro") for views and committed layers.
