@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<TestContainerd>> TestContainerd::Start(const std:
   auto d = Daemon::Start({"containerd", "--config", dir + "/config.toml"}, dir + "/containerd.log");
   if (!d.ok()) return d.status();
   c->daemon_ = std::move(*d);
-  if (absl::Status s = c->daemon_->WaitForListening(c->address_); !s.ok()) return s;
+  // Slow under TCG in the vm guest (~10 s on a loaded machine).
+  if (absl::Status s = c->daemon_->WaitForListening(c->address_, absl::Seconds(120)); !s.ok()) return s;
   return c;
 }
 

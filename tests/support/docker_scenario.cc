@@ -66,7 +66,10 @@ class Stack {
     ASSIGN_OR_RETURN(plugin_, Daemon::Start(argv, s_.dir + "/plugin.log"));
     absl::Status up = plugin_->WaitForListening(socket_, absl::Seconds(120));
     if (!up.ok()) return absl::InternalError(absl::StrCat(up.ToString(), "\n", plugin_->Log()));
-    if (!dockerd_) dockerd_ = std::make_unique<Dockerd>(s_.dir + "/docker", name_);
+    if (!dockerd_) {
+      dockerd_ = std::make_unique<Dockerd>(s_.dir + "/docker", name_);
+      if (s_.own_containerd) dockerd_->OwnContainerd();
+    }
     absl::Status started = dockerd_->Start();
     if (!started.ok()) return absl::InternalError(absl::StrCat(started.ToString(), "\n", plugin_->Log()));
     return absl::OkStatus();

@@ -33,6 +33,7 @@ struct DockerScenario {
   std::string image_tar;                  // BuildDockerTestImage
   std::string reference;                  // DockerVfsReference; "" = no export check
   bool run_after_restart = true;          // one more docker run after the restart
+  bool own_containerd = false;            // Dockerd::OwnContainerd (the vm guest)
 };
 
 // Runs the scenario with gtest assertions (a fatal failure returns early;

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -33,10 +34,19 @@ absl::Status Dockerd::Start() {
   if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::ErrnoError(errno, absl::StrCat("creating ", dir_));
   }
-  auto d = Daemon::Start({"dockerd", "--experimental", "--iptables=false", "--ip-masq=false", "--bridge=none",
-                          "--storage-driver=" + driver_, "-H", "unix://" + Sock(), "--data-root", dir_ + "/data",
-                          "--exec-root", dir_ + "/exec", "--pidfile", dir_ + "/docker.pid"},
-                         dir_ + "/dockerd.log");
+  std::vector<std::string> argv = {"dockerd", "--experimental", "--iptables=false", "--ip-masq=false",
+                                   "--bridge=none", "--storage-driver=" + driver_, "-H", "unix://" + Sock(),
+                                   "--data-root", dir_ + "/data", "--exec-root", dir_ + "/exec",
+                                   "--pidfile", dir_ + "/docker.pid"};
+  for (const std::string& o : storage_opts_) argv.insert(argv.end(), {"--storage-opt", o});
+  if (own_containerd_) {
+    if (::mkdir((dir_ + "/containerd").c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::ErrnoError(errno, absl::StrCat("creating ", dir_, "/containerd"));
+    }
+    ASSIGN_OR_RETURN(containerd_, TestContainerd::Start(dir_ + "/containerd", "", ""));
+    argv.push_back("--containerd=" + containerd_->address());
+  }
+  auto d = Daemon::Start(argv, dir_ + "/dockerd.log");
   if (!d.ok()) return d.status();
   daemon_ = std::move(*d);
   absl::Status up = daemon_->WaitForListening(Sock(), absl::Seconds(60));
@@ -49,6 +59,10 @@ void Dockerd::Stop() {
     daemon_->Stop(SIGTERM, absl::Seconds(60)).IgnoreError();
     daemon_.reset();
   }
+  if (containerd_) {
+    containerd_->Stop().IgnoreError();
+    containerd_.reset();
+  }
 }
 
 RunResult Dockerd::Docker(const std::vector<std::string>& args) const {
@@ -57,26 +71,20 @@ RunResult Dockerd::Docker(const std::vector<std::string>& args) const {
   return Run(argv);
 }
 
-absl::StatusOr<std::string> BuildBusyboxImage(const std::string& dir, const std::string& ref,
-                                              const std::vector<std::string>& applets,
-                                              const std::map<std::string, std::string>& files,
-                                              const std::vector<std::pair<std::string, std::string>>& extra_layers) {
+namespace {
+
+// umoci image in DIR/oci: a first layer that `fill` makes in the bundle's
+// rootfs, one more per `extra_layers` entry, then a docker-archive
+// DIR/image.tar of it (skopeo).
+absl::StatusOr<std::string> BuildImage(const std::string& dir, const std::string& ref,
+                                       const std::function<absl::Status(const std::string& rootfs)>& fill,
+                                       const std::vector<std::pair<std::string, std::string>>& extra_layers) {
   std::string oci = dir + "/oci", image = oci + ":t", bundle = dir + "/bundle", rootfs = bundle + "/rootfs";
   RETURN_IF_ERROR(RunOk({"mkdir", "-p", dir}));
   RETURN_IF_ERROR(RunOk({"umoci", "init", "--layout", oci}));
   RETURN_IF_ERROR(RunOk({"umoci", "new", "--image", image}));
   RETURN_IF_ERROR(RunOk({"umoci", "unpack", "--image", image, bundle}));
-  RETURN_IF_ERROR(RunOk({"mkdir", "-p", rootfs + "/bin"}));
-  RETURN_IF_ERROR(RunOk({"cp", "--", "/bin/busybox", rootfs + "/bin/busybox"}));
-  for (const std::string& applet : applets) {
-    if (::symlink("busybox", (rootfs + "/bin/" + applet).c_str()) != 0) {
-      return base::ErrnoError(errno, absl::StrCat("symlink /bin/", applet));
-    }
-  }
-  for (const auto& [path, content] : files) {
-    RETURN_IF_ERROR(RunOk({"mkdir", "-p", (rootfs + path).substr(0, (rootfs + path).rfind('/'))}));
-    RETURN_IF_ERROR(WriteFile(rootfs + path, content));
-  }
+  RETURN_IF_ERROR(fill(rootfs));
   RETURN_IF_ERROR(RunOk({"umoci", "repack", "--image", image, bundle}));
   for (const auto& [host_dir, path] : extra_layers) {
     RETURN_IF_ERROR(RunOk({"mkdir", "-p", (rootfs + path).substr(0, (rootfs + path).rfind('/'))}));
@@ -87,6 +95,38 @@ absl::StatusOr<std::string> BuildBusyboxImage(const std::string& dir, const std:
   std::string tar = dir + "/image.tar";
   RETURN_IF_ERROR(RunOk({"skopeo", "copy", "oci:" + image, "docker-archive:" + tar + ":" + ref}));
   return tar;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BuildBusyboxImage(const std::string& dir, const std::string& ref,
+                                              const std::vector<std::string>& applets,
+                                              const std::map<std::string, std::string>& files,
+                                              const std::vector<std::pair<std::string, std::string>>& extra_layers) {
+  auto fill = [&](const std::string& rootfs) -> absl::Status {
+    RETURN_IF_ERROR(RunOk({"mkdir", "-p", rootfs + "/bin"}));
+    RETURN_IF_ERROR(RunOk({"cp", "--", "/bin/busybox", rootfs + "/bin/busybox"}));
+    for (const std::string& applet : applets) {
+      if (::symlink("busybox", (rootfs + "/bin/" + applet).c_str()) != 0) {
+        return base::ErrnoError(errno, absl::StrCat("symlink /bin/", applet));
+      }
+    }
+    for (const auto& [path, content] : files) {
+      RETURN_IF_ERROR(RunOk({"mkdir", "-p", (rootfs + path).substr(0, (rootfs + path).rfind('/'))}));
+      RETURN_IF_ERROR(WriteFile(rootfs + path, content));
+    }
+    return absl::OkStatus();
+  };
+  return BuildImage(dir, ref, fill, extra_layers);
+}
+
+absl::StatusOr<std::string> BuildRootfsImage(const std::string& dir, const std::string& ref,
+                                             const std::string& rootfs_tar,
+                                             const std::vector<std::pair<std::string, std::string>>& extra_layers) {
+  auto fill = [&](const std::string& rootfs) {
+    return RunOk({"tar", "--numeric-owner", "-xpf", rootfs_tar, "-C", rootfs});
+  };
+  return BuildImage(dir, ref, fill, extra_layers);
 }
 
 std::string MissingDockerTools() {

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tests/support/containerd.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 
@@ -21,8 +22,15 @@ namespace testsupport {
 class Dockerd {
  public:
   // `storage_driver`: a built-in one ("vfs", "overlay2") or a plugin's name.
-  Dockerd(std::string dir, std::string storage_driver)
-      : dir_(std::move(dir)), driver_(std::move(storage_driver)) {}
+  // `storage_opts`: dockerd's --storage-opt values.
+  Dockerd(std::string dir, std::string storage_driver, std::vector<std::string> storage_opts = {})
+      : dir_(std::move(dir)), driver_(std::move(storage_driver)), storage_opts_(std::move(storage_opts)) {}
+
+  // Start containerd ourselves (TestContainerd, in DIR/containerd) and give
+  // dockerd its socket (--containerd) rather than let dockerd start one: in
+  // the vm guest under TCG containerd can take longer to answer than dockerd
+  // waits for the containerd it supervises.
+  void OwnContainerd() { own_containerd_ = true; }
   ~Dockerd() { Stop(); }
 
   // `dockerd --experimental --iptables=false --ip-masq=false --bridge=none`;
@@ -39,6 +47,9 @@ class Dockerd {
  private:
   std::string Sock() const { return dir_ + "/docker.sock"; }
   std::string dir_, driver_;
+  std::vector<std::string> storage_opts_;
+  bool own_containerd_ = false;
+  std::unique_ptr<TestContainerd> containerd_;
   std::unique_ptr<Daemon> daemon_;
 };
 
@@ -51,6 +62,13 @@ absl::StatusOr<std::string> BuildBusyboxImage(
     const std::string& dir, const std::string& ref, const std::vector<std::string>& applets,
     const std::map<std::string, std::string>& files,
     const std::vector<std::pair<std::string, std::string>>& extra_layers = {});
+
+// The same image with a first layer unpacked from `rootfs_tar` (a root
+// filesystem tarball, e.g. a debootstrap) instead of busybox, then
+// `extra_layers`.
+absl::StatusOr<std::string> BuildRootfsImage(
+    const std::string& dir, const std::string& ref, const std::string& rootfs_tar,
+    const std::vector<std::pair<std::string, std::string>>& extra_layers);
 
 // "" if dockerd, docker, skopeo, umoci and busybox are all here, else what
 // is missing.
