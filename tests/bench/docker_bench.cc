@@ -1,13 +1,23 @@
-// Benchmark: dockerd on dmthin-docker-plugin (overlay driver) against dockerd's
-// own overlay2, side by side in one run: `docker load` of a two-layer image
-// (busybox-static; a copy of /usr/share/zoneinfo, ~900 files), N × `docker
-// run --rm --network none IMAGE true`, then `docker rmi`. Each configuration
-// gets a fresh dockerd (and plugin) with its own roots in a scratch dir.
+// Benchmark: dockerd on dmthin-docker-plugin against dockerd's own storage
+// driver, side by side in one run: `docker load` of an image, N × `docker run
+// --rm --network none IMAGE true`, then `docker rmi`. Each configuration gets
+// a fresh dockerd (and plugin) with its own roots in a scratch dir.
 //
-//   build/bench/docker_bench [--runs N]      (root; default N = 20)
+//   build/bench/docker_bench [--runs N]
+//       host: the plugin on overlay vs dockerd's overlay2; the image is made
+//       here: busybox-static, then a copy of /usr/share/zoneinfo (~900 files).
+//   build/bench/docker_bench --rootfs ROOTFS.tar --image-out IMAGE.tar
+//       makes the image only: a root filesystem tarball (a debootstrap;
+//       tests/bench/graph_import.sh makes one) as first layer, then two small
+//       layers (/usr/share/zoneinfo, /etc/ssl), as a docker-archive.
+//   tests/vm/run -- build/bench/docker_bench --devicemapper --image IMAGE.tar [--runs N]
+//       in the vm guest: the plugin on devicemapper vs dockerd's own
+//       devicemapper with its loop-lvm defaults (sparse files under its data
+//       root; dm.override_udev_sync_check=true, the guest has no udev).
+//       Both pools live on the guest's tmpfs.
 //
-// Prints a markdown table (seconds; run = median and total of N) and the
-// ratio plugin / overlay2 (< 1 means the plugin is faster).
+// (root) Prints a markdown table (seconds; run = median and total of N) and
+// the ratio plugin / built-in (< 1 means the plugin is faster).
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,23 +65,31 @@ struct Row {
   double load = 0, run_median = 0, run_total = 0, rmi = 0;
 };
 
-Row Measure(const std::string& name, const std::string& dir, bool plugin, const std::string& image, int runs) {
+// `plugin_driver` "" = dockerd's own `builtin` driver (with `builtin_opts`).
+Row Measure(const std::string& name, const std::string& dir, const std::string& plugin_driver,
+            const std::string& builtin, const std::vector<std::string>& builtin_opts, const std::string& image,
+            int runs) {
   ::mkdir(dir.c_str(), 0700);
   std::unique_ptr<Daemon> plugind;
-  std::string driver = "overlay2";
+  std::string driver = builtin;
   std::string plugin_socket;
-  if (plugin) {
+  if (!plugin_driver.empty()) {
     driver = testsupport::UniqueName("dmthin-bench");
     plugin_socket = "/run/docker/plugins/" + driver + ".sock";
+    ::mkdir("/run/docker", 0700);
+    ::mkdir("/run/docker/plugins", 0700);
     auto d = Daemon::Start({testsupport::BuiltTool("dmthin-docker-plugin"), "--root", dir + "/plugin",
-                            "--socket", plugin_socket, "--driver", "overlay"},
+                            "--socket", plugin_socket, "--driver", plugin_driver},
                            dir + "/plugin.log");
     Must(d.status());
     plugind = std::move(*d);
-    Must(plugind->WaitForListening(plugin_socket), plugind->Log());
+    Must(plugind->WaitForListening(plugin_socket, absl::Seconds(120)), plugind->Log());
   }
-  testsupport::Dockerd dockerd(dir + "/docker", driver);
-  Must(dockerd.Start());
+  testsupport::Dockerd dockerd(dir + "/docker", driver, plugin_driver.empty() ? builtin_opts
+                                                                             : std::vector<std::string>{});
+  // In the vm guest (TCG) containerd is slow to answer: started here, not by dockerd.
+  if (builtin == "devicemapper" || plugin_driver == "devicemapper") dockerd.OwnContainerd();
+  Must(dockerd.Start(), plugind ? plugind->Log() : "");
   auto docker = [&](std::vector<std::string> args) { return dockerd.Docker(args); };
   Row row{name};
   double t0 = Now();
@@ -99,12 +117,23 @@ Row Measure(const std::string& name, const std::string& dir, bool plugin, const 
 
 int main(int argc, char** argv) {
   int runs = 20;
+  bool devicemapper = false;
+  std::string rootfs, image, image_out;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--devicemapper") {
+      devicemapper = true;
+    } else if (a == "--rootfs" && i + 1 < argc) {
+      rootfs = argv[++i];
+    } else if (a == "--image" && i + 1 < argc) {
+      image = argv[++i];
+    } else if (a == "--image-out" && i + 1 < argc) {
+      image_out = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: docker_bench [--runs N]\n");
+      std::fprintf(stderr,
+                   "usage: docker_bench [--runs N] [--devicemapper --image TAR] [--rootfs TAR --image-out TAR]\n");
       return 2;
     }
   }
@@ -116,22 +145,42 @@ int main(int argc, char** argv) {
     std::printf("docker_bench: skipped (%s)\n", missing.c_str());
     return 0;
   }
+  if (devicemapper && ::access("/dev/mapper/control", F_OK) != 0) {
+    std::printf("docker_bench: --devicemapper skipped (no /dev/mapper/control: run it in tests/vm/run)\n");
+    return 0;
+  }
   testsupport::ScratchDir dir("docker-bench");
-  // Layer 1 busybox-static, layer 2 a copy of /usr/share/zoneinfo.
-  auto built = testsupport::BuildBusyboxImage(dir.Sub("image"), "dmthin-bench:1", {"sh", "true"}, {},
-                                              {{"/usr/share/zoneinfo", "/usr/share/zoneinfo"}});
-  Must(built.status());
-  std::string image = *built;
-  // One each, overlay2 first.
-  Row builtin = Measure("dockerd overlay2 (built in)", dir.Sub("overlay2"), false, image, runs);
-  Row plugin = Measure("dmthin-docker-plugin, overlay", dir.Sub("plugin"), true, image, runs);
+  if (image.empty()) {
+    // Layer 1 busybox-static (or the root filesystem), then small layers.
+    auto built = rootfs.empty()
+                     ? testsupport::BuildBusyboxImage(dir.Sub("image"), "dmthin-bench:1", {"sh", "true"}, {},
+                                                      {{"/usr/share/zoneinfo", "/usr/share/zoneinfo"}})
+                     : testsupport::BuildRootfsImage(dir.Sub("image"), "dmthin-bench:1", rootfs,
+                                                     {{"/usr/share/zoneinfo", "/usr/share/zoneinfo"},
+                                                      {"/etc/ssl", "/etc/ssl"}});
+    Must(built.status());
+    image = *built;
+  }
+  if (!image_out.empty()) {
+    Must(testsupport::Run({"cp", "--", image, image_out}));
+    std::printf("docker_bench: image written to %s\n", image_out.c_str());
+    return 0;
+  }
+  // One each, the built-in driver first.
+  std::string builtin_name = devicemapper ? "dockerd devicemapper (built in, loop-lvm)" : "dockerd overlay2 (built in)";
+  Row builtin = devicemapper ? Measure(builtin_name, dir.Sub("builtin"), "", "devicemapper",
+                                       {"dm.override_udev_sync_check=true"}, image, runs)
+                             : Measure(builtin_name, dir.Sub("builtin"), "", "overlay2", {}, image, runs);
+  std::string plugin_driver = devicemapper ? "devicemapper" : "overlay";
+  Row plugin = Measure("dmthin-docker-plugin, " + plugin_driver, dir.Sub("plugin"), plugin_driver, "", {}, image,
+                       runs);
   std::printf("| storage | docker load (s) | docker run --rm true, median (s) | %d runs total (s) | docker rmi (s) |\n",
               runs);
   std::printf("|---|---:|---:|---:|---:|\n");
   for (const Row& r : {builtin, plugin}) {
     std::printf("| %s | %.3f | %.3f | %.2f | %.3f |\n", r.name.c_str(), r.load, r.run_median, r.run_total, r.rmi);
   }
-  std::printf("| plugin / overlay2 | %.2f | %.2f | %.2f | %.2f |\n", plugin.load / builtin.load,
+  std::printf("| plugin / built-in | %.2f | %.2f | %.2f | %.2f |\n", plugin.load / builtin.load,
               plugin.run_median / builtin.run_median, plugin.run_total / builtin.run_total,
               plugin.rmi / builtin.rmi);
   return 0;

@@ -16,9 +16,9 @@ $(BUILD)/tests/host/docker_volume_test: | $(BUILD)/bin/dmthin-docker-plugin
 $(BUILD)/tests/host/docker_volume_test: TEST_LDLIBS += $(call pkglibs,cpp-httplib)
 $(BUILD)/tests/host/docker_dockerd_test: | $(BUILD)/bin/dmthin-docker-plugin
 
-# tests/bench/docker_bench starts dockerd (and the plugin) with the tests'
-# Daemon helper.
-DOCKER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,daemon dockerd process scratch_dir)
-$(BUILD)/bench/docker_bench: $(DOCKER_BENCH_SUPPORT) | $(BUILD)/bin/dmthin-docker-plugin
-$(BUILD)/bench/docker_bench: LDLIBS := $(DOCKER_BENCH_SUPPORT) $(BUILD)/lib/libdmbase.a $(LDLIBS)
+# tests/bench/docker_bench starts dockerd (and the plugin, and in the vm
+# containerd) with the tests' helpers.
+DOCKER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd daemon dockerd graph_tar process scratch_dir)
+$(BUILD)/bench/docker_bench: $(DOCKER_BENCH_SUPPORT) $(BUILD)/lib/libgraph.a | $(BUILD)/bin/dmthin-docker-plugin
+$(BUILD)/bench/docker_bench: LDLIBS := $(DOCKER_BENCH_SUPPORT) $(BUILD)/lib/libgraph.a $(BUILD)/lib/libdmbase.a $(LDLIBS)
 $(BUILD)/obj/tests/bench/docker_bench.o: CXXFLAGS += $(call pkgcflags,absl_time)
