@@ -20,6 +20,14 @@ extern char** environ;
 static const char kTime[] = "/usr/bin/time";
 
 int bench_run_child(char* const argv[], double* ms, long* max_rss_kib) {
+  struct bench_child_usage u = {0, 0, 0};
+  int rc = bench_run_child_usage(argv, &u);
+  if (ms) *ms = u.wall_ms;
+  if (max_rss_kib) *max_rss_kib = u.max_rss_kib;
+  return rc;
+}
+
+int bench_run_child_usage(char* const argv[], struct bench_child_usage* usage) {
   char out[64];
   snprintf(out, sizeof out, "/tmp/bench-child-%d.rss", (int)getpid());
   const int timed = access(kTime, X_OK) == 0;
@@ -28,7 +36,7 @@ int bench_run_child(char* const argv[], double* ms, long* max_rss_kib) {
   if (timed) {
     args[n++] = (char*)kTime;
     args[n++] = (char*)"-f";
-    args[n++] = (char*)"%M";
+    args[n++] = (char*)"%M %U %S";
     args[n++] = (char*)"-o";
     args[n++] = out;
   }
@@ -50,20 +58,23 @@ int bench_run_child(char* const argv[], double* ms, long* max_rss_kib) {
     if (errno != EINTR) return -errno;
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  if (ms) *ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-  if (max_rss_kib) {
-    *max_rss_kib = ru.ru_maxrss;
+  if (usage) {
+    usage->wall_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    usage->max_rss_kib = ru.ru_maxrss;
+    usage->cpu_ms = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+                    (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
     FILE* f = timed ? fopen(out, "r") : NULL;
-    long kib = 0;
-    /* time writes "Command exited with non-zero status N" first on failure. */
+    /* time writes "Command exited with non-zero status N" first on failure;
+     * the last line is "%M %U %S". */
     char line[256];
+    long kib = 0;
+    double user = 0, sys = 0;
+    int got = 0;
     while (f && fgets(line, sizeof line, f)) {
-      char* end;
-      long v = strtol(line, &end, 10);
-      if (end != line) kib = v;
+      if (sscanf(line, "%ld %lf %lf", &kib, &user, &sys) == 3) got = 1;
     }
     if (f) fclose(f);
-    if (kib > 0) *max_rss_kib = kib;
+    if (got && kib > 0) usage->max_rss_kib = kib;
   }
   if (timed) unlink(out);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
