@@ -3,7 +3,7 @@
 #
 # Import benchmark for the graph archive path: builds a real root filesystem
 # tarball once (debootstrap --variant=minbase bookworm, tarred with GNU tar),
-# then times graph::ApplyLayer against `tar -x` of the same file, on the
+# then times graph::ApplyLayer and graphctl import against `tar -x` of the same file, on the
 # build folder's filesystem and on a tmpfs (/dev/shm), and prints the
 # overlay mount-time-vs-depth table. Needs root and the Debian mirror.
 set -euo pipefail
@@ -21,7 +21,7 @@ if [ ! -s "$out/rootfs.tar" ]; then
   tar --numeric-owner --xattrs -C "$out/rootfs" -cf "$out/rootfs.tar" .
   rm -rf "$out/rootfs"
 fi
-make -s "$BUILD/bench/graph_import_bench" "$BUILD/bench/graph_overlay_mount_bench"
+make -s "$BUILD/bench/graph_import_bench" "$BUILD/bench/graph_overlay_mount_bench" "$BUILD/bin/graphctl"
 echo "== on $(df --output=fstype "$out" | tail -1) ($out)"
 "$BUILD/bench/graph_import_bench" --runs "$runs" "$out/rootfs.tar"
 shm=$(mktemp -d /dev/shm/graph-bench.XXXXXX)
