@@ -2,7 +2,9 @@
 // (a libvolume store on a loop-mounted btrfs made by the test), driven over
 // HTTP as dockerd drives it, then by a real, stock dockerd on overlay2:
 // docker volume create -d NAME -o size=64M, a container writes, a second one
-// reads, a write past 64 MiB fails and a later small write succeeds.
+// reads, a write past 64 MiB fails and a later small write succeeds;
+// --volumes-from with one container stopping; a restart of plugin and
+// dockerd keeps volumes and data.
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -70,6 +72,9 @@ class DockerVolumeTest : public ::testing::Test {
     socket_ = "/run/docker/plugins/" + name_ + ".sock";
     ::mkdir("/run/docker", 0700);
     ::mkdir("/run/docker/plugins", 0700);
+    StartPlugin();
+  }
+  void StartPlugin() {
     auto d = Daemon::Start({testsupport::BuiltTool("dmthin-docker-plugin"), "--volume-root",
                             fs_->path() + "/volumes", "--socket", socket_},
                            dir_->Sub("plugin.log"));
@@ -77,6 +82,10 @@ class DockerVolumeTest : public ::testing::Test {
     plugin_ = std::move(*d);
     absl::Status up = plugin_->WaitForListening(socket_);
     ASSERT_TRUE(up.ok()) << up << "\n" << plugin_->Log();
+  }
+  uint64_t MountRefs(const std::string& volume) {
+    Json refs = Call("VolumeDriver.Get", {{"Name", volume}}).json["Volume"]["Status"]["mount_refs"];
+    return refs.is_number() ? refs.get<uint64_t>() : 999;
   }
   void TearDown() override {
     if (dockerd_) dockerd_->Stop();
@@ -166,6 +175,64 @@ TEST_F(DockerVolumeTest, StockDockerdOnOverlay2) {
   RunResult rm = docker({"volume", "rm", "v1"});
   EXPECT_TRUE(rm.ok()) << rm.Describe();
   EXPECT_EQ(Call("VolumeDriver.List", nullptr).json["Volumes"].size(), 0u);
+}
+
+// Two containers share a volume (--volumes-from): one stops, the other keeps
+// its mount and the count follows; then plugin and dockerd restart and the
+// volume and its data are still there.
+TEST_F(DockerVolumeTest, VolumesFromAndRestart) {
+  std::string missing = testsupport::MissingDockerTools();
+  if (!missing.empty()) GTEST_SKIP() << missing;
+  auto image = testsupport::BuildBusyboxImage(dir_->Sub("image"), "dmthin-vol:1",
+                                              {"sh", "cat", "echo", "sleep"}, {});
+  ASSERT_TRUE(image.ok()) << image.status();
+  dockerd_ = std::make_unique<testsupport::Dockerd>(dir_->Sub("docker"), "overlay2");
+  absl::Status up = dockerd_->Start();
+  if (!up.ok()) GTEST_SKIP() << "dockerd on overlay2 does not start here: " << up;
+  auto docker = [&](std::vector<std::string> args) { return dockerd_->Docker(args); };
+  ASSERT_TRUE(docker({"load", "-i", *image}).ok());
+  RunResult create = docker({"volume", "create", "-d", name_, "-o", "size=64M", "shared"});
+  ASSERT_TRUE(create.ok()) << create.Describe() << plugin_->Log();
+
+  RunResult a = docker({"run", "-d", "--name", "ca", "--network", "none", "-v", "shared:/data",
+                        "dmthin-vol:1", "sh", "-c", "echo from-a > /data/a && exec sleep 600"});
+  ASSERT_TRUE(a.ok()) << a.Describe() << plugin_->Log();
+  RunResult b = docker({"run", "-d", "--name", "cb", "--network", "none", "--volumes-from", "ca",
+                        "dmthin-vol:1", "sleep", "600"});
+  ASSERT_TRUE(b.ok()) << b.Describe() << plugin_->Log();
+  EXPECT_EQ(MountRefs("shared"), 2u) << "one reference per container";
+
+  RunResult stop = docker({"stop", "-t", "1", "ca"});
+  ASSERT_TRUE(stop.ok()) << stop.Describe();
+  EXPECT_EQ(MountRefs("shared"), 1u) << "a stopped";
+  RunResult read = docker({"exec", "cb", "cat", "/data/a"});
+  ASSERT_TRUE(read.ok()) << read.Describe();
+  EXPECT_EQ(read.out, "from-a\n") << "b keeps its mount";
+  RunResult write = docker({"exec", "cb", "sh", "-c", "echo from-b > /data/b"});
+  ASSERT_TRUE(write.ok()) << write.Describe();
+  ASSERT_TRUE(docker({"rm", "-f", "cb"}).ok());
+  EXPECT_EQ(MountRefs("shared"), 0u) << "b removed";
+  ASSERT_TRUE(docker({"rm", "ca"}).ok());
+
+  // Restart both: the registry is on disk, the data in the volume.
+  dockerd_->Stop();
+  ASSERT_TRUE(plugin_->Stop(SIGTERM).ok());
+  plugin_.reset();
+  ::unlink(socket_.c_str());
+  StartPlugin();
+  if (HasFatalFailure()) return;
+  up = dockerd_->Start();
+  ASSERT_TRUE(up.ok()) << up;
+  RunResult ls = docker({"volume", "ls", "-q"});
+  ASSERT_TRUE(ls.ok()) << ls.Describe();
+  EXPECT_NE(ls.out.find("shared"), std::string::npos) << ls.out;
+  RunResult again = docker({"run", "--rm", "--network", "none", "-v", "shared:/data", "dmthin-vol:1",
+                            "cat", "/data/a", "/data/b"});
+  ASSERT_TRUE(again.ok()) << again.Describe() << plugin_->Log();
+  EXPECT_EQ(again.out, "from-a\nfrom-b\n");
+  EXPECT_EQ(MountRefs("shared"), 0u);
+  RunResult rm = docker({"volume", "rm", "shared"});
+  EXPECT_TRUE(rm.ok()) << rm.Describe();
 }
 
 TEST_F(DockerVolumeTest, PodmanThroughContainersConf) {
