@@ -1,5 +1,5 @@
-// Benchmark: graph drivers side by side — devicemapper (thin snapshots) and
-// overlay — on the same backing store, in one run (meant for the vm tier:
+// Benchmark: graph drivers side by side — devicemapper (thin snapshots),
+// overlay and zfs (a clone per layer; with --modules zfs) — on the same backing store, in one run (meant for the vm tier:
 // `tests/bench/devmapper/run` boots it with tests/vm/run).
 //
 //   build/bench/graph_driver_bench [--runs N] [--dir SCRATCH] [--drivers a,b]
@@ -177,8 +177,8 @@ void DropCaches() {
   std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
 }
 
-// Runs fio (argv, no shell); returns its stdout.
-absl::StatusOr<std::string> RunFio(const std::vector<std::string>& args) {
+// Runs a program (argv, no shell: fio, zpool); returns its stdout.
+absl::StatusOr<std::string> RunCapture(const std::vector<std::string>& args) {
   int out[2];
   if (::pipe(out) != 0) return absl::InternalError("pipe");
   pid_t pid = ::fork();
@@ -201,7 +201,7 @@ absl::StatusOr<std::string> RunFio(const std::vector<std::string>& args) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat("fio exited with status ", status));
+    return absl::InternalError(absl::StrCat(args[0], " exited with status ", status));
   }
   return text;
 }
@@ -224,14 +224,14 @@ absl::StatusOr<FioResult> FioJob(const std::string& dir, const std::string& name
     args.push_back(absl::StrCat("--runtime=", runtime_s));
   }
   bool direct = true;
-  absl::StatusOr<std::string> text = RunFio([&] {
+  absl::StatusOr<std::string> text = RunCapture([&] {
     auto a = args;
     a.push_back("--direct=1");
     return a;
   }());
   if (!text.ok()) {  // the filesystem refused O_DIRECT: buffered
     direct = false;
-    text = RunFio(args);
+    text = RunCapture(args);
   }
   if (!text.ok()) return text.status();
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
@@ -339,6 +339,8 @@ std::map<std::string, std::string> OptionsFor(const std::string& driver, const D
     const char* api = std::getenv("GRAPH_BENCH_OVERLAY_API");
     return {{"overlay.mount_api", api != nullptr ? api : "legacy"}};
   }
+  // The driver's own pool on a sparse file on the same ext4 (as loop-lvm).
+  if (driver == "zfs") return {{"zfs.poolsize", "12G"}};
   return {};
 }
 
@@ -486,6 +488,7 @@ struct Bench {
   std::unique_ptr<DirectPool> direct;  // devicemapper-direct only; outlives d
   std::unique_ptr<graph::Driver> d;
   std::string top;
+  std::string root;  // the base root OpenDriver was given
   DriverResult result;
   std::unique_ptr<BareDm> bare;  // devicemapper variants: the bare kernel steps
   DriverResult bare_result;
@@ -503,6 +506,7 @@ absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch
   // OpenDriver roots each driver at base/<driver>: keep the two devicemappers apart.
   std::string root = b.direct ? base + "/direct" : base;
   ::mkdir(root.c_str(), 0700);
+  b.root = root;
   auto opened = graph::OpenDriver(driver, root, OptionsFor(b.name, b.direct.get()));
   if (!opened.ok()) return opened.status();
   b.d = std::move(*opened);
@@ -586,6 +590,15 @@ absl::Status TearDown(Bench& b) {
   absl::Status s = b.d->Cleanup();
   b.d.reset();
   b.direct.reset();
+  if (b.name == "zfs") {
+    // The pool the driver made stays imported: destroy it with the bench.
+    std::string pool;
+    std::ifstream(b.root + "/zfs/zpool.name") >> pool;
+    if (!pool.empty()) {
+      auto destroyed = RunCapture({"zpool", "destroy", "-f", pool});
+      if (!destroyed.ok() && s.ok()) s = destroyed.status();
+    }
+  }
   return s;
 }
 
@@ -595,6 +608,8 @@ int main(int argc, char** argv) {
   int runs = 20;
   std::string scratch = "/tmp";
   std::vector<std::string> drivers = {"devicemapper", "devicemapper-direct", "overlay"};
+  // zfs where its module is loaded (tests/vm/run --modules zfs).
+  if (::access("/dev/zfs", F_OK) == 0) drivers.push_back("zfs");
   std::string fio_size = "256M";
   int fio_runtime = 10;
   bool fio = true;
@@ -715,7 +730,7 @@ int main(int argc, char** argv) {
                   ratio(r.ops.get, b.ops.get), ratio(r.ops.put, b.ops.put), ratio(r.ops.remove, b.ops.remove));
     }
   }
-  for (const char* dm : {"devicemapper", "devicemapper-direct"}) {
+  for (const char* dm : {"devicemapper", "devicemapper-direct", "zfs"}) {
     if (prepare.count(dm) && prepare.count("overlay") && prepare["overlay"] > 0) {
       std::printf("\n%s prepare / overlay prepare = %.2fx (median; target <= 3x)\n", dm,
                   prepare[dm] / prepare["overlay"]);
