@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,24 @@ bool WriteSmall(const std::string& path) {
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Runs `fn` on a fresh store in a child with DMTHIN_FAILPOINT=`failpoint`
+// and expects the child to end there (exit 77).
+void CrashAt(const StoreOptions& options, const char* failpoint,
+             const std::function<bool(VolumeStore&)>& fn) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("DMTHIN_FAILPOINT", failpoint, 1);
+    auto store = VolumeStore::Open(options);
+    if (!store.ok()) ::_exit(2);
+    ::_exit(fn(**store) ? 0 : 3);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  ASSERT_EQ(WEXITSTATUS(wstatus), 77) << "the failpoint " << failpoint << " was not reached";
 }
 
 class VolumeBtrfsTest : public ::testing::Test {
@@ -324,19 +343,10 @@ TEST_P(VolumeCrashTest, CheckRepairIsClean) {
     ASSERT_TRUE(store);
     ASSERT_TRUE(store->Create("v", co).ok());
   }
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::setenv("DMTHIN_FAILPOINT", c.failpoint, 1);
-    auto store = VolumeStore::Open(Options());
-    if (!store.ok()) ::_exit(2);
-    absl::Status st = c.remove ? (*store)->Remove("v") : (*store)->Create("v", co).status();
-    ::_exit(st.ok() ? 0 : 3);
-  }
-  int wstatus = 0;
-  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
-  ASSERT_TRUE(WIFEXITED(wstatus));
-  ASSERT_EQ(WEXITSTATUS(wstatus), 77) << "the failpoint was not reached";
+  CrashAt(Options(), c.failpoint, [&](VolumeStore& s) {
+    return c.remove ? s.Remove("v").ok() : s.Create("v", co).ok();
+  });
+  if (HasFatalFailure()) return;
 
   auto store = OpenStore();
   ASSERT_TRUE(store);
@@ -367,18 +377,8 @@ TEST_F(VolumeBtrfsTest, CrashDuringGrowIsFinishedByRepair) {
   for (const char* fp : {"volume_grow_after_intent", "volume_grow_after_act"}) {
     SCOPED_TRACE(fp);
     size += 16 * kMiB;
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::setenv("DMTHIN_FAILPOINT", fp, 1);
-      auto store = VolumeStore::Open(Options());
-      if (!store.ok()) ::_exit(2);
-      ::_exit((*store)->Grow("v", size).ok() ? 0 : 3);
-    }
-    int wstatus = 0;
-    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
-    ASSERT_TRUE(WIFEXITED(wstatus));
-    ASSERT_EQ(WEXITSTATUS(wstatus), 77) << "the failpoint was not reached";
+    CrashAt(Options(), fp, [size](VolumeStore& s) { return s.Grow("v", size).ok(); });
+    if (HasFatalFailure()) return;
     auto store = OpenStore();
     ASSERT_TRUE(store);
     EXPECT_EQ(store->Get("v")->size_bytes, size - 16 * kMiB) << "recorded only when done";
