@@ -16,11 +16,13 @@
 //  - the new mount API (fsopen/fsconfig/fsmount/move_mount) adding each
 //    lower with fsconfig("lowerdir+") (Linux ≥ 6.8): no length limit, no
 //    process-wide state, the default where the kernel has it;
-//  - mount(2) from a child process that chdir()s to <root> first, naming
-//    every layer by its 4-character link ("l/XXXX", 7 bytes with the
-//    separator), so 500 lowers take 3.5 KB and still fit one 4 KiB page with
-//    upperdir=l/XXXX and workdir=l/XXXX/../work. A child process, because
-//    the working directory is process-wide state a library must not touch.
+//  - mount(2) from a thread of its own that unshare(CLONE_FS)s and chdir()s
+//    to <root> first (containerd's way), naming every layer by its
+//    4-character link ("l/XXXX", 7 bytes with the separator), so 500 lowers
+//    take 3.5 KB and still fit one 4 KiB page with upperdir=l/XXXX and
+//    workdir=l/XXXX/../work. After the unshare the working directory is that
+//    thread's alone: the process's stays where it was, and no process is
+//    forked from a library whose process runs other threads.
 // `overlay.mount_api=auto|new|legacy` picks one (tests run both).
 //
 // Native diff: the upper dir is the layer's diff only while overlay keeps
@@ -32,11 +34,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
-#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -48,6 +50,8 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -136,7 +140,9 @@ struct MountPlan {
   bool read_only = false;
 };
 
-// mount(2) from a child that chdir()s to `root`.
+// mount(2) with options relative to `root`, from a thread that has its own
+// working directory (unshare(CLONE_FS)) and chdir()s there; the thread ends
+// with the mount, taking its fs context with it.
 absl::Status MountLegacy(const std::string& root, const MountPlan& plan, const std::string& target) {
   std::string data = absl::StrCat("lowerdir=", absl::StrJoin(plan.lowers, ":"));
   if (!plan.upper.empty()) absl::StrAppend(&data, ",upperdir=", plan.upper, ",workdir=", plan.work);
@@ -147,21 +153,23 @@ absl::Status MountLegacy(const std::string& root, const MountPlan& plan, const s
                                                    " bytes exceed the ", page, "-byte page"));
   }
   unsigned long flags = plan.read_only ? MS_RDONLY : 0;
-  pid_t pid = ::fork();
-  if (pid < 0) return base::ErrnoError(errno, "fork for overlay mount");
-  if (pid == 0) {
-    if (::chdir(root.c_str()) != 0) ::_exit(errno & 0xff);
-    if (::mount("overlay", target.c_str(), "overlay", flags, data.c_str()) != 0) ::_exit(errno & 0xff);
-    ::_exit(0);
+  absl::Status status;
+  auto mount_there = [&] {
+    if (::unshare(CLONE_FS) != 0) {
+      status = base::ErrnoError(errno, "unshare(CLONE_FS) for the overlay mount");
+    } else if (::chdir(root.c_str()) != 0) {
+      status = base::ErrnoError(errno, absl::StrCat("chdir ", root, " for the overlay mount"));
+    } else if (::mount("overlay", target.c_str(), "overlay", flags, data.c_str()) != 0) {
+      status = base::ErrnoError(errno, absl::StrCat("mount overlay on ", target, " (", data.size(),
+                                                    " bytes of options)"));
+    }
+  };
+  try {
+    std::thread(mount_there).join();
+  } catch (const std::system_error& e) {
+    return base::ErrnoError(e.code().value(), "starting the overlay mount thread");
   }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return base::ErrnoError(errno, "waiting for the mount helper");
-  }
-  if (!WIFEXITED(status)) return absl::InternalError("overlay mount helper died");
-  int err = WEXITSTATUS(status);
-  if (err != 0) return base::ErrnoError(err, absl::StrCat("mount overlay on ", target, " (", data.size(), " bytes of options)"));
-  return absl::OkStatus();
+  return status;
 }
 
 absl::Status FsConfig(int fd, const char* key, const std::string& value) {

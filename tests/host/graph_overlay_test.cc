@@ -1,6 +1,6 @@
 // Host tests of the overlay driver on the host kernel's overlayfs, run with
 // both mount paths: the new mount API (fsconfig lowerdir+) and mount(2) with
-// short l/ links from a child process.
+// short l/ links from a thread with its own working directory.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -258,11 +258,20 @@ TEST_P(OverlayTest, FiveHundredLayerStackMountsAndReads) {
     Apply(id, parent, BuildTar(entries));
     parent = id;
   }
-  // The top image layer needs all 500 as lowers: the kernel's maximum.
+  // The top image layer needs all 500 as lowers: the kernel's maximum. Named
+  // by absolute path they take far more than mount(2)'s one page of options.
+  EXPECT_GT(kLayers * (base_.path().size() + sizeof("/l/XXXX")), 4096u);
+  char cwd_before[4096];
+  ASSERT_NE(getcwd(cwd_before, sizeof cwd_before), nullptr);
   auto t0 = std::chrono::steady_clock::now();
   auto dir = driver_->Get(parent, "");
   auto t1 = std::chrono::steady_clock::now();
   ASSERT_TRUE(dir.ok()) << dir.status();
+  // No mount path touches the process's working directory (legacy chdir()s
+  // only in its own thread, after unshare(CLONE_FS)).
+  char cwd_after[4096];
+  ASSERT_NE(getcwd(cwd_after, sizeof cwd_after), nullptr);
+  EXPECT_STREQ(cwd_before, cwd_after);
   for (int i = 0; i < kLayers; ++i) {
     ASSERT_EQ(ReadFileOrEmpty(absl::StrCat(*dir, "/files/f", i)), absl::StrCat("content ", i));
   }
