@@ -249,6 +249,22 @@ TEST_F(Ext4Test, BadInput) {
   EXPECT_FALSE(IdentifyFilesystem(dir_ + "/missing").ok());
 }
 
+// A real libext2fs failure (ext2fs_initialize: 1024 inodes of 1 KiB each
+// leave no room in 1 MiB) reads as com_err's text for the code, never as
+// "Unknown code ext2 44" (the ext2 error table was not registered before
+// error_message(): issue #11 item 8).
+TEST_F(Ext4Test, Ext2fsErrorsAreReadable) {
+  Ext4Options crowded;
+  crowded.block_size = 1024;
+  crowded.inode_size = 1024;
+  crowded.bytes_per_inode = 1024;
+  absl::Status made = MakeExt4(Sparse("crowded", 1 << 20), crowded);
+  ASSERT_FALSE(made.ok());
+  EXPECT_NE(made.message().find("ext2fs_initialize"), std::string::npos) << made;
+  EXPECT_NE(made.message().find("Not enough space to build proposed filesystem"), std::string::npos) << made;
+  EXPECT_EQ(made.message().find("Unknown code"), std::string::npos) << made;
+}
+
 // Above 2^32 blocks (16 TiB at 4 KiB) the block count's high word was
 // dropped (set before the 64bit feature): a 20 TiB device got a 4 TiB
 // filesystem, and exactly 16 TiB failed with "Unknown code ext2 71".
