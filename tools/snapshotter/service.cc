@@ -8,16 +8,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "base/utf8.h"
 
 namespace snapshotter {
 namespace {
 
 // One line on stderr per failed call: what was asked, and why it failed.
 // NotFound and AlreadyExists are routine answers to containerd (it probes
-// with Stat and Prepare) and are not logged.
+// with Stat and Prepare) and are not logged. The key is the client's bytes:
+// escaped, so a newline in it cannot forge a log line.
 grpc::Status Reply(const char* method, const std::string& key, const absl::Status& status) {
   if (!status.ok() && !absl::IsNotFound(status) && !absl::IsAlreadyExists(status)) {
-    std::cerr << "dmthin-snapshotter: " << method << " \"" << key << "\": " << status << "\n";
+    std::cerr << "dmthin-snapshotter: " << method << " \"" << base::EscapeForText(key) << "\": "
+              << base::EscapeForText(status.ToString()) << "\n";
   }
   return ToGrpc(status);
 }
@@ -91,7 +94,10 @@ absl::Status SnapshotsService::Create(const std::string& key, const std::string&
   if (!specs.ok()) {
     // The caller gets no mounts, so it will not use the layer: take it back.
     absl::Status undo = store_->Remove(key);
-    if (!undo.ok()) std::cerr << "dmthin-snapshotter: removing \"" << key << "\" after failed mounts: " << undo << "\n";
+    if (!undo.ok()) {
+      std::cerr << "dmthin-snapshotter: removing \"" << base::EscapeForText(key)
+                << "\" after failed mounts: " << base::EscapeForText(undo.ToString()) << "\n";
+    }
     return specs.status();
   }
   FillMounts(*specs, mounts);
@@ -148,21 +154,26 @@ grpc::Status SnapshotsService::Update(grpc::ServerContext*, const api::UpdateSna
 
 grpc::Status SnapshotsService::List(grpc::ServerContext*, const api::ListSnapshotsRequest* request,
                                     grpc::ServerWriter<api::ListSnapshotsResponse>* writer) {
+  return List(*request, [writer](const api::ListSnapshotsResponse& batch) { return writer->Write(batch); });
+}
+
+grpc::Status SnapshotsService::List(const api::ListSnapshotsRequest& request,
+                                    const std::function<bool(const api::ListSnapshotsResponse&)>& write) {
   // containerd's filters, any of which matches (graph/filter.h); Walk calls
   // back without holding the store's locks, so a slow client stalls no one.
-  std::vector<std::string> filters(request->filters().begin(), request->filters().end());
+  std::vector<std::string> filters(request.filters().begin(), request.filters().end());
   // containerd's own service streams batches of 100.
   constexpr int kBatch = 100;
   api::ListSnapshotsResponse batch;
   absl::Status status = store_->Walk(filters, [&](const graph::LayerInfo& layer) -> absl::Status {
     FillInfo(layer, batch.add_info());
     if (batch.info_size() == kBatch) {
-      if (!writer->Write(batch)) return absl::CancelledError("client went away");
+      if (!write(batch)) return absl::CancelledError("client went away");
       batch.Clear();
     }
     return absl::OkStatus();
   });
-  if (status.ok() && batch.info_size() > 0 && !writer->Write(batch)) {
+  if (status.ok() && batch.info_size() > 0 && !write(batch)) {
     status = absl::CancelledError("client went away");
   }
   return Reply("List", absl::StrJoin(filters, " | "), status);
@@ -183,7 +194,9 @@ grpc::Status SnapshotsService::Cleanup(grpc::ServerContext*, const api::CleanupR
   // layers nobody owns); operations in progress elsewhere are left alone.
   absl::StatusOr<graph::CheckReport> report = store_->Check(/*repair=*/true);
   if (report.ok()) {
-    for (const std::string& r : report->repaired) std::cerr << "dmthin-snapshotter: Cleanup: " << r << "\n";
+    for (const std::string& r : report->repaired) {
+      std::cerr << "dmthin-snapshotter: Cleanup: " << base::EscapeForText(r) << "\n";
+    }
   }
   return Reply("Cleanup", "", report.status());
 }

@@ -2,9 +2,13 @@
 // (containerd.services.snapshots.v1.Snapshots) over one graph::LayerStore.
 // containerd keys and names are the store's layer names as they come
 // (containerd prefixes them with the namespace: "default/12/sha256:...");
-// the drivers see only the store's cache ids, never a key.
+// the drivers see only the store's cache ids, never a key. No handler uses
+// its ServerContext: each may be called with nullptr (the fuzz target,
+// tests/fuzz/snapshotter_service_fuzz.cc, does).
 #ifndef DMTHIN_TOOLS_SNAPSHOTTER_SERVICE_H_
 #define DMTHIN_TOOLS_SNAPSHOTTER_SERVICE_H_
+
+#include <functional>
 
 #include "absl/status/status.h"
 #include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -41,6 +45,10 @@ class SnapshotsService final : public api::Snapshots::Service {
                       api::UpdateSnapshotResponse* response) override;
   grpc::Status List(grpc::ServerContext*, const api::ListSnapshotsRequest* request,
                     grpc::ServerWriter<api::ListSnapshotsResponse>* writer) override;
+  // List's work with the stream as a callback (false: the client went
+  // away), so tests and the fuzz target drive it without a server.
+  grpc::Status List(const api::ListSnapshotsRequest& request,
+                    const std::function<bool(const api::ListSnapshotsResponse&)>& write);
   grpc::Status Usage(grpc::ServerContext*, const api::UsageRequest* request,
                      api::UsageResponse* response) override;
   grpc::Status Cleanup(grpc::ServerContext*, const api::CleanupRequest* request,
