@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -119,9 +120,20 @@ class Fixture {
   std::string clean_;
 };
 
+Fixture* the_fixture = nullptr;
+
+// libFuzzer ends with exit(): the store and its directory go with it.
+void RemoveFixture() {
+  delete the_fixture;
+  the_fixture = nullptr;
+}
+
 Fixture& TheFixture() {
-  static Fixture* fixture = new Fixture();  // lives as long as the process
-  return *fixture;
+  if (the_fixture == nullptr) {
+    the_fixture = new Fixture();
+    std::atexit(RemoveFixture);
+  }
+  return *the_fixture;
 }
 
 // Parses `bytes` into a request of type R and calls `call` with it; false if
