@@ -99,16 +99,22 @@ $(BUILD)/obj/%.o: %.c
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# Library objects export only their public headers' declarations
+# (base/export.h; graph.h for the C ABI); each .so resolves every symbol
+# at link time (--no-undefined) and exports only its own namespaces and C
+# calls (exports.map drops std and absl code instantiated inside).
 define LIBRARY_RULES
+$(call objs,$($(1)_SRCS)): CXXFLAGS += -fvisibility=hidden
 $(BUILD)/lib/lib$(1).a: $(call objs,$($(1)_SRCS))
 	@mkdir -p $$(@D)
 	$$(call say,AR,$$@)
 	$(Q)rm -f $$@ && ar rcs $$@ $$^
 
-$(BUILD)/lib/lib$(1).so: $(call objs,$($(1)_SRCS)) $(foreach d,$($(1)_DEPS),$(BUILD)/lib/lib$(d).so)
+$(BUILD)/lib/lib$(1).so: $(call objs,$($(1)_SRCS)) $(foreach d,$($(1)_DEPS),$(BUILD)/lib/lib$(d).so) exports.map
 	@mkdir -p $$(@D)
 	$$(call say,LD,$$@)
-	$(Q)$(CXX) -shared -Wl,-soname,lib$(1).so.$(or $($(1)_VERSION),0) $(LDFLAGS) \
+	$(Q)$(CXX) -shared -Wl,-soname,lib$(1).so.$(or $($(1)_VERSION),0) -Wl,--no-undefined \
+	  -Wl,--version-script=exports.map $(LDFLAGS) \
 	  -o $$@.$(or $($(1)_VERSION),0) $(call objs,$($(1)_SRCS)) \
 	  -L$(BUILD)/lib $(foreach d,$($(1)_DEPS),-l$(d)) $(LDLIBS)
 	$(Q)ln -sf lib$(1).so.$(or $($(1)_VERSION),0) $$@

@@ -26,6 +26,12 @@
 extern "C" {
 #endif
 
+/* libgraph.so is built with -fvisibility=hidden: what this header declares
+ * is all it exports (with the C++ API of graph/include/graph/). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define GRAPH_ABI_VERSION 2
 
 typedef enum graph_error {
@@ -251,6 +257,10 @@ enum {
  * how many problems were found; *report (may be NULL) a human-readable
  * report. */
 int graph_check(graph_store* store, int repair, size_t* problems, char** report);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

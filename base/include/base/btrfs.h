@@ -10,7 +10,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base::btrfs {
 
 // OK if `path` lives on a btrfs filesystem (statfs magic). Otherwise
@@ -62,5 +64,6 @@ struct QgroupUsage {
 absl::StatusOr<QgroupUsage> GetQgroupUsage(const std::string& path);
 
 }  // namespace base::btrfs
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_BTRFS_H_

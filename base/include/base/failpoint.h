@@ -6,7 +6,9 @@
 #define DMTHIN_BASE_FAILPOINT_H_
 
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base {
 
 // True if DMTHIN_FAILPOINT names `name`.
@@ -15,5 +17,6 @@ bool FailpointIs(absl::string_view name);
 void Failpoint(absl::string_view name);
 
 }  // namespace base
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_FAILPOINT_H_

@@ -6,8 +6,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/export.h"
 #include "base/unique_fd.h"
 
+DMTHIN_API_BEGIN
 namespace base {
 
 class FileLock {
@@ -22,5 +24,6 @@ class FileLock {
 };
 
 }  // namespace base
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_FILE_LOCK_H_

@@ -11,7 +11,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base {
 
 // openat2 of `path` ("" = the directory itself) strictly beneath `dirfd`:
@@ -73,5 +75,6 @@ absl::StatusOr<std::string> BackingFsName(const std::string& path);
 absl::StatusOr<bool> IsMountPoint(const std::string& path);
 
 }  // namespace base
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_FSUTIL_H_

@@ -9,7 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base {
 
 // Bytes denoted by `text`; InvalidArgument naming the text when it is empty,
@@ -20,5 +22,6 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text);
 std::string FormatSize(uint64_t bytes);
 
 }  // namespace base
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_SIZE_H_

@@ -12,7 +12,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base::sqlite {
 
 class Stmt;
@@ -94,5 +96,6 @@ class Transaction {
 };
 
 }  // namespace base::sqlite
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_SQLITE_H_

@@ -13,7 +13,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base {
 
 // A status for a failed system call: code mapped from `err`, message
@@ -37,6 +39,7 @@ inline bool HasErrno(const absl::Status& status, int err) {
 absl::Status Annotate(const absl::Status& status, absl::string_view context);
 
 }  // namespace base
+DMTHIN_API_END
 
 // RETURN_IF_ERROR(expr): returns expr's status from the enclosing function if
 // it is not OK.

@@ -6,6 +6,9 @@
 
 #include <utility>
 
+#include "base/export.h"
+
+DMTHIN_API_BEGIN
 namespace base {
 
 class UniqueFd {
@@ -36,5 +39,6 @@ class UniqueFd {
 };
 
 }  // namespace base
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_UNIQUE_FD_H_

@@ -8,7 +8,9 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace base {
 
 // Length of the well-formed UTF-8 sequence at the start of `s` (1..4), or 0
@@ -28,5 +30,6 @@ bool IsValidUtf8(absl::string_view s);
 std::string EscapeForText(absl::string_view s);
 
 }  // namespace base
+DMTHIN_API_END
 
 #endif  // DMTHIN_BASE_UTF8_H_

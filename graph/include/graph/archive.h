@@ -18,9 +18,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/export.h"
 #include "graph/driver.h"
 #include "graph/stream.h"
 
+DMTHIN_API_BEGIN
 namespace graph {
 
 // How a driver stores "this path is deleted" and "this directory hides its
@@ -71,5 +73,6 @@ absl::StatusOr<DiffResult> WriteLayerChanges(int root_fd,
                                              ByteSink& sink);
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_ARCHIVE_H_

@@ -7,7 +7,9 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace graph {
 
 class Sha256 {
@@ -33,5 +35,6 @@ std::string Sha256Digest(absl::string_view data);
 bool IsSha256Digest(absl::string_view digest);
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_DIGEST_H_

@@ -38,8 +38,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 #include "graph/stream.h"
 
+DMTHIN_API_BEGIN
 namespace graph {
 
 // Options for Create.
@@ -265,5 +267,6 @@ absl::StatusOr<std::unique_ptr<Driver>> OpenDriver(
 absl::Status ValidateLayerId(absl::string_view id);
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_DRIVER_H_

@@ -36,7 +36,9 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace re2 {
 class RE2;
 }
@@ -85,5 +87,6 @@ class Filter {
 };
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_FILTER_H_

@@ -6,9 +6,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/export.h"
 #include "base/fsutil.h"
 #include "graph/driver.h"
 
+DMTHIN_API_BEGIN
 namespace graph {
 
 using base::BackingFsName;
@@ -32,5 +34,6 @@ inline absl::StatusOr<DiskUsage> TreeUsage(const std::string& path) {
 }
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_FSUTIL_H_

@@ -37,10 +37,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "base/export.h"
 #include "graph/driver.h"
 #include "graph/filter.h"
 #include "graph/stream.h"
 
+DMTHIN_API_BEGIN
 namespace graph {
 
 // The chain id of a layer with diff id `diff_id` on a parent whose chain id
@@ -275,5 +277,6 @@ absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
     const std::map<std::string, std::string>& options = {});
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_STORE_H_

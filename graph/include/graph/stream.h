@@ -10,7 +10,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace graph {
 
 // A source of bytes. Read returns the number of bytes read, 0 at end of
@@ -77,5 +79,6 @@ class StringSink : public ByteSink {
 };
 
 }  // namespace graph
+DMTHIN_API_END
 
 #endif  // DMTHIN_GRAPH_STREAM_H_

@@ -22,12 +22,14 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/export.h"
 #include "base/unique_fd.h"
 #include "libdm/table.h"
 #include "libdm/thin.h"
 #include "libdm/types.h"
 #include "libdm/wire.h"
 
+DMTHIN_API_BEGIN
 namespace dm {
 
 // Who makes /dev/mapper/NAME.
@@ -277,5 +279,6 @@ std::optional<std::string> GetReturnedHeader(const absl::Status& status);
 std::optional<std::string> GetCommand(const absl::Status& status);
 
 }  // namespace dm
+DMTHIN_API_END
 
 #endif  // DMTHIN_LIBDM_CONTROL_H_

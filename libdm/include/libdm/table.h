@@ -16,8 +16,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 #include "libdm/types.h"
 
+DMTHIN_API_BEGIN
 namespace dm {
 
 // linear: <dev> <offset>
@@ -139,5 +141,6 @@ class Table {
 };
 
 }  // namespace dm
+DMTHIN_API_END
 
 #endif  // DMTHIN_LIBDM_TABLE_H_

@@ -11,8 +11,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 #include "libdm/types.h"
 
+DMTHIN_API_BEGIN
 namespace dm {
 
 // Thin device ids are 24-bit.
@@ -94,5 +96,6 @@ using ThinPoolMessage =
 absl::StatusOr<std::string> FormatThinPoolMessage(const ThinPoolMessage& message);
 
 }  // namespace dm
+DMTHIN_API_END
 
 #endif  // DMTHIN_LIBDM_THIN_H_

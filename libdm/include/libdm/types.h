@@ -12,7 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace dm {
 
 // A device-mapper device name: 1..127 bytes, no '/', no control characters,
@@ -130,5 +132,6 @@ struct Version {
 };
 
 }  // namespace dm
+DMTHIN_API_END
 
 #endif  // DMTHIN_LIBDM_TYPES_H_

@@ -19,8 +19,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 #include "libdm/types.h"
 
+DMTHIN_API_BEGIN
 namespace dm {
 
 // The 18 ioctl commands, numbered as the kernel numbers them.
@@ -194,5 +196,6 @@ std::string DescribeHeader(const struct dm_ioctl& header);
 
 }  // namespace wire
 }  // namespace dm
+DMTHIN_API_END
 
 #endif  // DMTHIN_LIBDM_WIRE_H_

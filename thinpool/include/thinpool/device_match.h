@@ -7,8 +7,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/export.h"
 #include "thinpool/state_dir.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 struct BackingMatch {
@@ -27,5 +29,6 @@ absl::StatusOr<std::optional<BackingMatch>> MatchBackingDevice(StateDir& state,
                                                                const std::string& device);
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_DEVICE_MATCH_H_

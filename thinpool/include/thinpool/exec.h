@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 struct ExecResult {
@@ -30,5 +32,6 @@ absl::StatusOr<ExecResult> RunProgram(const std::vector<std::string>& argv,
                                       size_t max_output = 1 << 20);
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_EXEC_H_

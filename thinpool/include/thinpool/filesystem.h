@@ -9,7 +9,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 struct Ext4Options {
@@ -51,5 +53,6 @@ absl::StatusOr<std::optional<FilesystemInfo>> IdentifyFilesystem(
     const std::string& path);
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_FILESYSTEM_H_

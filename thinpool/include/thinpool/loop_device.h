@@ -20,8 +20,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/export.h"
 #include "base/unique_fd.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 struct LoopOptions {
@@ -119,5 +121,6 @@ absl::Status DetachLoopDevice(const std::string& device,
                               absl::Duration timeout = absl::Seconds(5));
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_LOOP_DEVICE_H_

@@ -19,10 +19,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/export.h"
 #include "libdm/control.h"
 #include "thinpool/pool.h"
 #include "thinpool/state_dir.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 struct AutoextendPolicy {
@@ -108,5 +110,6 @@ class Monitor {
 };
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_MONITOR_H_

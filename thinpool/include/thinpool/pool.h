@@ -45,10 +45,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 #include "libdm/control.h"
 #include "thinpool/registry.h"
 #include "thinpool/state_dir.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 inline constexpr uint64_t kDefaultBlockBytes = 64 * 1024;
@@ -308,5 +310,6 @@ class Pool {
 };
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_POOL_H_

@@ -24,9 +24,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
 struct sqlite3;
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 inline constexpr uint32_t kMaxDeviceId = (1u << 24) - 1;
@@ -158,5 +160,6 @@ class Registry {
 };
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_REGISTRY_H_

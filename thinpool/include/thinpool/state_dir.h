@@ -21,9 +21,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 #include "base/unique_fd.h"
 #include "thinpool/registry.h"
 
+DMTHIN_API_BEGIN
 namespace thinpool {
 
 inline constexpr char kDefaultStateDir[] = "/var/lib/dmthin";
@@ -69,5 +71,6 @@ class StateDir {
 };
 
 }  // namespace thinpool
+DMTHIN_API_END
 
 #endif  // DMTHIN_THINPOOL_STATE_DIR_H_

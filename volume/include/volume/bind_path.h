@@ -6,7 +6,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace volume {
 
 // OK (returning the path without trailing slashes) if `path` is absolute,
@@ -19,5 +21,6 @@ absl::StatusOr<std::string> ValidateBindPath(const std::string& path,
                                              const std::string& within = "");
 
 }  // namespace volume
+DMTHIN_API_END
 
 #endif  // DMTHIN_VOLUME_BIND_PATH_H_

@@ -47,7 +47,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/export.h"
 
+DMTHIN_API_BEGIN
 namespace volume {
 
 // Volume names: 1-64 of [A-Za-z0-9_.-], starting with a letter or digit
@@ -166,5 +168,6 @@ class VolumeStore {
 };
 
 }  // namespace volume
+DMTHIN_API_END
 
 #endif  // DMTHIN_VOLUME_STORE_H_
