@@ -398,14 +398,13 @@ class DevmapperDriver : public Driver {
     return usage;
   }
   absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& id) const override;
+  absl::Status Committed(const std::string& id) override;
 
  private:
   std::string RecordPath(const std::string& id) const { return absl::StrCat(root_, "/metadata/", id); }
   // A thin whose deletion waits for its device to close (file names the thin).
   std::string DeferredPath(const std::string& thin) const { return absl::StrCat(root_, "/deferred/", thin); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
-  // Present while Mounts() holds a mount of the layer for its caller.
-  std::string PinPath(const std::string& id) const { return absl::StrCat(root_, "/pins/", id); }
   std::string TmpDir() const { return absl::StrCat(root_, "/tmp"); }
   std::string BaseThin() const { return absl::StrCat(tag_, "+base"); }
   bool OwnsThin(absl::string_view thin) const {
@@ -430,6 +429,8 @@ class DevmapperDriver : public Driver {
   absl::StatusOr<std::string> PickThinName(const std::string& id) const;
   absl::Status CheckFreeSpace(absl::string_view what) const;
 
+  // Activates the layer's thin (cancelling a pending deferred remove).
+  absl::StatusOr<thinpool::ThinInfo> ActivateLayer(const Record& r) const;
   absl::Status MountLayer(const Record& r, const std::string& mount_label) const;
   absl::Status UnmountLayer(const Record& r);
   // Deactivates a thin's dm device; when it is held open elsewhere and
@@ -457,6 +458,9 @@ class DevmapperDriver : public Driver {
   uint64_t block_bytes_ = 0;
   uint64_t base_bytes_ = 0;
   bool assume_zeroed_ = true;
+  // Layers' trees are rootfs/ inside their filesystems (bases made by
+  // earlier versions, as Docker's devicemapper), not the filesystems' roots.
+  bool rootfs_subdir_ = false;
 
   absl::Mutex reaper_mu_;
   bool stop_ ABSL_GUARDED_BY(reaper_mu_) = false;
@@ -483,7 +487,8 @@ absl::StatusOr<Record> DevmapperDriver::ReadyRecord(const std::string& id) const
 }
 
 absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
-  for (const std::string& p : {PinPath(id), RecordPath(id)}) {
+  // pins/<id>: a mount reference of earlier versions' Mounts().
+  for (const std::string& p : {absl::StrCat(root_, "/pins/", id), RecordPath(id)}) {
     if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
   }
   std::string mnt = MountPath(id);
@@ -496,7 +501,7 @@ absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
 // ------------------------------------------------------------------ open ---
 
 absl::Status DevmapperDriver::Init() {
-  for (const char* sub : {"", "/metadata", "/mnt", "/tmp", "/deferred", "/pins"}) {
+  for (const char* sub : {"", "/metadata", "/mnt", "/tmp", "/deferred"}) {
     RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, sub), 0700));
   }
   // Leftover temporaries of a crashed writer.
@@ -578,8 +583,9 @@ absl::Status DevmapperDriver::EnsurePoolActive() const {
   return pool_->Activate();
 }
 
-// Under the lock. Makes the base device (thin + ext4 + rootfs/) unless a
-// complete one exists; an incomplete one (crash) is deleted and made again.
+// Under the lock. Makes the base device (thin + ext4, its root empty) unless
+// a complete one exists; an incomplete one (crash) is deleted and made again.
+// A base of earlier versions (no layout=root) keeps layers under rootfs/.
 absl::Status DevmapperDriver::EnsureBase() {
   const std::string path = absl::StrCat(root_, "/base");
   ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
@@ -588,6 +594,7 @@ absl::Status DevmapperDriver::EnsureBase() {
   if (!info.ok() && info.status().code() != absl::StatusCode::kNotFound) return info.status();
   if (kv["state"] == "ready" && info.ok()) {
     base_bytes_ = info->size_bytes;
+    rootfs_subdir_ = kv["layout"] != "root";
     return absl::OkStatus();
   }
   if (info.ok()) {
@@ -603,14 +610,17 @@ absl::Status DevmapperDriver::EnsureBase() {
   (void)gone;
   RETURN_IF_ERROR(made);
   Failpoint("devmapper_base_after_mkfs");
-  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), path, absl::StrCat("thin=", BaseThin(), "\nstate=ready\n"),
+  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), path,
+                                  absl::StrCat("thin=", BaseThin(), "\nlayout=root\nstate=ready\n"),
                                   /*durable=*/true));
   base_bytes_ = base.size_bytes;
+  rootfs_subdir_ = false;
   return absl::OkStatus();
 }
 
-// ext4 on the fresh base device, with rootfs/ inside as Docker's
-// devicemapper had: a layer's tree lives there, apart from lost+found.
+// ext4 on the fresh base device, its root the layer's tree: lost+found goes
+// (as containerd's devmapper snapshotter does; e2fsck makes it again when it
+// needs it), so a mount of the device is the layer's view.
 absl::Status DevmapperDriver::MakeBaseFilesystem(const std::string& device) const {
   thinpool::Ext4Options eo;
   eo.label = "dmthin-base";
@@ -621,9 +631,9 @@ absl::Status DevmapperDriver::MakeBaseFilesystem(const std::string& device) cons
   if (::mount(device.c_str(), mnt.c_str(), "ext4", 0, nullptr) != 0) {
     return base::ErrnoError(errno, absl::StrCat("mounting the base device ", device, " on ", mnt));
   }
-  std::string rootfs = absl::StrCat(mnt, "/rootfs");
+  std::string lost = absl::StrCat(mnt, "/lost+found");
   absl::Status made;
-  if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) made = base::ErrnoError(errno, "creating rootfs/");
+  if (::rmdir(lost.c_str()) != 0 && errno != ENOENT) made = base::ErrnoError(errno, "removing lost+found");
   RETURN_IF_ERROR(Unmount(mnt));
   ::rmdir(mnt.c_str());
   return made;
@@ -758,16 +768,19 @@ absl::StatusOr<bool> DevmapperDriver::DeactivateThin(const std::string& thin) co
   return *removed == dm::Removal::kRemoved;
 }
 
-absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mount_label) const {
+absl::StatusOr<thinpool::ThinInfo> DevmapperDriver::ActivateLayer(const Record& r) const {
   RETURN_IF_ERROR(EnsurePoolActive());
   ASSIGN_OR_RETURN(thinpool::ThinInfo info, pool_->ActivateThin(r.thin));
   // A device left to a deferred remove (Put while a leaked mount held it)
   // is wanted again: keep it.
-  {
-    ASSIGN_OR_RETURN(dm::Name name, dm::Name::Create(info.dm_name));
-    ASSIGN_OR_RETURN(dm::DeviceInfo di, dm_->Info(name));
-    if (di.deferred_remove()) RETURN_IF_ERROR(dm_->CancelDeferredRemove(name));
-  }
+  ASSIGN_OR_RETURN(dm::Name name, dm::Name::Create(info.dm_name));
+  ASSIGN_OR_RETURN(dm::DeviceInfo di, dm_->Info(name));
+  if (di.deferred_remove()) RETURN_IF_ERROR(dm_->CancelDeferredRemove(name));
+  return info;
+}
+
+absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mount_label) const {
+  ASSIGN_OR_RETURN(thinpool::ThinInfo info, ActivateLayer(r));
   std::string mnt = MountPath(r.id);
   if (::mkdir(mnt.c_str(), 0755) != 0 && errno != EEXIST) {
     absl::Status s = base::ErrnoError(errno, absl::StrCat("creating ", mnt));
@@ -789,7 +802,7 @@ absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mou
     (void)DeactivateThin(r.thin);
     return s;
   }
- 
+  if (!rootfs_subdir_) return absl::OkStatus();
   std::string rootfs = absl::StrCat(mnt, "/rootfs");
   if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) {
     absl::Status s = base::ErrnoError(errno, absl::StrCat("creating ", rootfs));
@@ -959,7 +972,7 @@ absl::StatusOr<std::string> DevmapperDriver::Get(const std::string& id, const st
   ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
   std::string mnt = MountPath(id);
   RETURN_IF_ERROR(refs_.Acquire(id, [&] { return Mounted(mnt); }, [&] { return MountLayer(r, mount_label); }));
-  return absl::StrCat(mnt, "/rootfs");
+  return rootfs_subdir_ ? absl::StrCat(mnt, "/rootfs") : mnt;
 }
 
 absl::Status DevmapperDriver::Put(const std::string& id) {
@@ -972,12 +985,7 @@ absl::Status DevmapperDriver::Put(const std::string& id) {
 absl::StatusOr<int> DevmapperDriver::MountCount(const std::string& id) const {
   RETURN_IF_ERROR(ValidateLayerId(id));
   std::string mnt = MountPath(id);
-  ASSIGN_OR_RETURN(int live, refs_.Live(id, [&] { return Mounted(mnt); }));
-  // Mounts() keeps one reference of its own (the pin) under the bind it
-  // describes; Remove drops it. Only Get's references are the caller's.
-  struct stat st;
-  if (live > 0 && ::stat(PinPath(id).c_str(), &st) == 0) --live;
-  return live;
+  return refs_.Live(id, [&] { return Mounted(mnt); });
 }
 
 bool DevmapperDriver::Exists(const std::string& id) const { return ReadyRecord(id).ok(); }
@@ -1038,23 +1046,37 @@ absl::StatusOr<std::map<std::string, std::string>> DevmapperDriver::Metadata(con
   };
 }
 
-// The layer's tree is rootfs/ inside its filesystem, which a mount of the
-// device cannot name: the driver mounts the layer itself (a reference that
-// Remove and Cleanup drop) and describes a bind mount of rootfs/.
+// The thin device with its ext4, as containerd's devmapper snapshotter
+// describes it: the caller mounts the device (its node exists while the thin
+// is active; Mounts activates it, Commit and Remove deactivate it). Nothing
+// is mounted here and no reference is taken.
 absl::StatusOr<std::vector<MountSpec>> DevmapperDriver::Mounts(const std::string& id) const {
   ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
-  std::string mnt = MountPath(id);
-  struct stat st;
-  bool pinned = ::stat(PinPath(id).c_str(), &st) == 0;
-  if (!pinned || !Mounted(mnt)) {
-    RETURN_IF_ERROR(refs_.Acquire(id, [&] { return Mounted(mnt); }, [&] { return MountLayer(r, ""); }));
-    RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), PinPath(id), "", /*durable=*/false));
+  if (rootfs_subdir_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "devicemapper: layer ", id, " lives under rootfs/ of its filesystem (a store made by an earlier "
+        "version), which a mount of the device cannot name; use Get"));
   }
+  ASSIGN_OR_RETURN(thinpool::ThinInfo info, ActivateLayer(r));
   MountSpec m;
-  m.type = "bind";
-  m.source = absl::StrCat(mnt, "/rootfs");
-  m.options = {"rbind", r.rw ? "rw" : "ro"};
+  m.type = "ext4";
+  m.source = info.device;
+  for (absl::string_view o : absl::StrSplit(config_.mount_options, ',', absl::SkipEmpty())) {
+    m.options.emplace_back(o);
+  }
+  m.options.push_back(r.rw ? "rw" : "ro");
   return std::vector<MountSpec>{m};
+}
+
+absl::Status DevmapperDriver::Committed(const std::string& id) {
+  ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
+  ASSIGN_OR_RETURN(int mounted, MountCount(id));
+  if (mounted > 0) return absl::OkStatus();  // Get's mount keeps it; the last Put deactivates
+  absl::Status s = pool_->DeactivateThin(r.thin);
+  // Still open (a caller's mount of the described device): it stays active
+  // until Remove.
+  if (IsBusy(s) || s.code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+  return s;
 }
 
 absl::Status DevmapperDriver::Cleanup() {
@@ -1070,7 +1092,6 @@ absl::Status DevmapperDriver::Cleanup() {
     const Record& rec = **r;
     keep(refs_.Reset(id, [&] { return Unmount(MountPath(id)); }));
     if (Mounted(MountPath(id))) keep(Unmount(MountPath(id)));
-    ::unlink(PinPath(id).c_str());
     keep(DeactivateThin(rec.thin).status());
   }
   ReapDeferred();  // thins whose holders have gone meanwhile

@@ -11,11 +11,13 @@
 //   <root>/metadata/<id>     one record per layer: thin name, parent, state
 //   <root>/base              the base device's record
 //   <root>/tmp/              temporaries of atomic writes (cleared on open)
-//   <root>/pins/<id>         the mount reference Mounts() holds for a layer
 //   <root>/deferred/<thin>   a removed layer's thin whose device is still
 //                            held open; the reaper deletes it later
-//   <root>/mnt/<id>          mount point of the layer's filesystem; the
-//                            layer's tree is `rootfs/` inside (as Docker's)
+//   <root>/mnt/<id>          mount point of the layer's filesystem (Get),
+//                            whose root is the layer's tree (the base has
+//                            no lost+found); bases made by earlier versions
+//                            (no layout=root in <root>/base) keep the tree
+//                            under `rootfs/` inside, as Docker's did
 //   <root>/.refs/<id>        Get/Put reference counts (graph::MountRefs)
 //
 // Thin names: "<tag>-<id>" (ids over 64 bytes: "<tag>-h<sha256 of id>",
@@ -31,6 +33,11 @@
 // record leaves — so after a crash at any point no thin id is orphaned and
 // no half-made layer is visible. The thinpool's own protocol (intent →
 // message → transaction id → done) covers the pool side.
+//
+// Mounts describes the thin device with its ext4 (`type ext4`, source the
+// device node, "ro" for image layers and views) for callers that mount
+// themselves, as containerd's devmapper snapshotter does; it activates the
+// device, Committed and Remove deactivate it. It mounts nothing.
 //
 // A read-write (container) layer's device is activated at Create, which
 // thinpool overlaps with the snapshot's commit; Get then only mounts. Image

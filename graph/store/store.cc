@@ -822,6 +822,7 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
   RETURN_IF_ERROR(ValidateName(name));
   RETURN_IF_ERROR(ValidateLabels(labels));
   Db& db = *impl_->db;
+  std::string cache_id;
   {
     std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
@@ -846,7 +847,10 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
     for (const auto& [k, v] : labels) merged[k] = v;
     RETURN_IF_ERROR(impl_->SetLabels(row.info.cache_id, merged));
     RETURN_IF_ERROR(txn->Commit());
+    cache_id = row.info.cache_id;
   }
+  // Best effort: a device left active costs a dm node until Remove.
+  (void)driver_->Committed(cache_id);
   return Stat(name);
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -244,8 +245,8 @@ TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
   EXPECT_EQ(driver_->Create("x", "", sized).code(), absl::StatusCode::kInvalidArgument);
 
   std::string d0 = MustGet("l0");
-  EXPECT_EQ(d0, root_ + "/mnt/l0/rootfs");
-  EXPECT_TRUE(fs::is_empty(d0)) << "a base layer starts empty (lost+found stays outside rootfs/)";
+  EXPECT_EQ(d0, root_ + "/mnt/l0");
+  EXPECT_TRUE(fs::is_empty(d0)) << "a base layer starts empty (the base filesystem has no lost+found)";
   WriteAll(d0 + "/hello", "from l0");
   fs::create_directories(d0 + "/etc");
   WriteAll(d0 + "/etc/conf", "v1");
@@ -281,20 +282,34 @@ TEST_F(DevmapperTest, LifecycleContentThroughSnapshots) {
   ASSERT_TRUE(md0.ok());
   EXPECT_NE((*md0)["DeviceId"], (*md)["DeviceId"]);
 
+  // Described, not performed: the thin device with its ext4, activated for
+  // the caller, who mounts it (as containerd's devmapper snapshotter does).
   auto mounts = driver_->Mounts("l1");
   ASSERT_TRUE(mounts.ok()) << mounts.status();
   ASSERT_EQ(mounts->size(), 1u);
-  EXPECT_EQ((*mounts)[0].type, "bind");
-  EXPECT_EQ((*mounts)[0].source, root_ + "/mnt/l1/rootfs");
-  EXPECT_EQ((*mounts)[0].options, (std::vector<std::string>{"rbind", "rw"}));
-  EXPECT_EQ(ReadAll(root_ + "/mnt/l1/rootfs/etc/conf"), "v2") << "Mounts keeps the layer mounted for its caller";
-  // A Get/Put pair on top leaves the caller's mount alone.
-  ASSERT_OK(driver_->Get("l1", ""));
-  ASSERT_OK(driver_->Put("l1"));
-  EXPECT_EQ(ReadAll(root_ + "/mnt/l1/rootfs/etc/conf"), "v2");
+  EXPECT_EQ((*mounts)[0].type, "ext4");
+  EXPECT_EQ((*mounts)[0].source, "/dev/mapper/" + (*md)["DeviceName"]);
+  EXPECT_EQ((*mounts)[0].options, (std::vector<std::string>{"rw"}));
+  EXPECT_FALSE(fs::exists(root_ + "/mnt/l1/etc")) << "Mounts mounts nothing itself";
+  EXPECT_EQ(*driver_->MountCount("l1"), 0);
+  {
+    std::string target = base_ + "/described";
+    fs::create_directories(target);
+    ASSERT_EQ(mount((*mounts)[0].source.c_str(), target.c_str(), "ext4", 0, nullptr), 0) << strerror(errno);
+    EXPECT_EQ(ReadAll(target + "/etc/conf"), "v2");
+    EXPECT_FALSE(fs::exists(target + "/lost+found"));
+    // A Get/Put pair beside the caller's mount leaves it alone.
+    ASSERT_OK(driver_->Get("l1", ""));
+    ASSERT_OK(driver_->Put("l1"));
+    EXPECT_EQ(ReadAll(target + "/etc/conf"), "v2");
+    ASSERT_EQ(umount(target.c_str()), 0) << strerror(errno);
+  }
   auto mounts0 = driver_->Mounts("l0");
   ASSERT_TRUE(mounts0.ok()) << mounts0.status();
-  EXPECT_EQ((*mounts0)[0].options, (std::vector<std::string>{"rbind", "ro"})) << "image layers are read-only";
+  EXPECT_EQ((*mounts0)[0].options, (std::vector<std::string>{"ro"})) << "image layers are read-only";
+  // Committed deactivates an unmounted layer's device.
+  ASSERT_OK(driver_->Committed("l0"));
+  EXPECT_FALSE(fs::exists((*mounts0)[0].source)) << "device node left after Committed";
 
   auto list = driver_->List();
   ASSERT_TRUE(list.ok());
@@ -441,7 +456,7 @@ TEST_F(DevmapperTest, ApplyDiffDiffAndChanges) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, want);
   // Neither side left anything mounted.
-  EXPECT_FALSE(fs::exists(root_ + "/mnt/base/rootfs"));
+  EXPECT_FALSE(fs::exists(root_ + "/mnt/base") && !fs::is_empty(root_ + "/mnt/base"));
 }
 
 // A mount of the layer leaked into another mount namespace keeps its device
@@ -757,7 +772,7 @@ TEST_F(DevmapperTest, GraphctlEndToEnd) {
   ASSERT_TRUE(absl::StartsWith(chain, "sha256:")) << chain;
   run({"create", "ctr", "--parent", chain, "--rw"});
   std::string dir = run({"mount", "ctr"});
-  ASSERT_TRUE(absl::EndsWith(dir, "/rootfs")) << dir;
+  ASSERT_TRUE(absl::StrContains(dir, "/mnt/")) << dir;
   EXPECT_EQ(ReadAll(dir + "/etc/os-release"), "ID=test\n");
   WriteAll(dir + "/hello", "from the container");
   fs::remove(dir + "/bin/sh");

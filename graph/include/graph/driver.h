@@ -188,6 +188,15 @@ class Driver {
   // themselves. Does not take a reference.
   virtual absl::StatusOr<std::vector<MountSpec>> Mounts(
       const std::string& id) const = 0;
+
+  // `id` was committed (containerd's Commit): nobody writes it again. A
+  // driver that keeps something up for writers may let it go (devicemapper
+  // deactivates the thin device unless it is mounted). The layer store
+  // calls it after recording the commit and ignores a failure.
+  virtual absl::Status Committed(const std::string& id) {
+    (void)id;
+    return absl::OkStatus();
+  }
 };
 
 // ------------------------------------------------------------ registration ---
