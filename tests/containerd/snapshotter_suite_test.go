@@ -237,8 +237,9 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 	}
 
 	// The socket file appears at bind(), before listen(): wait until a
-	// connection is accepted (or the server exits).
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// connection is accepted (or the server exits). Opening a devicemapper
+	// store under an emulated CPU (the vm tier) can take seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	go func() {
 		select {

@@ -1,213 +1,41 @@
 // dmthin-snapshotter under a real containerd (Debian's), started by the
-// test with its own config, root, state and sockets under a scratch
-// directory, the snapshotter loaded as proxy plugin "dmthin":
-//  - an OCI image made here (busybox-static and a few files; a second layer
-//    deletes a file and a directory, changes an xattr, adds a hard link and
-//    a file) is imported with `ctr images import --snapshotter dmthin`;
-//  - `ctr run --rm --snapshotter dmthin` sees the top layer and not what it
-//    deleted;
-//  - the image's view is the same, entry by entry (mode, owner, size,
-//    content, link count, xattrs), as through containerd's built-in
-//    overlayfs snapshotter;
-//  - kill -9 of the snapshotter and a restart keep every snapshot;
-//  - `ctr images rm --sync` and containerd's GC leave the store empty.
-// On overlay, vfs and a loop-mounted btrfs.
-#include <signal.h>
-#include <sys/mount.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <filesystem>
+// test: the end-to-end scenario of tests/support/snapshotter_e2e.h (ctr
+// import, run, the view against the built-in overlayfs, kill -9 restart,
+// images rm and GC) on overlay, vfs and a loop-mounted btrfs. Devicemapper:
+// tests/vm/snapshotter_devmapper_test.
 #include <memory>
 #include <string>
-#include <vector>
 
-#include "absl/time/clock.h"
-#include "graph/store.h"
 #include "gtest/gtest.h"
-#include "tests/support/containerd.h"
-#include "tests/support/daemon.h"
 #include "tests/support/graph_conformance.h"
-#include "tests/support/graph_tar.h"
-#include "tests/support/oci_image.h"
-#include "tests/support/process.h"
-#include "tests/support/scratch_dir.h"
+#include "tests/support/snapshotter_e2e.h"
 
 namespace {
 
-namespace fs = std::filesystem;
-using testsupport::Daemon;
-using testsupport::RunResult;
-using testsupport::ScratchDir;
-
-constexpr char kImage[] = "docker.io/library/dmthin-e2e:latest";
-
-std::string SnapshotterBin() { return testsupport::BuiltTool("dmthin-snapshotter"); }
-
-class ContainerdE2E : public ::testing::TestWithParam<std::string> {
+class ContainerdE2E : public testsupport::SnapshotterE2ETest, public ::testing::WithParamInterface<std::string> {
  protected:
-  static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
-    missing_ = testsupport::TestContainerd::Missing();
-    if (!missing_.empty()) return;
-    for (const char* p : {"umoci", "skopeo"}) {
-      if (!testsupport::HaveProgram(p)) {
-        missing_ = std::string("no ") + p;
-        return;
-      }
-    }
-    if (access("/bin/busybox", X_OK) != 0) {
-      missing_ = "no /bin/busybox (busybox-static)";
-      return;
-    }
-    image_dir_ = new ScratchDir("e2e-image");
-    archive_ = testsupport::MakeTestImage(image_dir_->path(), kImage);
-  }
-  static void TearDownTestSuite() {
-    delete image_dir_;
-    image_dir_ = nullptr;
-  }
-
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root (containerd, mounts)";
-    if (!missing_.empty()) GTEST_SKIP() << missing_;
-    if (access(SnapshotterBin().c_str(), X_OK) != 0) GTEST_SKIP() << "no " << SnapshotterBin();
-    driver_ = GetParam();
-    if (driver_ == "overlay" && !graph::testing::KernelHasFilesystem("overlay")) {
-      GTEST_SKIP() << "kernel has no overlay";
-    }
-    dir_ = std::make_unique<ScratchDir>("e2e-" + driver_);
-    store_ = dir_->Sub("store");
-    if (driver_ == "btrfs") {
-      auto b = graph::testing::ScratchBtrfs::Create(1024);
-      if (!b.ok()) GTEST_SKIP() << "no scratch btrfs: " << b.status();
-      btrfs_ = std::move(*b);
-      store_ = btrfs_->path() + "/store";
-    }
-    sock_ = dir_->Sub("snapshotter.sock");
-    StartSnapshotter();
-    auto c = testsupport::TestContainerd::Start(dir_->path(), "dmthin", sock_);
-    ASSERT_TRUE(c.ok()) << c.status();
-    containerd_ = std::move(*c);
-  }
-
   void TearDown() override {
-    for (const std::string& m : mounted_) umount2(m.c_str(), MNT_DETACH);
-    if (containerd_ != nullptr) {
-      auto code = containerd_->Stop();
-      EXPECT_TRUE(code.ok()) << code.status();
-    }
-    if (snapshotter_ != nullptr) {
-      auto code = snapshotter_->Stop(SIGTERM);
-      EXPECT_TRUE(code.ok() && *code == 0) << snapshotter_->Log();
-    }
-    containerd_.reset();
-    snapshotter_.reset();
+    SnapshotterE2ETest::TearDown();
     btrfs_.reset();
-    dir_.reset();
   }
-
-  void StartSnapshotter() {
-    auto s = Daemon::Start({SnapshotterBin(), "--root", store_, "--address", sock_, "--driver", driver_},
-                           dir_->Sub("snapshotter.log"));
-    ASSERT_TRUE(s.ok()) << s.status();
-    snapshotter_ = std::move(*s);
-    ASSERT_TRUE(snapshotter_->WaitForListening(sock_).ok()) << snapshotter_->Log();
-  }
-
-  RunResult Ctr(const std::vector<std::string>& args) { return containerd_->Ctr(args); }
-
-  // `ctr images mount` on the host: the image's read-only view through
-  // `snapshotter`, fingerprinted with link counts and xattrs.
-  std::string ImageView(const std::string& snapshotter) {
-    std::string target = dir_->Sub("view-" + snapshotter);
-    fs::create_directories(target);
-    RunResult m = Ctr({"images", "mount", "--snapshotter", snapshotter, kImage, target});
-    EXPECT_TRUE(m.ok()) << m.Describe();
-    if (!m.ok()) return "";
-    mounted_.push_back(target);
-    std::string print = testsupport::TreeFingerprint(target, /*links_and_xattrs=*/true);
-    RunResult u = Ctr({"images", "unmount", "--rm", target});
-    EXPECT_TRUE(u.ok()) << u.Describe();
-    if (u.ok()) mounted_.pop_back();
-    return print;
-  }
-
-  std::string Snapshots() {
-    RunResult r = Ctr({"snapshots", "--snapshotter", "dmthin", "ls"});
-    EXPECT_TRUE(r.ok()) << r.Describe();
-    return r.out;
-  }
-
-  static inline ScratchDir* image_dir_ = nullptr;
-  static inline std::string archive_;
-  static inline std::string missing_;
-  std::string driver_, store_, sock_;
-  std::unique_ptr<ScratchDir> dir_;
   std::unique_ptr<graph::testing::ScratchBtrfs> btrfs_;
-  std::unique_ptr<Daemon> snapshotter_;
-  std::unique_ptr<testsupport::TestContainerd> containerd_;
-  std::vector<std::string> mounted_;
 };
 
 TEST_P(ContainerdE2E, ImportRunCompareRestartRemove) {
-  RunResult import = Ctr({"images", "import", "--snapshotter", "dmthin", archive_});
-  ASSERT_TRUE(import.ok()) << import.Describe() << "\nsnapshotter log:\n" << snapshotter_->Log();
-  std::string id = testsupport::UniqueName("dmthin-e2e");
-
-  RunResult top = Ctr({"run", "--rm", "--snapshotter", "dmthin", kImage, id, "/bin/cat", "/top.txt"});
-  ASSERT_TRUE(top.ok()) << top.Describe() << "\ncontainerd log:\n" << containerd_->Log();
-  EXPECT_EQ(top.out, "top layer\n");
-  RunResult gone = Ctr({"run", "--rm", "--snapshotter", "dmthin", kImage, id, "/bin/sh", "-c",
-                        "test ! -e /delfile && test ! -e /deldir && cat /keep/link /etc/hello"});
-  EXPECT_TRUE(gone.ok()) << gone.Describe();
-  EXPECT_EQ(gone.out, "linked in the top layer\nhello\n");
-
-  // The same image through containerd's own overlayfs snapshotter.
-  RunResult builtin = Ctr({"images", "import", "--snapshotter", "overlayfs", archive_});
-  ASSERT_TRUE(builtin.ok()) << builtin.Describe();
-  std::string ours = ImageView("dmthin");
-  std::string theirs = ImageView("overlayfs");
-  EXPECT_NE(ours.find("keep/x"), std::string::npos) << ours;
-  EXPECT_NE(ours.find("xattr user.color=blue"), std::string::npos) << ours;
-  EXPECT_NE(ours.find("keep/link 33188 0:0 24 "), std::string::npos) << ours;
-  EXPECT_EQ(testsupport::FirstDifference(ours, theirs), "") << "dmthin:\n" << ours << "overlayfs:\n" << theirs;
-
-  // kill -9 and restart: containerd sees the same snapshots and keeps going.
-  std::string before = Snapshots();
-  EXPECT_NE(before.find("Committed"), std::string::npos) << before;
-  auto killed = snapshotter_->Stop(SIGKILL);
-  ASSERT_TRUE(killed.ok());
-  StartSnapshotter();
-  // containerd's connection to the plugin was refused while it was down and
-  // is in gRPC's reconnect backoff (1 s, then x1.6): ask until it is back.
-  RunResult ls;
-  absl::Time deadline = absl::Now() + absl::Seconds(20);
-  for (; absl::Now() < deadline; absl::SleepFor(absl::Milliseconds(200))) {
-    ls = Ctr({"snapshots", "--snapshotter", "dmthin", "ls"});
-    if (ls.ok()) break;
+  const std::string driver = GetParam();
+  if (driver == "overlay" && !graph::testing::KernelHasFilesystem("overlay")) {
+    GTEST_SKIP() << "kernel has no overlay";
   }
-  ASSERT_TRUE(ls.ok()) << ls.Describe();
-  EXPECT_EQ(ls.out, before);
-  RunResult again = Ctr({"run", "--rm", "--snapshotter", "dmthin", kImage, id, "/bin/cat", "/etc/hello"});
-  EXPECT_TRUE(again.ok()) << again.Describe() << "\ncontainerd log:\n" << containerd_->Log();
-
-  // Removing the image lets containerd's GC remove every snapshot.
-  RunResult rm = Ctr({"images", "rm", "--sync", kImage});
-  ASSERT_TRUE(rm.ok()) << rm.Describe();
-  std::string after = Snapshots();
-  EXPECT_EQ(after.find('\n'), after.size() - 1) << "snapshots left after images rm --sync:\n" << after;
-  auto stopped = snapshotter_->Stop(SIGTERM);
-  ASSERT_TRUE(stopped.ok() && *stopped == 0) << snapshotter_->Log();
-  snapshotter_.reset();
-  auto store = graph::OpenLayerStore(store_, driver_);
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto layers = (*store)->List();
-  ASSERT_TRUE(layers.ok()) << layers.status();
-  EXPECT_TRUE(layers->empty()) << layers->size() << " layers left, first " << (*layers)[0].name;
-  auto check = (*store)->Check(/*repair=*/false);
-  ASSERT_TRUE(check.ok()) << check.status();
-  EXPECT_TRUE(check->clean()) << ::testing::PrintToString(check->problems);
+  std::string store;
+  if (driver == "btrfs") {
+    auto b = graph::testing::ScratchBtrfs::Create(1024);
+    if (!b.ok()) GTEST_SKIP() << "no scratch btrfs: " << b.status();
+    btrfs_ = std::move(*b);
+    store = btrfs_->path() + "/store";
+  }
+  StartFor(driver, {}, store);
+  if (IsSkipped() || HasFatalFailure()) return;
+  ImportRunCompareRestartRemove();
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, ContainerdE2E, ::testing::Values("overlay", "vfs", "btrfs"),

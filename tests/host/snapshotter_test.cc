@@ -8,10 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <filesystem>
-#include <regex>
-#include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +16,7 @@
 #include "tests/support/graph_conformance.h"
 #include "tests/support/process.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/snapshotter_suite.h"
 
 namespace {
 
@@ -28,10 +25,6 @@ using testsupport::RunResult;
 using testsupport::ScratchDir;
 
 std::string SnapshotterBin() { return testsupport::BuiltTool("dmthin-snapshotter"); }
-// <build>/go/snapshotter-suite.test, beside <build>/bin.
-std::string SuiteBin() {
-  return std::filesystem::path(SnapshotterBin()).parent_path().parent_path().string() + "/go/snapshotter-suite.test";
-}
 
 bool KernelHasOverlay() { return graph::testing::KernelHasFilesystem("overlay"); }
 
@@ -126,67 +119,24 @@ TEST_F(SnapshotterServer, UsageErrorsExit2) {
 
 // ------------------------------------------------ containerd's own suite ---
 
-// Runs the Go test binary with TMPDIR = `tmp` (the suite makes its roots
-// there): containerd's suite, and our own opaque-key and kill -9 restart
-// tests. Checks every case passed or was skipped by the suite.
-void RunSuite(const std::string& driver, const std::string& tmp, const std::string& run = "") {
-  if (access(SuiteBin().c_str(), X_OK) != 0) GTEST_SKIP() << "no " << SuiteBin() << " (make tests builds it)";
-  std::vector<std::string> argv = {"env",
-                                   "DMTHIN_SNAPSHOTTER=" + SnapshotterBin(),
-                                   "DMTHIN_DRIVER=" + driver,
-                                   "TMPDIR=" + tmp,
-                                   SuiteBin(),
-                                   "-test.v",
-                                   "-test.timeout=10m"};
-  if (!run.empty()) {
-    argv.push_back("-test.run");
-    argv.push_back(run);
-  }
-  RunResult r = testsupport::Run(argv);
-  std::regex result_line(R"(^\s*--- (PASS|FAIL|SKIP): (\S+))");
-  std::istringstream lines(r.out);
-  std::string line;
-  int passed = 0, failed = 0, skipped = 0;
-  std::set<std::string> failures;
-  while (std::getline(lines, line)) {
-    std::smatch m;
-    if (!std::regex_search(line, m, result_line)) continue;
-    std::string name = m[2];
-    if (name == "TestSnapshotterSuite") continue;  // the parent of the suite's cases
-    size_t slash = name.find('/');
-    std::string sub = slash == std::string::npos ? name : name.substr(slash + 1);
-    if (m[1] == "PASS") ++passed;
-    if (m[1] == "SKIP") ++skipped;
-    if (m[1] == "FAIL") {
-      ++failed;
-      failures.insert(sub);
-    }
-  }
-  std::cerr << driver << ": " << passed << " passed, " << failed << " failed, " << skipped << " skipped\n";
-  EXPECT_GT(passed, 0) << r.Describe();
-  EXPECT_EQ(failed, 0) << "failed: " << ::testing::PrintToString(failures) << "\n" << r.out << r.err;
-  EXPECT_LE(skipped, 1) << "the suite itself skips one (Rename on a kernel without overlay redirect_dir)";
-  EXPECT_EQ(r.exit_code, 0) << r.Describe();
-}
-
 TEST(ContainerdSnapshotterSuite, Overlay) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (!KernelHasOverlay()) GTEST_SKIP() << "kernel has no overlay";
   ScratchDir tmp("suite-overlay");
-  RunSuite("overlay", tmp.path());
+  testsupport::RunSnapshotterSuite("overlay", tmp.path());
 }
 
 TEST(ContainerdSnapshotterSuite, Vfs) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   ScratchDir tmp("suite-vfs");
-  RunSuite("vfs", tmp.path());
+  testsupport::RunSnapshotterSuite("vfs", tmp.path());
 }
 
 TEST(ContainerdSnapshotterSuite, Btrfs) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   auto fs = graph::testing::ScratchBtrfs::Create(1024);
   if (!fs.ok()) GTEST_SKIP() << "no scratch btrfs: " << fs.status();
-  RunSuite("btrfs", (*fs)->path());
+  testsupport::RunSnapshotterSuite("btrfs", (*fs)->path());
 }
 
 }  // namespace

@@ -15,7 +15,9 @@ std::string TestContainerd::Missing() {
 
 absl::StatusOr<std::unique_ptr<TestContainerd>> TestContainerd::Start(const std::string& dir,
                                                                       const std::string& proxy_name,
-                                                                      const std::string& proxy_socket) {
+                                                                      const std::string& proxy_socket,
+                                                                      const std::string& extra_config,
+                                                                      const std::vector<std::string>& env) {
   std::unique_ptr<TestContainerd> c(new TestContainerd());
   c->address_ = dir + "/containerd.sock";
   std::string config = "version = 2\n"
@@ -28,8 +30,9 @@ absl::StatusOr<std::unique_ptr<TestContainerd>> TestContainerd::Start(const std:
   if (!proxy_socket.empty()) {
     config += "[proxy_plugins." + proxy_name + "]\n  type = \"snapshot\"\n  address = \"" + proxy_socket + "\"\n";
   }
+  config += extra_config;
   WriteFileOrDie(dir + "/config.toml", config);
-  auto d = Daemon::Start({"containerd", "--config", dir + "/config.toml"}, dir + "/containerd.log");
+  auto d = Daemon::Start({"containerd", "--config", dir + "/config.toml"}, dir + "/containerd.log", env);
   if (!d.ok()) return d.status();
   c->daemon_ = std::move(*d);
   // Slow under TCG in the vm guest (~10 s on a loaded machine).

@@ -21,11 +21,15 @@ class TestContainerd {
   // what is missing.
   static std::string Missing();
   // Starts containerd in `dir` (config.toml, root/, state/, *.sock) with
-  // proxy snapshotter `proxy_name` on `proxy_socket` (none if empty) and
+  // proxy snapshotter `proxy_name` on `proxy_socket` (none if empty),
+  // `extra_config` appended to its config (TOML tables, e.g. a built-in
+  // snapshotter's settings) and `env` ("K=V") added to its environment, and
   // waits until it serves.
   static absl::StatusOr<std::unique_ptr<TestContainerd>> Start(const std::string& dir,
                                                                const std::string& proxy_name,
-                                                               const std::string& proxy_socket);
+                                                               const std::string& proxy_socket,
+                                                               const std::string& extra_config = "",
+                                                               const std::vector<std::string>& env = {});
   ~TestContainerd();
 
   // ctr --address <ours> ARGS...
