@@ -1,22 +1,37 @@
-// Benchmark: containerd on dmthin-snapshotter (proxy plugin, overlay
-// driver) against containerd's built-in overlayfs snapshotter, side by side
-// in one run on one containerd: the test image (tests/support/oci_image) is
-// imported into both, then N rounds, alternating the two, of
+// Benchmark: containerd on dmthin-snapshotter (proxy plugin) against one of
+// containerd's built-in snapshotters, side by side in one run on one
+// containerd: the test image (tests/support/oci_image) is imported into
+// both, then N rounds, alternating the two, of
 //   prepare  `ctr snapshots prepare KEY TOP` (a new active snapshot)
+//   mount    `ctr snapshots mounts` and mount(8) of what it prints
+//            (then umount, untimed)
 //   remove   `ctr snapshots rm KEY`
 //   run      `ctr run --rm IMAGE ID true`: prepare + mount + run + remove
 // Each figure includes ctr's own start (the same for both).
 //
-//   build/bench/snapshotter_bench [--runs N]      (root; default N = 20)
+//   build/bench/snapshotter_bench [--runs N] [--driver overlay|devicemapper] [--data DIR]
 //
-// Prints a markdown table of medians (ms) and the ratio proxy / built-in.
+// overlay (default, host): the overlay driver against built-in overlayfs.
+// devicemapper (inside tests/vm/run): the devicemapper driver on its own
+// loopback pool against built-in devmapper on a pool made with dmsetup
+// over loop devices (containerd's documented recipe), both on the guest's
+// tmpfs, both with 1 GiB base devices. There is no udev in the guest:
+// containerd (and the dmsetup it execs) get DM_DISABLE_UDEV=1, which makes
+// libdevmapper create and remove the /dev/mapper nodes itself.
+//
+// Prints a markdown table of medians (ms) and the ratios; --data writes
+// DIR/snapshotter-<driver>.dat (one row per operation, medians) for
+// tests/bench/snapshotter_bench.gp.
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -29,6 +44,7 @@
 #include "tests/support/oci_image.h"
 #include "tests/support/process.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/thinpool_cleanup.h"
 
 namespace {
 
@@ -78,6 +94,75 @@ std::string TopSnapshot(const testsupport::TestContainerd& c, const std::string&
   std::exit(1);
 }
 
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// A pool for containerd's devmapper snapshotter as its documentation makes
+// one: sparse files, loop devices, `dmsetup create` with a thin-pool table
+// (64 KiB blocks, low water mark 32768 blocks). Torn down (every device of
+// the pool, the pool, the loops) when it goes.
+class DmsetupPool {
+ public:
+  DmsetupPool(const std::string& dir, const std::string& name, uint64_t data_bytes) : name_(name) {
+    std::string data = dir + "/data", meta = dir + "/metadata";
+    Must(testsupport::Run({"truncate", "-s", std::to_string(data_bytes), data}));
+    Must(testsupport::Run({"truncate", "-s", std::to_string(256ull << 20), meta}));
+    for (const std::string& f : {data, meta}) {
+      RunResult l = testsupport::Run({"losetup", "--find", "--show", f});
+      Must(l);
+      loops_.push_back(Trim(l.out));
+    }
+    auto majmin = [](const std::string& dev) {
+      struct stat st;
+      if (::stat(dev.c_str(), &st) != 0) {
+        std::fprintf(stderr, "snapshotter_bench: stat %s failed\n", dev.c_str());
+        std::exit(1);
+      }
+      return std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+    };
+    std::string table = "0 " + std::to_string(data_bytes / 512) + " thin-pool " + majmin(loops_[1]) + " " +
+                        majmin(loops_[0]) + " 128 32768";
+    Must(Dmsetup({"create", name_, "--table", table}));
+  }
+  ~DmsetupPool() {
+    RunResult ls = Dmsetup({"ls"});
+    std::istringstream lines(ls.out);
+    for (std::string line; std::getline(lines, line);) {
+      std::string dev = line.substr(0, line.find('\t'));
+      if (dev.rfind(name_ + "-", 0) == 0) Dmsetup({"remove", "--retry", dev});
+    }
+    Dmsetup({"remove", "--retry", name_});
+    for (const std::string& l : loops_) testsupport::Run({"losetup", "-d", l});
+  }
+  static RunResult Dmsetup(std::vector<std::string> args) {
+    args.insert(args.begin(), {"env", "DM_DISABLE_UDEV=1", "dmsetup"});
+    return testsupport::Run(args);
+  }
+
+ private:
+  std::string name_;
+  std::vector<std::string> loops_;
+};
+
+// `ctr snapshots mounts TARGET KEY` prints mount(8) command lines
+// ("mount -t TYPE SOURCE TARGET -o OPTIONS"): runs them.
+void MountSnapshot(const testsupport::TestContainerd& c, const std::string& snapshotter, const std::string& key,
+                   const std::string& target) {
+  RunResult m = c.Ctr({"snapshots", "--snapshotter", snapshotter, "mounts", target, key});
+  Must(m);
+  std::istringstream lines(m.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::vector<std::string> argv;
+    for (std::string w; fields >> w;) argv.push_back(w);
+    if (argv.empty()) continue;
+    if (argv.back() == "-o") argv.pop_back();  // no options
+    Must(testsupport::Run(argv));
+  }
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -87,22 +172,36 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   int runs = 20;
+  std::string driver = "overlay", data_dir;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--driver" && i + 1 < argc) {
+      driver = argv[++i];
+    } else if (a == "--data" && i + 1 < argc) {
+      data_dir = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: snapshotter_bench [--runs N]\n");
+      std::fprintf(stderr, "usage: snapshotter_bench [--runs N] [--driver overlay|devicemapper] [--data DIR]\n");
       return 2;
     }
+  }
+  const bool dm = driver == "devicemapper";
+  if (!dm && driver != "overlay") {
+    std::fprintf(stderr, "snapshotter_bench: --driver overlay or devicemapper\n");
+    return 2;
   }
   if (::geteuid() != 0) {
     std::printf("snapshotter_bench: skipped (needs root: containerd)\n");
     return 0;
   }
   std::string missing = testsupport::TestContainerd::Missing();
-  for (const char* tool : {"umoci", "skopeo"}) {
+  for (const char* tool : {"umoci", "skopeo", "dmsetup", "mkfs.ext4", "losetup"}) {
+    if (!dm && std::string(tool) == "dmsetup") break;
     if (missing.empty() && !testsupport::HaveProgram(tool)) missing = std::string("no ") + tool;
+  }
+  if (dm && missing.empty() && ::access("/dev/mapper/control", F_OK) != 0) {
+    missing = "no device-mapper: run it inside tests/vm/run";
   }
   if (!missing.empty()) {
     std::printf("snapshotter_bench: skipped (%s)\n", missing.c_str());
@@ -111,17 +210,36 @@ int main(int argc, char** argv) {
   testsupport::ScratchDir dir("snapshotter-bench");
   std::string image = testsupport::MakeTestImage(dir.path(), kImage);
   std::string sock = dir.Sub("snapshotter.sock");
-  auto s = testsupport::Daemon::Start({testsupport::BuiltTool("dmthin-snapshotter"), "--root", dir.Sub("store"),
-                                       "--address", sock, "--driver", "overlay"},
-                                      dir.Sub("snapshotter.log"));
+  std::vector<std::string> sargv = {testsupport::BuiltTool("dmthin-snapshotter"), "--root", dir.Sub("store"),
+                                    "--address", sock, "--driver", driver};
+  std::string builtin = "overlayfs", extra_config;
+  std::vector<std::string> env;
+  std::unique_ptr<DmsetupPool> dmsetup_pool;
+  if (dm) {
+    for (const char* opt : {"dm.loopdatasize=8G", "dm.basesize=1G"}) {
+      sargv.push_back("--storage-opt");
+      sargv.push_back(opt);
+    }
+    builtin = "devmapper";
+    std::string pool = testsupport::UniqueName("ctrd-pool");
+    std::filesystem::create_directories(dir.Sub("dmsetup-pool"));
+    dmsetup_pool = std::make_unique<DmsetupPool>(dir.Sub("dmsetup-pool"), pool, 8ull << 30);
+    extra_config = "[plugins.\"io.containerd.snapshotter.v1.devmapper\"]\n"
+                   "  root_path = \"" + dir.Sub("devmapper") + "\"\n"
+                   "  pool_name = \"" + pool + "\"\n"
+                   "  base_image_size = \"1GB\"\n"
+                   "  async_remove = false\n";
+    env.push_back("DM_DISABLE_UDEV=1");
+  }
+  auto s = testsupport::Daemon::Start(sargv, dir.Sub("snapshotter.log"));
   Must(s.status());
   std::unique_ptr<testsupport::Daemon> snapshotter = std::move(*s);
   Must(snapshotter->WaitForListening(sock), snapshotter->Log());
-  auto c = testsupport::TestContainerd::Start(dir.path(), "dmthin", sock);
+  auto c = testsupport::TestContainerd::Start(dir.path(), "dmthin", sock, extra_config, env);
   Must(c.status());
   std::unique_ptr<testsupport::TestContainerd> containerd = std::move(*c);
 
-  const std::vector<std::string> names = {"dmthin", "overlayfs"};
+  const std::vector<std::string> names = {"dmthin", builtin};
   std::map<std::string, double> import_ms;
   std::map<std::string, std::string> top;
   for (const std::string& n : names) {
@@ -130,13 +248,19 @@ int main(int argc, char** argv) {
     import_ms[n] = NowMs() - t;
     top[n] = TopSnapshot(*containerd, n);
   }
-  std::map<std::string, std::vector<double>> prepare, remove, run;
+  std::string target = dir.Sub("mnt");
+  std::filesystem::create_directories(target);
+  std::map<std::string, std::vector<double>> prepare, mount, remove, run;
   for (int i = 0; i < runs; ++i) {
     for (const std::string& n : names) {
       std::string key = testsupport::UniqueName("bench-" + n);
       double t = NowMs();
       Must(containerd->Ctr({"snapshots", "--snapshotter", n, "prepare", key, top[n]}));
       prepare[n].push_back(NowMs() - t);
+      t = NowMs();
+      MountSnapshot(*containerd, n, key, target);
+      mount[n].push_back(NowMs() - t);
+      Must(testsupport::Run({"umount", target}));
       t = NowMs();
       Must(containerd->Ctr({"snapshots", "--snapshotter", n, "rm", key}));
       remove[n].push_back(NowMs() - t);
@@ -145,18 +269,46 @@ int main(int argc, char** argv) {
       run[n].push_back(NowMs() - t);
     }
   }
-  std::printf("| snapshotter | import (ms) | prepare, median (ms) | remove, median (ms) | "
-              "run --rm true, median (ms) |\n|---|---:|---:|---:|---:|\n");
+  auto label = [&](const std::string& n) {
+    return n == "dmthin" ? "dmthin-snapshotter (proxy, " + driver + ")" : builtin + " (built in)";
+  };
+  std::printf("| snapshotter | import (ms) | prepare, median (ms) | mount, median (ms) | remove, median (ms) | "
+              "run --rm true, median (ms) |\n|---|---:|---:|---:|---:|---:|\n");
   for (const std::string& n : names) {
-    std::printf("| %s | %.0f | %.1f | %.1f | %.1f |\n",
-                n == "dmthin" ? "dmthin-snapshotter (proxy, overlay)" : "overlayfs (built in)", import_ms[n],
-                Median(prepare[n]), Median(remove[n]), Median(run[n]));
+    std::printf("| %s | %.0f | %.1f | %.1f | %.1f | %.1f |\n", label(n).c_str(), import_ms[n], Median(prepare[n]),
+                Median(mount[n]), Median(remove[n]), Median(run[n]));
   }
-  std::printf("| proxy / built-in | %.2f | %.2f | %.2f | %.2f |\n", import_ms["dmthin"] / import_ms["overlayfs"],
-              Median(prepare["dmthin"]) / Median(prepare["overlayfs"]),
-              Median(remove["dmthin"]) / Median(remove["overlayfs"]), Median(run["dmthin"]) / Median(run["overlayfs"]));
+  const std::string& b = builtin;
+  std::printf("| proxy / built-in | %.2f | %.2f | %.2f | %.2f | %.2f |\n", import_ms["dmthin"] / import_ms[b],
+              Median(prepare["dmthin"]) / Median(prepare[b]), Median(mount["dmthin"]) / Median(mount[b]),
+              Median(remove["dmthin"]) / Median(remove[b]), Median(run["dmthin"]) / Median(run[b]));
+  if (dm) {
+    std::printf("| built-in / proxy (speed-up) | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+                import_ms[b] / import_ms["dmthin"], Median(prepare[b]) / Median(prepare["dmthin"]),
+                Median(mount[b]) / Median(mount["dmthin"]), Median(remove[b]) / Median(remove["dmthin"]),
+                Median(run[b]) / Median(run["dmthin"]));
+  }
   std::printf("(%d rounds, alternating; each figure includes ctr's start)\n", runs);
+  if (!data_dir.empty()) {
+    std::filesystem::create_directories(data_dir);
+    std::string path = data_dir + "/snapshotter-" + driver + ".dat";
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "snapshotter_bench: cannot write %s\n", path.c_str());
+    } else {
+      std::fprintf(f, "op \"%s\" \"%s\"\n", label("dmthin").c_str(), label(b).c_str());
+      auto row = [&](const char* op, std::map<std::string, std::vector<double>>& v) {
+        std::fprintf(f, "%s %.1f %.1f\n", op, Median(v["dmthin"]), Median(v[b]));
+      };
+      row("prepare", prepare);
+      row("mount", mount);
+      row("remove", remove);
+      row("run", run);
+      std::fclose(f);
+    }
+  }
   containerd->Stop().IgnoreError();
   snapshotter->Stop(SIGTERM).IgnoreError();
+  if (dm) (void)testsupport::DestroyDriverPools(dir.Sub("store/devicemapper"));
   return 0;
 }

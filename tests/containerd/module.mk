@@ -28,8 +28,8 @@ $(BUILD)/tests/host/snapshotter_containerd_test: | $(BUILD)/bin/dmthin-snapshott
 
 # tests/bench/snapshotter_bench: containerd with the snapshotter, started
 # with the tests' helpers.
-SNAPSHOTTER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd daemon oci_image graph_tar \
+SNAPSHOTTER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd daemon oci_image graph_tar thinpool_cleanup \
                                process scratch_dir)
 $(BUILD)/bench/snapshotter_bench: $(SNAPSHOTTER_BENCH_SUPPORT) | $(BUILD)/bin/dmthin-snapshotter
-$(BUILD)/bench/snapshotter_bench: LDLIBS := $(SNAPSHOTTER_BENCH_SUPPORT) $(BUILD)/lib/libgraph.a \
-                                    $(BUILD)/lib/libthinpool.a $(BUILD)/lib/libdm.a $(BUILD)/lib/libdmbase.a $(LDLIBS)
+# (linked before the libraries: the bench rule puts BENCH_C_OBJS first)
+$(BUILD)/bench/snapshotter_bench: BENCH_C_OBJS += $(SNAPSHOTTER_BENCH_SUPPORT)
