@@ -4,6 +4,12 @@
 // pool made here, and the ctr end-to-end scenario
 // (tests/support/snapshotter_e2e.h) with the driver's own loopback pool.
 // The mounts are the thin devices with their ext4, mounted by containerd.
+//
+// Opt-in (DMTHIN_VM_SNAPSHOTTER=1) for now: under TCG on a loaded 2-core
+// host each suite case costs 16-42 s (a store's base device and ext4 per
+// case) and the whole suite did not finish within tests/vm/run's 900 s, far
+// over the CI budget; Basic, StatActive and ViewReadonly were seen passing.
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,10 +32,16 @@
 namespace {
 
 bool HaveDeviceMapper() { return access("/dev/mapper/control", F_OK) == 0; }
+bool OptedIn() {
+  const char* v = getenv("DMTHIN_VM_SNAPSHOTTER");
+  return v != nullptr && std::string(v) == "1";
+}
+constexpr char kOptIn[] = "set DMTHIN_VM_SNAPSHOTTER=1 (slow under TCG: see the file's comment)";
 
 TEST(ContainerdSnapshotterSuite, Devicemapper) {
   if (!HaveDeviceMapper()) GTEST_SKIP() << "no /dev/mapper/control: run this inside tests/vm/run";
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!OptedIn()) GTEST_SKIP() << kOptIn;
   // A short tag: the suite's socket paths live under it (at most 107 bytes).
   testsupport::ScratchDir tmp("sdm");
   // One pool for every sub-test (each makes its own base device and
@@ -58,6 +70,9 @@ TEST(ContainerdSnapshotterSuite, Devicemapper) {
 
 class ContainerdE2E : public testsupport::SnapshotterE2ETest {
  protected:
+  static void SetUpTestSuite() {
+    if (OptedIn()) SnapshotterE2ETest::SetUpTestSuite();  // the test image
+  }
   void TearDown() override {
     SnapshotterE2ETest::TearDown();
     if (!store().empty()) {
@@ -68,6 +83,7 @@ class ContainerdE2E : public testsupport::SnapshotterE2ETest {
 
 TEST_F(ContainerdE2E, Devicemapper) {
   if (!HaveDeviceMapper()) GTEST_SKIP() << "no /dev/mapper/control: run this inside tests/vm/run";
+  if (!OptedIn()) GTEST_SKIP() << kOptIn;
   StartFor("devicemapper", {{"dm.loopdatasize", "4G"}, {"dm.basesize", "512M"}});
   if (IsSkipped() || HasFatalFailure()) return;
   ImportRunCompareRestartRemove();
