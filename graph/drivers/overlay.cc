@@ -511,17 +511,6 @@ class OverlayDriver : public Driver {
   // Compares l/ links and <id>/link files with the records.
   absl::Status CheckDerived(bool repair, std::vector<std::string>* problems,
                             std::vector<std::string>* repaired) override {
-    // The links first, then the records: a create records its link before
-    // it makes the symlink, so every link listed here that a live create
-    // made is owned by a record read after.
-    DIR* d = ::opendir(absl::StrCat(root_, "/l").c_str());
-    if (d == nullptr) return base::ErrnoError(errno, absl::StrCat("opendir ", root_, "/l"));
-    std::vector<std::string> links;
-    while (struct dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") links.push_back(n);
-    }
-    ::closedir(d);
     ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
     std::set<std::string> owned;
     for (const LayerRecord& r : all) {
@@ -557,8 +546,15 @@ class OverlayDriver : public Driver {
       }
     }
     // Links no record owns (left by a crash of a release without records).
+    DIR* d = ::opendir(absl::StrCat(root_, "/l").c_str());
+    if (d == nullptr) return base::ErrnoError(errno, absl::StrCat("opendir ", root_, "/l"));
+    std::vector<std::string> links;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != ".." && owned.count(n) == 0) links.push_back(n);
+    }
+    ::closedir(d);
     for (const std::string& n : links) {
-      if (owned.count(n) != 0) continue;
       std::string lp = absl::StrCat(root_, "/l/", n);
       problems->push_back(absl::StrCat("overlay: link ", lp, " belongs to no layer",
                                        repair ? "" : " (check --repair removes it)"));
