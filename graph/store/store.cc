@@ -22,13 +22,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "base/failpoint.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "base/utf8.h"
 #include "graph/digest.h"
 #include "graph/fsutil.h"
-#include "graph/records.h"
 #include "graph/store/init_layer.h"
 #include "base/sqlite.h"
 
@@ -37,7 +35,6 @@ namespace graph {
 using base::sqlite::Db;
 using base::sqlite::Stmt;
 using base::sqlite::Transaction;
-using base::Failpoint;
 
 absl::StatusOr<std::string> ChainId(absl::string_view parent_chain_id,
                                     absl::string_view diff_id) {
@@ -506,7 +503,6 @@ absl::Status CreateRegistry(const std::string& root, const std::string& driver) 
   {
     ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(tmp, /*create=*/true));
     RETURN_IF_ERROR(db->Exec(kSchema));
-    RETURN_IF_ERROR(db->Exec(LayerRecords::Schema()));
     ASSIGN_OR_RETURN(Stmt put, db->Prepare(
         "INSERT INTO meta(key, value) VALUES('driver', ?), ('format', ?)"));
     RETURN_IF_ERROR(put.Bind(1, driver).Bind(2, kStoreFormat).Run());
@@ -653,7 +649,6 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
                         .Run());
     RETURN_IF_ERROR(txn->Commit());
   }
-  Failpoint("store_import_after_intent");
   // Undo on any failure below: driver layer, then the record.
   auto undo = [&](absl::Status cause) {
     absl::Status rm = driver_->Remove(cache_id);
@@ -673,7 +668,6 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   ProgressSource source(tar, options.progress);
   absl::StatusOr<ApplyDiffResult> applied = driver_->ApplyDiff(cache_id, parent_cache, source);
   if (!applied.ok()) return undo(base::Annotate(applied.status(), "import: apply layer tar"));
-  Failpoint("store_import_after_apply");
   absl::StatusOr<std::string> chain = ChainId(parent_chain, applied->diff_id);
   if (!chain.ok()) return undo(chain.status());
   const std::string name = options.name.empty() ? *chain : options.name;
@@ -778,7 +772,6 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     RETURN_IF_ERROR(impl_->SetLabels(cache_id, options.labels));
     RETURN_IF_ERROR(txn->Commit());
   }
-  Failpoint("store_create_after_intent");
   auto undo = [&](absl::Status cause) {
     absl::Status rm = driver_->Remove(cache_id);
     absl::Status rm_init = init_id.empty() ? absl::OkStatus() : driver_->Remove(init_id);
@@ -804,7 +797,6 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     absl::Status put = driver_->Put(init_id);
     if (!populated.ok()) return undo(base::Annotate(populated, "populate init layer"));
     if (!put.ok()) return undo(base::Annotate(put, "unmount init layer"));
-    Failpoint("store_create_after_init");
     below = init_id;
   }
   CreateOptions opts;
@@ -813,7 +805,6 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
   if (absl::Status s = driver_->Create(cache_id, below, opts); !s.ok()) {
     return undo(base::Annotate(s, absl::StrCat("create layer \"", name, "\"")));
   }
-  Failpoint("store_create_after_driver");
   absl::Status ready = [&]() -> absl::Status {
     std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(Stmt up, db.Prepare(
@@ -855,7 +846,6 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
     std::map<std::string, std::string> merged = row.info.labels;
     for (const auto& [k, v] : labels) merged[k] = v;
     RETURN_IF_ERROR(impl_->SetLabels(row.info.cache_id, merged));
-    Failpoint("store_commit_before_commit");  // one transaction: all or nothing
     RETURN_IF_ERROR(txn->Commit());
     cache_id = row.info.cache_id;
   }
@@ -1046,12 +1036,10 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
     }
   }
   // Hidden: from here on the layer is gone for every reader; reap it.
-  Failpoint("store_remove_after_intent");
   absl::Status rm = driver_->Remove(row.info.cache_id);
   if (!rm.ok() && !GoneOrNotFound(rm)) {
     return base::Annotate(Named(row.info, rm), absl::StrCat("remove layer \"", name, "\" (check --repair retries)"));
   }
-  Failpoint("store_remove_after_driver");
   if (!row.info.init_id.empty()) {
     absl::Status rm_init = driver_->Remove(row.info.init_id);
     if (!rm_init.ok() && !GoneOrNotFound(rm_init)) {
@@ -1302,11 +1290,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
     }
   }
 
-  // 3. What the driver derives from its records for the kernel and outside
-  //    tools (overlay's l/ links and link files): rebuilt on --repair.
-  RETURN_IF_ERROR(driver_->CheckDerived(repair, &report.problems, &report.repaired));
-
-  // 4. Driver layers no record owns (a crash between Create and the record's
+  // 3. Driver layers no record owns (a crash between Create and the record's
   //    removal, or foreign ids). Re-read the records first: another process
   //    may have created layers since.
   ASSIGN_OR_RETURN(std::vector<std::string> ids, driver_->List());
@@ -1377,47 +1361,17 @@ absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
                                               absl::StrJoin(names, ", "), ")"));
     }
   }
-  if (name.empty()) {
-    // Auto-selection: the first driver whose probe succeeds names the
-    // registry made below (none: OpenDriver's error lists every reason).
-    for (const ProbeReport& r : ProbeDrivers(root, options)) {
-      if (r.status.ok()) {
-        name = r.name;
-        break;
-      }
-    }
-    if (name.empty()) return OpenDriver("", root, options).status();
-  }
   bool made_root = false;
-  bool made_registry = false;
   if (state == RootState::kNew) {
     made_root = ::mkdir(root.c_str(), 0700) == 0;
     if (!made_root && errno != EEXIST) return base::ErrnoError(errno, absl::StrCat("mkdir ", root));
   }
-  // A failed first open leaves nothing behind: no directory it made, no
-  // registry in an empty one it was given.
-  absl::Cleanup undo = [&] {
-    if (made_root) {
-      (void)RemoveTree(root);
-    } else if (made_registry) {
-      for (const std::string& n : {std::string("layers.db"), std::string("layers.db-wal"),
-                                   std::string("layers.db-shm"), std::string("locks"), name}) {
-        (void)RemoveTree(absl::StrCat(root, "/", n));
-      }
-    }
-  };
-  if (state == RootState::kNew) {
-    // The registry comes first: the driver keeps its records in it.
-    made_registry = true;
-    RETURN_IF_ERROR(MakeDir(root + "/locks", 0700));
-    RETURN_IF_ERROR(CreateRegistry(root, name));
+  absl::StatusOr<std::unique_ptr<Driver>> driver = OpenDriver(name, root, options);
+  if (!driver.ok()) {
+    if (made_root) (void)RemoveTree(root);  // a failed first open leaves no directory behind
+    return driver.status();
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::Open(root + "/layers.db"));
-  absl::StatusOr<std::unique_ptr<Driver>> driver = OpenDriver(name, root, options, std::move(records));
-  if (!driver.ok()) return driver.status();
-  absl::StatusOr<std::unique_ptr<LayerStore>> store = LayerStore::OpenExamined(root, std::move(*driver), false);
-  if (store.ok()) std::move(undo).Cancel();
-  return store;
+  return LayerStore::OpenExamined(root, std::move(*driver), state == RootState::kNew);
 }
 
 }  // namespace graph
