@@ -65,9 +65,15 @@ struct Row {
   double load = 0, run_median = 0, run_total = 0, rmi = 0;
 };
 
-// `plugin_driver` "" = dockerd's own `builtin` driver (with `builtin_opts`).
+void PrintRow(const Row& r) {
+  std::printf("| %s | %.3f | %.3f | %.2f | %.3f |\n", r.name.c_str(), r.load, r.run_median, r.run_total, r.rmi);
+  std::fflush(stdout);
+}
+
+// `plugin_driver` "" = dockerd's own `builtin` driver; `opts` are the
+// driver's storage options (dockerd's --storage-opt, or the plugin's).
 Row Measure(const std::string& name, const std::string& dir, const std::string& plugin_driver,
-            const std::string& builtin, const std::vector<std::string>& builtin_opts, const std::string& image,
+            const std::string& builtin, const std::vector<std::string>& opts, const std::string& image,
             int runs) {
   ::mkdir(dir.c_str(), 0700);
   std::unique_ptr<Daemon> plugind;
@@ -78,15 +84,15 @@ Row Measure(const std::string& name, const std::string& dir, const std::string& 
     plugin_socket = "/run/docker/plugins/" + driver + ".sock";
     ::mkdir("/run/docker", 0700);
     ::mkdir("/run/docker/plugins", 0700);
-    auto d = Daemon::Start({testsupport::BuiltTool("dmthin-docker-plugin"), "--root", dir + "/plugin",
-                            "--socket", plugin_socket, "--driver", plugin_driver},
-                           dir + "/plugin.log");
+    std::vector<std::string> argv = {testsupport::BuiltTool("dmthin-docker-plugin"), "--root", dir + "/plugin",
+                                     "--socket", plugin_socket, "--driver", plugin_driver};
+    for (const std::string& o : opts) argv.insert(argv.end(), {"--storage-opt", o});
+    auto d = Daemon::Start(argv, dir + "/plugin.log");
     Must(d.status());
     plugind = std::move(*d);
     Must(plugind->WaitForListening(plugin_socket, absl::Seconds(120)), plugind->Log());
   }
-  testsupport::Dockerd dockerd(dir + "/docker", driver, plugin_driver.empty() ? builtin_opts
-                                                                             : std::vector<std::string>{});
+  testsupport::Dockerd dockerd(dir + "/docker", driver, plugin_driver.empty() ? opts : std::vector<std::string>{});
   // In the vm guest (TCG) containerd is slow to answer: started here, not by dockerd.
   if (builtin == "devicemapper" || plugin_driver == "devicemapper") dockerd.OwnContainerd();
   Must(dockerd.Start(), plugind ? plugind->Log() : "");
@@ -110,6 +116,7 @@ Row Measure(const std::string& name, const std::string& dir, const std::string& 
   dockerd.Stop();
   if (plugind) plugind->Stop(SIGTERM).IgnoreError();
   ::unlink(plugin_socket.c_str());
+  PrintRow(row);
   return row;
 }
 
@@ -166,20 +173,23 @@ int main(int argc, char** argv) {
     std::printf("docker_bench: image written to %s\n", image_out.c_str());
     return 0;
   }
-  // One each, the built-in driver first.
+  // One each, the built-in driver first; each row is printed as measured,
+  // then the table.
   std::string builtin_name = devicemapper ? "dockerd devicemapper (built in, loop-lvm)" : "dockerd overlay2 (built in)";
   Row builtin = devicemapper ? Measure(builtin_name, dir.Sub("builtin"), "", "devicemapper",
                                        {"dm.override_udev_sync_check=true"}, image, runs)
                              : Measure(builtin_name, dir.Sub("builtin"), "", "overlay2", {}, image, runs);
   std::string plugin_driver = devicemapper ? "devicemapper" : "overlay";
-  Row plugin = Measure("dmthin-docker-plugin, " + plugin_driver, dir.Sub("plugin"), plugin_driver, "", {}, image,
-                       runs);
+  // The plugin's devicemapper needs a pool: sparse loop files like dockerd's
+  // loop-lvm (its default data file is 100 GB sparse).
+  std::vector<std::string> plugin_opts;
+  if (devicemapper) plugin_opts = {"dm.loopdatasize=100G"};
+  Row plugin = Measure("dmthin-docker-plugin, " + plugin_driver, dir.Sub("plugin"), plugin_driver, "", plugin_opts,
+                       image, runs);
   std::printf("| storage | docker load (s) | docker run --rm true, median (s) | %d runs total (s) | docker rmi (s) |\n",
               runs);
   std::printf("|---|---:|---:|---:|---:|\n");
-  for (const Row& r : {builtin, plugin}) {
-    std::printf("| %s | %.3f | %.3f | %.2f | %.3f |\n", r.name.c_str(), r.load, r.run_median, r.run_total, r.rmi);
-  }
+  for (const Row& r : {builtin, plugin}) PrintRow(r);
   std::printf("| plugin / built-in | %.2f | %.2f | %.2f | %.2f |\n", plugin.load / builtin.load,
               plugin.run_median / builtin.run_median, plugin.run_total / builtin.run_total,
               plugin.rmi / builtin.rmi);
