@@ -1,7 +1,8 @@
 // Benchmark: dockerd on dmthin-docker-plugin against dockerd's own storage
 // driver, side by side in one run: `docker load` of an image, N × `docker run
 // --rm --network none IMAGE true`, then `docker rmi`. Each configuration gets
-// a fresh dockerd (and plugin) with its own roots in a scratch dir.
+// a fresh dockerd (and plugin) with its own roots in a scratch dir; both run
+// at once and take turns at every step (paired under the same load).
 //
 //   build/bench/docker_bench [--runs N]
 //       host: the plugin on overlay vs dockerd's overlay2; the image is made
@@ -70,55 +71,71 @@ void PrintRow(const Row& r) {
   std::fflush(stdout);
 }
 
-// `plugin_driver` "" = dockerd's own `builtin` driver; `opts` are the
-// driver's storage options (dockerd's --storage-opt, or the plugin's).
-Row Measure(const std::string& name, const std::string& dir, const std::string& plugin_driver,
-            const std::string& builtin, const std::vector<std::string>& opts, const std::string& image,
-            int runs) {
-  ::mkdir(dir.c_str(), 0700);
-  std::unique_ptr<Daemon> plugind;
-  std::string driver = builtin;
-  std::string plugin_socket;
-  if (!plugin_driver.empty()) {
-    driver = testsupport::UniqueName("dmthin-bench");
-    plugin_socket = "/run/docker/plugins/" + driver + ".sock";
-    ::mkdir("/run/docker", 0700);
-    ::mkdir("/run/docker/plugins", 0700);
-    std::vector<std::string> argv = {testsupport::BuiltTool("dmthin-docker-plugin"), "--root", dir + "/plugin",
-                                     "--socket", plugin_socket, "--driver", plugin_driver};
-    for (const std::string& o : opts) argv.insert(argv.end(), {"--storage-opt", o});
-    auto d = Daemon::Start(argv, dir + "/plugin.log");
-    Must(d.status());
-    plugind = std::move(*d);
-    Must(plugind->WaitForListening(plugin_socket, absl::Seconds(120)), plugind->Log());
+// One configuration under test: a dockerd with its storage driver (and,
+// for the plugin, dmthin-docker-plugin on its own socket), up for the whole
+// run so that the two configurations can take turns step by step.
+class Config {
+ public:
+  // `plugin_driver` "" = dockerd's own `builtin` driver; `opts` are the
+  // driver's storage options (dockerd's --storage-opt, or the plugin's).
+  Config(std::string name, const std::string& dir, const std::string& plugin_driver, const std::string& builtin,
+         const std::vector<std::string>& opts)
+      : row_{std::move(name)} {
+    ::mkdir(dir.c_str(), 0700);
+    std::string driver = builtin;
+    if (!plugin_driver.empty()) {
+      driver = testsupport::UniqueName("dmthin-bench");
+      plugin_socket_ = "/run/docker/plugins/" + driver + ".sock";
+      ::mkdir("/run/docker", 0700);
+      ::mkdir("/run/docker/plugins", 0700);
+      std::vector<std::string> argv = {testsupport::BuiltTool("dmthin-docker-plugin"), "--root", dir + "/plugin",
+                                       "--socket", plugin_socket_, "--driver", plugin_driver};
+      for (const std::string& o : opts) argv.insert(argv.end(), {"--storage-opt", o});
+      auto d = Daemon::Start(argv, dir + "/plugin.log");
+      Must(d.status());
+      plugind_ = std::move(*d);
+      Must(plugind_->WaitForListening(plugin_socket_, absl::Seconds(120)), plugind_->Log());
+    }
+    dockerd_ = std::make_unique<testsupport::Dockerd>(dir + "/docker", driver,
+                                                      plugin_driver.empty() ? opts : std::vector<std::string>{});
+    // In the vm guest (TCG) containerd is slow to answer: started here, not by dockerd.
+    if (builtin == "devicemapper" || plugin_driver == "devicemapper") dockerd_->OwnContainerd();
+    Must(dockerd_->Start(), plugind_ ? plugind_->Log() : "");
   }
-  testsupport::Dockerd dockerd(dir + "/docker", driver, plugin_driver.empty() ? opts : std::vector<std::string>{});
-  // In the vm guest (TCG) containerd is slow to answer: started here, not by dockerd.
-  if (builtin == "devicemapper" || plugin_driver == "devicemapper") dockerd.OwnContainerd();
-  Must(dockerd.Start(), plugind ? plugind->Log() : "");
-  auto docker = [&](std::vector<std::string> args) { return dockerd.Docker(args); };
-  Row row{name};
-  double t0 = Now();
-  Must(docker({"load", "-i", image}));
-  row.load = Now() - t0;
-  std::vector<double> times;
-  for (int i = 0; i < runs; ++i) {
-    double t = Now();
-    Must(docker({"run", "--rm", "--network", "none", "dmthin-bench:1", "true"}));
-    times.push_back(Now() - t);
+  ~Config() {
+    dockerd_->Stop();
+    if (plugind_) plugind_->Stop(SIGTERM).IgnoreError();
+    if (!plugin_socket_.empty()) ::unlink(plugin_socket_.c_str());
   }
-  for (double t : times) row.run_total += t;
-  std::sort(times.begin(), times.end());
-  row.run_median = times[times.size() / 2];
-  t0 = Now();
-  Must(docker({"rmi", "dmthin-bench:1"}));
-  row.rmi = Now() - t0;
-  dockerd.Stop();
-  if (plugind) plugind->Stop(SIGTERM).IgnoreError();
-  ::unlink(plugin_socket.c_str());
-  PrintRow(row);
-  return row;
-}
+
+  void Load(const std::string& image) { row_.load = Timed({"load", "-i", image}); }
+  void Run() { runs_.push_back(Timed({"run", "--rm", "--network", "none", "dmthin-bench:1", "true"})); }
+  void Rmi() { row_.rmi = Timed({"rmi", "dmthin-bench:1"}); }
+
+  const Row& Finish() {
+    row_.run_total = 0;
+    for (double t : runs_) row_.run_total += t;
+    std::vector<double> sorted = runs_;
+    std::sort(sorted.begin(), sorted.end());
+    row_.run_median = sorted.empty() ? 0 : sorted[sorted.size() / 2];
+    return row_;
+  }
+
+ private:
+  double Timed(const std::vector<std::string>& args) {
+    double t0 = Now();
+    Must(dockerd_->Docker(args));
+    double t = Now() - t0;
+    std::fprintf(stderr, "docker_bench: %s: docker %s %.3f s\n", row_.name.c_str(), args[0].c_str(), t);
+    return t;
+  }
+
+  Row row_;
+  std::vector<double> runs_;
+  std::string plugin_socket_;
+  std::unique_ptr<Daemon> plugind_;
+  std::unique_ptr<testsupport::Dockerd> dockerd_;
+};
 
 }  // namespace
 
@@ -173,25 +190,37 @@ int main(int argc, char** argv) {
     std::printf("docker_bench: image written to %s\n", image_out.c_str());
     return 0;
   }
-  // One each, the built-in driver first; each row is printed as measured,
-  // then the table.
+  // Both configurations up at once and taking turns at every step (the
+  // order flips on every run), so that both see the same machine load: on
+  // a shared machine a TCG guest's speed follows the host's load, and one
+  // configuration after the other measured the load as much as the driver.
   std::string builtin_name = devicemapper ? "dockerd devicemapper (built in, loop-lvm)" : "dockerd overlay2 (built in)";
-  Row builtin = devicemapper ? Measure(builtin_name, dir.Sub("builtin"), "", "devicemapper",
-                                       {"dm.override_udev_sync_check=true"}, image, runs)
-                             : Measure(builtin_name, dir.Sub("builtin"), "", "overlay2", {}, image, runs);
   std::string plugin_driver = devicemapper ? "devicemapper" : "overlay";
   // The plugin's devicemapper needs a pool: sparse loop files like dockerd's
   // loop-lvm (its default data file is 100 GB sparse).
   std::vector<std::string> plugin_opts;
   if (devicemapper) plugin_opts = {"dm.loopdatasize=100G"};
-  Row plugin = Measure("dmthin-docker-plugin, " + plugin_driver, dir.Sub("plugin"), plugin_driver, "", plugin_opts,
-                       image, runs);
+  Config builtin(builtin_name, dir.Sub("builtin"), "", devicemapper ? "devicemapper" : "overlay2",
+                 devicemapper ? std::vector<std::string>{"dm.override_udev_sync_check=true"}
+                              : std::vector<std::string>{});
+  Config plugin("dmthin-docker-plugin, " + plugin_driver, dir.Sub("plugin"), plugin_driver, "", plugin_opts);
+  builtin.Load(image);
+  plugin.Load(image);
+  for (int i = 0; i < runs; ++i) {
+    Config& first = i % 2 == 0 ? builtin : plugin;
+    Config& second = i % 2 == 0 ? plugin : builtin;
+    first.Run();
+    second.Run();
+  }
+  plugin.Rmi();
+  builtin.Rmi();
+  const Row& b = builtin.Finish();
+  const Row& p = plugin.Finish();
   std::printf("| storage | docker load (s) | docker run --rm true, median (s) | %d runs total (s) | docker rmi (s) |\n",
               runs);
   std::printf("|---|---:|---:|---:|---:|\n");
-  for (const Row& r : {builtin, plugin}) PrintRow(r);
-  std::printf("| plugin / built-in | %.2f | %.2f | %.2f | %.2f |\n", plugin.load / builtin.load,
-              plugin.run_median / builtin.run_median, plugin.run_total / builtin.run_total,
-              plugin.rmi / builtin.rmi);
+  for (const Row* r : {&b, &p}) PrintRow(*r);
+  std::printf("| plugin / built-in | %.2f | %.2f | %.2f | %.2f |\n", p.load / b.load, p.run_median / b.run_median,
+              p.run_total / b.run_total, p.rmi / b.rmi);
   return 0;
 }
