@@ -431,4 +431,12 @@ absl::StatusOr<std::vector<DirEntry>> ListDirBeneath(int root, const std::string
   return out;
 }
 
+void SetNoCow(int fd) {
+  int flags = 0;
+  if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_NOCOW_FL) == 0) {
+    flags |= FS_NOCOW_FL;
+    (void)::ioctl(fd, FS_IOC_SETFLAGS, &flags);
+  }
+}
+
 }  // namespace base

@@ -2,8 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -11,26 +11,33 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/fsutil.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 
 namespace base::sqlite {
 namespace {
 
-// SQLite maps the WAL index (`path`-shm) into memory. On a copy-on-write
-// filesystem (btrfs) every write to a mapped page needs new space, and on a
-// full one the kernel answers with SIGBUS, not an error. Made before SQLite
-// opens it and marked no-copy-on-write (FS_NOCOW_FL: inherited only at
-// creation), its pages are rewritten in place once SQLite has allocated
-// them. Elsewhere the flag is refused (ENOTTY, EOPNOTSUPP): nothing to do.
-void PrepareShm(const std::string& path) {
-  std::string shm = path + "-shm";
-  base::UniqueFd fd(::open(shm.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return;  // exists (another connection has it), or cannot be made: SQLite decides
-  int flags = 0;
-  if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) {
-    flags |= FS_NOCOW_FL;
-    (void)::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
+// On btrfs every rewrite of a file's block needs new space (copy on
+// write), so on a full filesystem a commit could not rewrite its WAL, and a
+// write to a clean page of the mapped WAL index (`path`-shm) would be SIGBUS
+// (the page fault's space reservation fails: page_mkwrite). Files marked
+// no-copy-on-write (FS_NOCOW_FL, settable only while a file is empty, so
+// made here before SQLite makes them) are rewritten in place: the registry
+// (when `create`), its WAL and its WAL index. Only on btrfs; missing
+// sidecars of a registry that exists are made at every open (not only at
+// creation), so a store made elsewhere, or whose -shm went, gets them too.
+void PrepareNoCow(const std::string& path, bool create) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  struct statfs fs;
+  if (::statfs(dir.c_str(), &fs) != 0 || static_cast<unsigned long>(fs.f_type) != BTRFS_SUPER_MAGIC) return;
+  if (!create && ::access(path.c_str(), F_OK) != 0) return;  // no registry: make nothing beside it
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    if (*suffix == '\0' && !create) continue;
+    std::string file = path + suffix;
+    base::UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (fd) base::SetNoCow(fd.get());  // else it exists, or cannot be made (full): SQLite decides
   }
 }
 
@@ -67,6 +74,13 @@ absl::StatusOr<std::unique_ptr<Db>> Db::OpenConnection(const std::string& path, 
   // still has WAL pages to write its transaction into.
   int persist = 1;
   sqlite3_file_control(raw, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+  // The database file grows in 1 MiB steps, allocated when it grows
+  // (SQLITE_FCNTL_CHUNK_SIZE): a checkpoint on a full filesystem then
+  // writes pages the file already has, instead of extending it first (on
+  // btrfs even a hole needs space), so the WAL can restart and a removal's
+  // commit fits.
+  int chunk = 1 << 20;
+  sqlite3_file_control(raw, "main", SQLITE_FCNTL_CHUNK_SIZE, &chunk);
   if (exclusive) {
     if (absl::Status s = db->Exec("PRAGMA locking_mode=EXCLUSIVE"); !s.ok()) return s;
   }
@@ -99,7 +113,7 @@ absl::StatusOr<std::unique_ptr<Db>> Db::OpenConnection(const std::string& path, 
 }
 
 absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool create) {
-  if (create) PrepareShm(path);
+  PrepareNoCow(path, create);
   absl::StatusOr<std::unique_ptr<Db>> db = OpenConnection(path, create, /*exclusive=*/false);
   // The first connection to open a WAL database resizes its index
   // (`path`-shm) from nothing, which a full filesystem refuses

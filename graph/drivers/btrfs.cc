@@ -82,12 +82,18 @@ class BtrfsDriver : public Driver {
     if (Exists(id)) {
       return absl::AlreadyExistsError(absl::StrCat("btrfs: layer ", id, " already exists"));
     }
-    if (parent.empty()) return base::btrfs::CreateSubvolume(subvols_, id);
-    RETURN_IF_ERROR(ValidateLayerId(parent));
-    if (!Exists(parent)) {
-      return absl::NotFoundError(absl::StrCat("btrfs: parent layer ", parent, " not found"));
+    if (!parent.empty()) {
+      RETURN_IF_ERROR(ValidateLayerId(parent));
+      if (!Exists(parent)) {
+        return absl::NotFoundError(absl::StrCat("btrfs: parent layer ", parent, " not found"));
+      }
     }
-    return base::btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false);
+    RETURN_IF_ERROR(parent.empty()
+                        ? base::btrfs::CreateSubvolume(subvols_, id)
+                        : base::btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false));
+    // Its mount count file now, while there is space: a mount on a full
+    // filesystem then rewrites it in place (.refs is no-copy-on-write).
+    return refs_.Prepare(id);
   }
 
   absl::Status Remove(const std::string& id) override {

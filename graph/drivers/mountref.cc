@@ -11,11 +11,15 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/fsutil.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 
 namespace graph {
 namespace {
+
+// A count file's size: one filesystem block.
+constexpr off_t kCountFileSize = 4096;
 
 // An open, exclusively locked count file.
 struct Locked {
@@ -24,7 +28,12 @@ struct Locked {
 };
 
 absl::StatusOr<Locked> Lock(const std::string& dir, const std::string& id, bool create) {
-  if (create && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+  if (create && ::mkdir(dir.c_str(), 0700) == 0) {
+    // Counts are rewritten by every mount and umount: in place (no new
+    // space) on btrfs, so umount works on a full filesystem.
+    base::UniqueFd made(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (made) base::SetNoCow(made.get());
+  } else if (create && errno != EEXIST) {
     return base::ErrnoError(errno, absl::StrCat("creating ", dir));
   }
   std::string path = absl::StrCat(dir, "/", id);
@@ -33,6 +42,18 @@ absl::StatusOr<Locked> Lock(const std::string& dir, const std::string& id, bool 
   if (!l.fd) return base::ErrnoError(errno, absl::StrCat("opening ", path));
   while (::flock(l.fd.get(), LOCK_EX) != 0) {
     if (errno != EINTR) return base::ErrnoError(errno, absl::StrCat("locking ", path));
+  }
+  if (create) {
+    // One whole block of zeros after the count: btrfs keeps a file smaller
+    // than a block inline in its metadata, which it rewrites only with new
+    // space, while a block of a no-copy-on-write file is rewritten in place
+    // (a full filesystem still takes the next mount or umount). Best effort:
+    // without space the count still works where the filesystem allows.
+    struct stat st;
+    if (::fstat(l.fd.get(), &st) == 0 && st.st_size < kCountFileSize) {
+      std::string zeros(static_cast<size_t>(kCountFileSize - st.st_size), '\0');
+      (void)!::pwrite(l.fd.get(), zeros.data(), zeros.size(), st.st_size);
+    }
   }
   char buf[32] = {};
   ssize_t n = ::pread(l.fd.get(), buf, sizeof buf - 1, 0);
@@ -86,12 +107,19 @@ absl::Status MountRefs::Reset(const std::string& id, const std::function<absl::S
     if (base::HasErrno(l.status(), ENOENT)) return absl::OkStatus();
     return l.status();
   }
-  if (l->count > 0) RETURN_IF_ERROR(unmount());
-  RETURN_IF_ERROR(Store(*l, 0));
+  if (l->count > 0) {
+    RETURN_IF_ERROR(unmount());
+    RETURN_IF_ERROR(Store(*l, 0));  // for a holder waiting on the lock; a zero needs no write
+  }
   std::string path = absl::StrCat(dir_, "/", id);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return base::ErrnoError(errno, absl::StrCat("removing ", path));
   }
+  return absl::OkStatus();
+}
+
+absl::Status MountRefs::Prepare(const std::string& id) {
+  ASSIGN_OR_RETURN(Locked l, Lock(dir_, id, true));
   return absl::OkStatus();
 }
 

@@ -22,6 +22,11 @@ class MountRefs {
   // `dir` is created if missing.
   explicit MountRefs(std::string dir) : dir_(std::move(dir)) {}
 
+  // Makes `id`'s count file (a count of 0) if it is missing. Drivers call it
+  // when they create a layer, so a first mount needs no new file (on a full
+  // filesystem there is no inode to make it with).
+  absl::Status Prepare(const std::string& id);
+
   // Takes a reference on `id`. When the count is 0, or `is_mounted()` says
   // the recorded mount is gone, calls `mount()` first.
   absl::Status Acquire(const std::string& id, const std::function<bool()>& is_mounted,

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "base/fsutil.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "base/utf8.h"
@@ -244,32 +245,42 @@ class ProgressSource : public ByteSource {
   uint64_t reported_ = 0;
 };
 
-// An exclusive flock on `root`/locks/<cache_id>, held while a layer is being
-// created or removed so that Check(repair) in another process can tell an
-// operation in progress from an interrupted one.
+// The file in `root`/locks/ whose byte ranges are the operation locks.
+constexpr char kOpLockFile[] = "ops";
+
+// An exclusive lock on one layer, held while it is being created or removed
+// so that Check(repair) in another process can tell an operation in
+// progress from an interrupted one. A one-byte open-file-description lock
+// (F_OFD_SETLKW: per open, like flock, and released by the kernel when the
+// process dies) at an offset hashed from the cache id, in the one file
+// `root`/locks/ops made with the store: taking it writes nothing and makes no
+// file, so `rm` works on a full filesystem (a new lock file per operation
+// needed an inode it could not get).
 class OpLock {
  public:
   static absl::StatusOr<OpLock> Acquire(const std::string& locks_dir,
                                         const std::string& cache_id, bool wait) {
     OpLock lock;
-    lock.path_ = absl::StrCat(locks_dir, "/", cache_id);
-    lock.fd_.reset(::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!lock.fd_) return base::ErrnoError(errno, absl::StrCat("open lock ", lock.path_));
-    if (::flock(lock.fd_.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
-      return base::ErrnoError(errno, absl::StrCat("lock ", lock.path_));
+    std::string path = absl::StrCat(locks_dir, "/", kOpLockFile);
+    lock.fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!lock.fd_) return base::ErrnoError(errno, absl::StrCat("open lock ", path));
+    uint64_t hash = 14695981039346656037ull;  // FNV-1a: the same offset in every process
+    for (unsigned char c : cache_id) hash = (hash ^ c) * 1099511628211ull;
+    struct flock fl = {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = static_cast<off_t>(hash >> 2);  // positive, below OFF_MAX
+    fl.l_len = 1;
+    while (::fcntl(lock.fd_.get(), wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0) {
+      int err = errno == EACCES ? EWOULDBLOCK : errno;
+      if (err == EINTR) continue;
+      return base::ErrnoError(err, absl::StrCat("lock layer ", cache_id, " (", path, ")"));
     }
     return lock;
   }
-  // Removes the lock file (while still holding the lock) and releases it.
-  void Release() {
-    if (fd_) {
-      ::unlink(path_.c_str());
-      fd_.reset();
-    }
-  }
+  void Release() { fd_.reset(); }
 
  private:
-  std::string path_;
   base::UniqueFd fd_;
 };
 
@@ -307,6 +318,40 @@ class LayerStore::Impl {
   std::unique_ptr<Db> db;
   std::string locks_dir;
   std::string db_path;
+
+  // Space held back for the writes that free space (rm, umount, the undo of
+  // a failed import or create): on a full btrfs even an in-place rewrite of
+  // the registry or of a mount count needs metadata space, while an unlink
+  // does not (it draws on btrfs's global reserve). `locks/reserve`, 4 MiB
+  // allocated with the store (btrfs only), is given back when such a write
+  // fails with ENOSPC, the write is tried once more, and the reserve is made
+  // again once a removal has freed space.
+  static constexpr off_t kReserveBytes = 4 << 20;
+  std::string ReservePath() const { return locks_dir + "/reserve"; }
+  void MakeReserve() {
+    absl::StatusOr<std::string> fs = base::BackingFsName(locks_dir);
+    if (!fs.ok() || *fs != "btrfs") return;
+    std::string path = ReservePath();
+    base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (fd && ::fallocate(fd.get(), 0, 0, kReserveBytes) != 0) ::unlink(path.c_str());
+  }
+  bool FreeReserve() {
+    if (::unlink(ReservePath().c_str()) != 0) return false;
+    base::UniqueFd dir(::open(locks_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir) (void)::syncfs(dir.get());  // btrfs returns the space at its commit
+    return true;
+  }
+  static absl::Status StatusOf(const absl::Status& s) { return s; }
+  template <typename T>
+  static absl::Status StatusOf(const absl::StatusOr<T>& s) { return s.status(); }
+  // Runs `fn`; when it fails for want of space, gives the reserve back and
+  // runs it once more.
+  template <typename F>
+  auto WithReserve(F fn) -> decltype(fn()) {
+    auto result = fn();
+    if (!result.ok() && base::GetErrno(StatusOf(result)) == ENOSPC && FreeReserve()) result = fn();
+    return result;
+  }
   dev_t db_dev = 0;
   ino_t db_ino = 0;
 
@@ -595,6 +640,15 @@ absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::OpenExamined(const std::
   if (::stat(store->impl_->locks_dir.c_str(), &st) != 0) {
     RETURN_IF_ERROR(MakeDir(store->impl_->locks_dir, 0700));  // only where it went missing
   }
+  // The lock file, made with the store (opening must not need space: a
+  // store whose file is missing on a full disk gets ENOSPC at its first
+  // create or remove instead).
+  std::string ops = absl::StrCat(store->impl_->locks_dir, "/", kOpLockFile);
+  if (::access(ops.c_str(), F_OK) != 0) {
+    base::UniqueFd made(::open(ops.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!made && is_new) return base::ErrnoError(errno, absl::StrCat("creating ", ops));
+  }
+  if (::access(store->impl_->ReservePath().c_str(), F_OK) != 0) store->impl_->MakeReserve();
   return store;
 }
 
@@ -653,8 +707,10 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   auto undo = [&](absl::Status cause) {
     absl::Status rm = driver_->Remove(cache_id);
     if (rm.ok() || GoneOrNotFound(rm)) {
-      std::lock_guard<std::mutex> l(impl_->mu);
-      (void)impl_->DeleteRow(cache_id);
+      (void)impl_->WithReserve([&] {
+        std::lock_guard<std::mutex> l(impl_->mu);
+        return impl_->DeleteRow(cache_id);
+      });
       lock.Release();
     }
     return cause;
@@ -776,8 +832,10 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     absl::Status rm = driver_->Remove(cache_id);
     absl::Status rm_init = init_id.empty() ? absl::OkStatus() : driver_->Remove(init_id);
     if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
-      std::lock_guard<std::mutex> l(impl_->mu);
-      (void)impl_->DeleteRow(cache_id);
+      (void)impl_->WithReserve([&] {
+        std::lock_guard<std::mutex> l(impl_->mu);
+        return impl_->DeleteRow(cache_id);
+      });
       lock.Release();
     }
     return cause;
@@ -1002,14 +1060,16 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
   Db& db = *impl_->db;
   Row row;
   std::optional<OpLock> lock;
-  {
+  // true: done (one reference dropped); false: hidden, to be reaped.
+  ASSIGN_OR_RETURN(bool dropped, impl_->WithReserve([&]() -> absl::StatusOr<bool> {
     std::lock_guard<std::mutex> l(impl_->mu);
     ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
     ASSIGN_OR_RETURN(row, impl_->Find(name));
     if (row.info.refs > 1) {
       ASSIGN_OR_RETURN(Stmt down, db.Prepare("UPDATE layers SET refs = refs - 1 WHERE cache_id = ?"));
       RETURN_IF_ERROR(down.Bind(1, row.info.cache_id).Run());
-      return txn->Commit();
+      RETURN_IF_ERROR(txn->Commit());
+      return true;
     }
     if (row.info.children > 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -1017,12 +1077,16 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
           row.info.children == 1 ? " child" : " children"));
     }
     if (!options.force) RETURN_IF_ERROR(NotMounted(*driver_, row.info));
-    ASSIGN_OR_RETURN(lock, OpLock::Acquire(impl_->locks_dir, row.info.cache_id, true));
+    if (!lock) {
+      ASSIGN_OR_RETURN(lock, OpLock::Acquire(impl_->locks_dir, row.info.cache_id, true));
+    }
     ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
         "UPDATE layers SET name = NULL, state = 'removing' WHERE cache_id = ?"));
     RETURN_IF_ERROR(hide.Bind(1, row.info.cache_id).Run());
     RETURN_IF_ERROR(txn->Commit());
-  }
+    return false;
+  }));
+  if (dropped) return absl::OkStatus();
   if (!options.force) {
     // A mount that raced with the check above (Mount found the layer before
     // it was hidden): give the layer back rather than pull it from under it.
@@ -1046,12 +1110,13 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
       return base::Annotate(Named(row.info, rm_init), absl::StrCat("remove init layer of \"", name, "\""));
     }
   }
-  {
+  RETURN_IF_ERROR(impl_->WithReserve([&] {
     std::lock_guard<std::mutex> l(impl_->mu);
     NoSyncCommit done(db);  // lost only to a power loss: a hidden record Check reaps
-    RETURN_IF_ERROR(impl_->DeleteRow(row.info.cache_id));
-  }
+    return impl_->DeleteRow(row.info.cache_id);
+  }));
   lock->Release();
+  impl_->MakeReserve();  // again, if it was given: the layer's space is free
   return absl::OkStatus();
 }
 
@@ -1065,7 +1130,7 @@ absl::StatusOr<std::string> LayerStore::Mount(const std::string& name) {
 absl::Status LayerStore::Unmount(const std::string& name) {
   ASSIGN_OR_RETURN(Row row, impl_->FindLocked(name));
   // Every driver answers FailedPrecondition for a layer nobody mounted.
-  return Named(row.info, driver_->Put(row.info.cache_id));
+  return Named(row.info, impl_->WithReserve([&] { return driver_->Put(row.info.cache_id); }));
 }
 
 absl::Status LayerStore::MountReadOnly(const std::string& name, const std::string& target) {

@@ -74,6 +74,13 @@ absl::StatusOr<std::string> BackingFsName(const std::string& path);
 // True if `path` is the root of a mount (statx STATX_ATTR_MOUNT_ROOT).
 absl::StatusOr<bool> IsMountPoint(const std::string& path);
 
+// Marks the empty file or directory `fd` no-copy-on-write (FS_NOCOW_FL; a
+// directory passes it to files made in it later) where the filesystem has
+// the flag (btrfs): its blocks are then rewritten in place, with no new
+// space, which is what lets a full filesystem still update it. Best effort:
+// elsewhere the flag is refused and nothing changes.
+void SetNoCow(int fd);
+
 }  // namespace base
 DMTHIN_API_END
 
