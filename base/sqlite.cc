@@ -74,13 +74,6 @@ absl::StatusOr<std::unique_ptr<Db>> Db::OpenConnection(const std::string& path, 
   // still has WAL pages to write its transaction into.
   int persist = 1;
   sqlite3_file_control(raw, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-  // The database file grows in 1 MiB steps, allocated when it grows
-  // (SQLITE_FCNTL_CHUNK_SIZE): a checkpoint on a full filesystem then
-  // writes pages the file already has, instead of extending it first (on
-  // btrfs even a hole needs space), so the WAL can restart and a removal's
-  // commit fits.
-  int chunk = 1 << 20;
-  sqlite3_file_control(raw, "main", SQLITE_FCNTL_CHUNK_SIZE, &chunk);
   if (exclusive) {
     if (absl::Status s = db->Exec("PRAGMA locking_mode=EXCLUSIVE"); !s.ok()) return s;
   }
