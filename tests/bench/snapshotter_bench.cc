@@ -41,6 +41,7 @@
 
 #include "tests/support/containerd.h"
 #include "tests/support/daemon.h"
+#include "tests/support/ext4_scratch.h"
 #include "tests/support/oci_image.h"
 #include "tests/support/process.h"
 #include "tests/support/scratch_dir.h"
@@ -207,6 +208,10 @@ int main(int argc, char** argv) {
     std::printf("snapshotter_bench: skipped (%s)\n", missing.c_str());
     return 0;
   }
+  // The guest's /tmp (tmpfs) refuses the image's user.* xattr: there, the
+  // scratch dir (image, stores, both pools' files) goes on an ext4.
+  std::unique_ptr<testsupport::UserXattrTmpdir> xattr_tmp;
+  if (dm) xattr_tmp = std::make_unique<testsupport::UserXattrTmpdir>();
   testsupport::ScratchDir dir("snapshotter-bench");
   std::string image = testsupport::MakeTestImage(dir.path(), kImage);
   std::string sock = dir.Sub("snapshotter.sock");

@@ -28,7 +28,7 @@ $(BUILD)/tests/host/snapshotter_containerd_test: | $(BUILD)/bin/dmthin-snapshott
 
 # tests/bench/snapshotter_bench: containerd with the snapshotter, started
 # with the tests' helpers.
-SNAPSHOTTER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd daemon oci_image graph_tar thinpool_cleanup \
+SNAPSHOTTER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd daemon ext4_scratch oci_image graph_tar thinpool_cleanup \
                                process scratch_dir)
 $(BUILD)/bench/snapshotter_bench: $(SNAPSHOTTER_BENCH_SUPPORT) | $(BUILD)/bin/dmthin-snapshotter
 # (linked before the libraries: the bench rule puts BENCH_C_OBJS first)

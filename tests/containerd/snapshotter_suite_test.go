@@ -21,13 +21,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/proxy"
@@ -198,7 +201,98 @@ func start(bin, driver, root string) (snapshots.Snapshotter, func() error, error
 	if err != nil {
 		return nil, nil, err
 	}
-	return sn, cleanup, nil
+	tsn := &timed{Snapshotter: sn, began: time.Now(), calls: map[string]*callTime{}}
+	return tsn, func() error {
+		tsn.report()
+		return cleanup()
+	}, nil
+}
+
+// timed counts the calls of each method and the time spent in them: the
+// suite's stderr shows, per case, where the time went (the rest is the
+// suite's own mounts and file work).
+type timed struct {
+	snapshots.Snapshotter
+	began time.Time
+	mu    sync.Mutex
+	calls map[string]*callTime
+}
+
+type callTime struct {
+	n     int
+	total time.Duration
+}
+
+func (t *timed) note(method string, since time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.calls[method]
+	if c == nil {
+		c = &callTime{}
+		t.calls[method] = c
+	}
+	c.n++
+	c.total += time.Since(since)
+}
+
+func (t *timed) report() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var parts []string
+	var in time.Duration
+	for m, c := range t.calls {
+		parts = append(parts, fmt.Sprintf("%s %dx %.2fs", m, c.n, c.total.Seconds()))
+		in += c.total
+	}
+	sort.Strings(parts)
+	all := time.Since(t.began)
+	fmt.Fprintf(os.Stderr, "suite: %.2fs served, %.2fs in calls (%s), %.2fs outside\n", all.Seconds(), in.Seconds(),
+		strings.Join(parts, ", "), (all - in).Seconds())
+}
+
+func (t *timed) Stat(ctx context.Context, key string) (snapshots.Info, error) {
+	defer t.note("Stat", time.Now())
+	return t.Snapshotter.Stat(ctx, key)
+}
+
+func (t *timed) Update(ctx context.Context, info snapshots.Info, paths ...string) (snapshots.Info, error) {
+	defer t.note("Update", time.Now())
+	return t.Snapshotter.Update(ctx, info, paths...)
+}
+
+func (t *timed) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
+	defer t.note("Usage", time.Now())
+	return t.Snapshotter.Usage(ctx, key)
+}
+
+func (t *timed) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
+	defer t.note("Mounts", time.Now())
+	return t.Snapshotter.Mounts(ctx, key)
+}
+
+func (t *timed) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	defer t.note("Prepare", time.Now())
+	return t.Snapshotter.Prepare(ctx, key, parent, opts...)
+}
+
+func (t *timed) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	defer t.note("View", time.Now())
+	return t.Snapshotter.View(ctx, key, parent, opts...)
+}
+
+func (t *timed) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
+	defer t.note("Commit", time.Now())
+	return t.Snapshotter.Commit(ctx, name, key, opts...)
+}
+
+func (t *timed) Remove(ctx context.Context, key string) error {
+	defer t.note("Remove", time.Now())
+	return t.Snapshotter.Remove(ctx, key)
+}
+
+func (t *timed) Walk(ctx context.Context, fn snapshots.WalkFunc, filters ...string) error {
+	defer t.note("Walk", time.Now())
+	return t.Snapshotter.Walk(ctx, fn, filters...)
 }
 
 // killable is a snapshotter whose server can be killed (SIGKILL) mid-run.
@@ -216,9 +310,13 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 	for _, opt := range strings.Fields(os.Getenv("DMTHIN_STORAGE_OPTS")) {
 		args = append(args, "--storage-opt", opt)
 	}
+	began := time.Now()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
+	// Dies with this test (a -test.timeout panic): a server left running
+	// would hold the output pipe the caller reads to its end.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
@@ -238,8 +336,9 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 
 	// The socket file appears at bind(), before listen(): wait until a
 	// connection is accepted (or the server exits). Opening a devicemapper
-	// store under an emulated CPU (the vm tier) can take seconds.
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// store under an emulated CPU (the vm tier) on a loaded machine took
+	// more than 60 s: wait up to 5 minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	go func() {
 		select {
@@ -249,6 +348,21 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 		case <-ctx.Done():
 		}
 	}()
+	// Poll with plain connects first: gRPC's own retry after a refused
+	// connection backs off from 1 s, which was most of a case's time on
+	// vfs (and more on devicemapper, where the store opens for seconds).
+poll:
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			break poll
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	// Debian's grpc-go predates credentials/insecure.
 	conn, err := grpc.DialContext(ctx, sock, grpc.WithInsecure(), grpc.WithBlock(),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
@@ -259,6 +373,7 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 		_ = stop()
 		return nil, nil, fmt.Errorf("connecting to dmthin-snapshotter on %s: %v", sock, err)
 	}
+	fmt.Fprintf(os.Stderr, "suite: dmthin-snapshotter serving after %.2fs\n", time.Since(began).Seconds())
 	sn := &killable{
 		Snapshotter: proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "dmthin"),
 		kill: func() {
@@ -269,6 +384,8 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 	}
 	return sn, func() error {
 		cerr := conn.Close()
+		stopping := time.Now()
+		defer func() { fmt.Fprintf(os.Stderr, "suite: dmthin-snapshotter stopped in %.2fs\n", time.Since(stopping).Seconds()) }()
 		if err := stop(); err != nil {
 			return fmt.Errorf("dmthin-snapshotter: %v", err)
 		}

@@ -7,6 +7,10 @@
 //    a file) is imported with `ctr images import --snapshotter dmthin`;
 //  - `ctr run --rm --snapshotter dmthin` sees the top layer and not what it
 //    deleted;
+//  - a container writes a file and deletes one; `ctr snapshots commit` of its
+//    snapshot, and `ctr snapshots diff` of that against the image (containerd
+//    mounts both) shows the new file and the whiteout; container and
+//    committed snapshot removed;
 //  - the image's view is the same, entry by entry (mode, owner, size,
 //    content, link count, xattrs), as through containerd's built-in
 //    overlayfs snapshotter;

@@ -1,5 +1,6 @@
 #include "tests/support/snapshotter_suite.h"
 
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +26,7 @@ void RunSnapshotterSuite(const std::string& driver, const std::string& tmp,
   if (access(SnapshotterSuiteBin().c_str(), X_OK) != 0) {
     GTEST_SKIP() << "no " << SnapshotterSuiteBin() << " (make tests builds it)";
   }
+  const char* timeout = getenv("DMTHIN_SUITE_TIMEOUT");
   std::vector<std::string> argv = {"env",
                                    "DMTHIN_SNAPSHOTTER=" + BuiltTool("dmthin-snapshotter"),
                                    "DMTHIN_DRIVER=" + driver,
@@ -32,7 +34,7 @@ void RunSnapshotterSuite(const std::string& driver, const std::string& tmp,
                                    "TMPDIR=" + tmp,
                                    SnapshotterSuiteBin(),
                                    "-test.v",
-                                   "-test.timeout=10m"};
+                                   std::string("-test.timeout=") + (timeout != nullptr ? timeout : "10m")};
   if (!run.empty()) {
     argv.push_back("-test.run");
     argv.push_back(run);
@@ -52,6 +54,7 @@ void RunSnapshotterSuite(const std::string& driver, const std::string& tmp,
     if (name == "TestSnapshotterSuite") continue;  // the parent of the suite's cases
     size_t slash = name.find('/');
     std::string sub = slash == std::string::npos ? name : name.substr(slash + 1);
+    std::cerr << "  " << line.substr(line.find("---")) << "\n";  // with the case's time, "(12.34s)"
     if (m[1] == "PASS") ++passed;
     if (m[1] == "SKIP") ++skipped;
     if (m[1] == "FAIL") {
@@ -59,6 +62,7 @@ void RunSnapshotterSuite(const std::string& driver, const std::string& tmp,
       failures.insert(sub);
     }
   }
+  if (getenv("DMTHIN_SUITE_VERBOSE") != nullptr) std::cerr << r.out << r.err;
   std::cerr << driver << ": " << passed << " passed, " << failed << " failed, " << skipped << " skipped in "
             << static_cast<int>(seconds) << " s\n";
   EXPECT_GT(passed, 0) << r.Describe();

@@ -19,7 +19,10 @@ std::string SnapshotterSuiteBin();
 // containerd's suite, and our own opaque-key and kill -9 restart tests
 // (`run`: a -test.run pattern, all if empty). Skips the calling test when
 // the binary is missing; records gtest failures for any failed case, more
-// than one skipped case, or a non-zero exit.
+// than one skipped case, or a non-zero exit. Prints each case's result and
+// time to stderr; DMTHIN_SUITE_VERBOSE=1 also prints the Go program's whole
+// output (per case: how long the server took to start and the time spent in
+// each method). DMTHIN_SUITE_TIMEOUT: the Go test's -test.timeout (10m).
 void RunSnapshotterSuite(const std::string& driver, const std::string& tmp,
                          const std::vector<std::string>& storage_opts = {}, const std::string& run = "");
 
