@@ -67,7 +67,7 @@ absl::StatusOr<std::unique_ptr<Db>> Db::OpenConnection(const std::string& path, 
     return s;
   }
   std::unique_ptr<Db> db(new Db(raw));
-  sqlite3_busy_timeout(raw, 30000);
+  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   sqlite3_extended_result_codes(raw, 1);
   // The WAL keeps its file (and size) when the last connection closes
   // (SQLITE_FCNTL_PERSIST_WAL; sqlite3.h): on a full filesystem a removal

@@ -33,6 +33,10 @@ absl::StatusOr<DiskUsage> Driver::Usage(const std::string& id, const std::string
   return usage;
 }
 
+absl::Status Driver::CheckDerived(bool, std::vector<std::string>*, std::vector<std::string>*) {
+  return absl::OkStatus();
+}
+
 const char* UnsupportedName(Unsupported reason) {
   switch (reason) {
     case Unsupported::kKernelLacksFilesystem: return "kernel-lacks-filesystem";

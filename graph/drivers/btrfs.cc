@@ -3,6 +3,12 @@
 // no btrfs-progs). Nothing is mounted: Get returns the subvolume directory.
 // Diff/ApplyDiff/Changes use the naive (tree-compare) path with whiteouts
 // applied as deletions, as Docker's btrfs driver does.
+//
+// The layer's record (graph/records.h) holds `parent` and `rw`. Create:
+// record `creating` → subvolume made → `ready`; Remove: `removing` →
+// subvolume deleted → record dropped (failpoints btrfs_*). Earlier releases
+// kept no records: their subvolumes get one (read-write, as they were
+// served) when the driver opens.
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -11,10 +17,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/failpoint.h"
 #include "base/status.h"
 #include "graph/driver.h"
+#include "graph/records.h"
 #include "base/btrfs.h"
 #include "graph/fsutil.h"
 #include "graph/drivers/make_dirs.h"
@@ -24,6 +36,8 @@
 
 namespace graph {
 namespace {
+
+using base::Failpoint;
 
 // The nearest existing ancestor of `path` (the driver root may not exist yet
 // when probed).
@@ -62,12 +76,32 @@ absl::Status ProbeBtrfs(const DriverOptions& options) {
 
 class BtrfsDriver : public Driver {
  public:
-  explicit BtrfsDriver(std::string root)
-      : root_(std::move(root)), subvols_(root_ + "/subvolumes"), refs_(root_ + "/.refs") {}
+  BtrfsDriver(std::string root, std::shared_ptr<LayerRecords> records, bool own_records)
+      : root_(std::move(root)), subvols_(root_ + "/subvolumes"), refs_(root_ + "/.refs"),
+        records_(std::move(records)), own_records_(own_records) {}
 
   absl::Status Init() {
     RETURN_IF_ERROR(MakeDirs(subvols_, "btrfs"));
-    return base::btrfs::CheckOnBtrfs(subvols_);
+    RETURN_IF_ERROR(base::btrfs::CheckOnBtrfs(subvols_));
+    // Subvolumes of a release without records: adopted as they were served.
+    ASSIGN_OR_RETURN(std::vector<std::string> subs, Subvolumes());
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::set<std::string> recorded;
+    for (const LayerRecord& r : all) recorded.insert(r.id);
+    std::vector<LayerRecord> found;
+    for (const std::string& id : subs) {
+      if (recorded.count(id) == 0 && ValidateLayerId(id).ok()) {
+        found.push_back({id, RecordState::kReady, {{"parent", ""}, {"rw", "1"}}});
+      }
+    }
+    RETURN_IF_ERROR(records_->Migrate(found));
+    if (own_records_) {
+      // Without a store nobody else finishes what a crash interrupted.
+      for (const LayerRecord& r : all) {
+        if (r.state != RecordState::kReady) (void)Remove(r.id);
+      }
+    }
+    return absl::OkStatus();
   }
 
   std::string Name() const override { return "btrfs"; }
@@ -79,7 +113,7 @@ class BtrfsDriver : public Driver {
       return absl::InvalidArgumentError(absl::StrCat(
           "btrfs: storage option \"", key, "\" is not supported (no quota groups)"));
     }
-    if (Exists(id)) {
+    if (IsSubvolume(id)) {
       return absl::AlreadyExistsError(absl::StrCat("btrfs: layer ", id, " already exists"));
     }
     if (!parent.empty()) {
@@ -88,19 +122,36 @@ class BtrfsDriver : public Driver {
         return absl::NotFoundError(absl::StrCat("btrfs: parent layer ", parent, " not found"));
       }
     }
-    RETURN_IF_ERROR(parent.empty()
-                        ? base::btrfs::CreateSubvolume(subvols_, id)
-                        : base::btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false));
-    // Its mount count file now, while there is space: a mount on a full
-    // filesystem then rewrites it in place (.refs is no-copy-on-write).
-    return refs_.Prepare(id);
+    std::map<std::string, std::string> fields = {{"parent", parent}, {"rw", options.read_write ? "1" : "0"}};
+    RETURN_IF_ERROR(records_->Begin(id, fields));
+    Failpoint("btrfs_create_after_intent");
+    absl::Status made = parent.empty() ? base::btrfs::CreateSubvolume(subvols_, id)
+                                       : base::btrfs::SnapshotSubvolume(Dir(parent), subvols_, id, /*readonly=*/false);
+    if (made.ok()) {
+      Failpoint("btrfs_create_after_subvolume");
+      // Its mount count file now, while there is space: a mount on a full
+      // filesystem then rewrites it in place (.refs is no-copy-on-write).
+      made = refs_.Prepare(id);
+    }
+    if (made.ok()) made = records_->Ready(id, fields);
+    if (!made.ok()) (void)Remove(id);
+    return made;
   }
 
+  // Finishes whatever state the record is in; a subvolume no record owns
+  // goes too.
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> r, records_->Get(id));
+    if (!r && !IsSubvolume(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    if (r && r->state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
+    Failpoint("btrfs_remove_after_intent");
     RETURN_IF_ERROR(refs_.Reset(id, [] { return absl::OkStatus(); }));
-    return base::btrfs::DeleteSubvolume(Dir(id));
+    if (IsSubvolume(id)) {
+      RETURN_IF_ERROR(base::btrfs::DeleteSubvolume(Dir(id)));
+      Failpoint("btrfs_remove_after_delete");
+    }
+    return r ? records_->Drop(id) : absl::OkStatus();
   }
 
   absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override {
@@ -127,13 +178,33 @@ class BtrfsDriver : public Driver {
     return refs_.Count(id);
   }
 
+  // A ready record and its subvolume.
   bool Exists(const std::string& id) const override {
-    if (!ValidateLayerId(id).ok()) return false;
+    if (!ValidateLayerId(id).ok() || !IsSubvolume(id)) return false;
+    return records_->GetReady(id).ok();
+  }
+
+  // Ready layers, and subvolumes no record owns (for check).
+  absl::StatusOr<std::vector<std::string>> List() const override {
+    ASSIGN_OR_RETURN(std::vector<std::string> subs, Subvolumes());
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::map<std::string, RecordState> state;
+    for (const LayerRecord& r : all) state[r.id] = r.state;
+    std::vector<std::string> out;
+    for (const std::string& id : subs) {
+      auto it = state.find(id);
+      if (it == state.end() || it->second == RecordState::kReady) out.push_back(id);
+    }
+    return out;
+  }
+
+ private:
+  bool IsSubvolume(const std::string& id) const {
     absl::StatusOr<bool> sub = base::btrfs::IsSubvolume(Dir(id));
     return sub.ok() && *sub;
   }
 
-  absl::StatusOr<std::vector<std::string>> List() const override {
+  absl::StatusOr<std::vector<std::string>> Subvolumes() const {
     DIR* dir = ::opendir(subvols_.c_str());
     if (dir == nullptr) return base::ErrnoError(errno, absl::StrCat("btrfs: opendir ", subvols_));
     std::vector<std::string> ids;
@@ -149,6 +220,7 @@ class BtrfsDriver : public Driver {
     return ids;
   }
 
+ public:
   std::vector<std::pair<std::string, std::string>> Status() const override {
     std::vector<std::pair<std::string, std::string>> out;
     out.emplace_back("Backing Filesystem", "btrfs");
@@ -201,8 +273,9 @@ class BtrfsDriver : public Driver {
 
   absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& id) const override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
-    return std::vector<MountSpec>{{"bind", Dir(id), "", {"rbind", "rw"}}};
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    if (!r.ok() || !IsSubvolume(id)) return absl::NotFoundError(absl::StrCat("btrfs: layer ", id, " not found"));
+    return std::vector<MountSpec>{{"bind", Dir(id), "", {"rbind", r->Field("rw") == "1" ? "rw" : "ro"}}};
   }
 
  private:
@@ -211,6 +284,8 @@ class BtrfsDriver : public Driver {
   std::string root_;
   std::string subvols_;
   MountRefs refs_;
+  std::shared_ptr<LayerRecords> records_;
+  bool own_records_;
 };
 
 }  // namespace
@@ -222,7 +297,8 @@ DriverInfo BtrfsDriverInfo() {
   info.probe = ProbeBtrfs;
   info.create = [](const DriverOptions& options) -> absl::StatusOr<std::unique_ptr<Driver>> {
     RETURN_IF_ERROR(ProbeBtrfs(options));
-    return NewInitializedDriver<BtrfsDriver>(options.root);
+    ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(options.root, options.records));
+    return NewInitializedDriver<BtrfsDriver>(options.root, std::move(records), options.records == nullptr);
   };
   return info;
 }

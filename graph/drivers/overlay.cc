@@ -1,15 +1,32 @@
 // overlay: Docker's overlay2 layout on the kernel's overlayfs.
 //
 //   <root>/<id>/diff/      the layer's own files (the overlay upper dir)
-//   <root>/<id>/link       the layer's short name XXXX
-//   <root>/<id>/lower      "l/AAAA:l/BBBB:..." its parents' short names, nearest
-//                          first (absent for a base layer)
-//   <root>/<id>/parent     the parent's id ("" for a base layer)
-//   <root>/<id>/rw         present for read-write (container) layers
 //   <root>/<id>/work/      overlay work dir (read-write layers)
 //   <root>/<id>/merged/    mount point of the full view
-//   <root>/l/XXXX          symlink to ../<id>/diff
+//   <root>/<id>/link       the layer's short name XXXX       (derived)
+//   <root>/l/XXXX          symlink to ../<id>/diff           (derived)
 //   <root>/.refs/<id>      Get/Put reference counts
+//
+// The layer's record (graph/records.h: the store's registry, or
+// <root>/records.db without a store) holds what the driver must remember:
+//   link    its short name XXXX
+//   lower   "l/AAAA:l/BBBB:..." its parents' short names, nearest first
+//           ("" for a base layer)
+//   parent  the parent's id ("" for a base layer)
+//   rw      "1" for read-write (container) layers
+// The `l/` links (mount(2) option strings name layers by them) and the
+// `link` files (Docker's layout, read by outside tools) are derived from the
+// records: CheckDerived reports and rebuilds them. Stores of earlier
+// releases kept link, lower, parent and rw as files in <root>/<id>/: the
+// driver moves them into the records when it opens (one transaction).
+//
+// Create: record `creating` (link reserved by its l/ symlink) → the layer's
+// directory made under a temporary name and renamed into place → record
+// `ready`. Remove: record `removing` → unmount → directory renamed aside →
+// link and directory removed → record dropped. Failpoints overlay_* sit
+// between the steps; a crash at any of them leaves a record that is not
+// `ready`, which Remove (the store's check --repair) or, without a store,
+// the next open finishes.
 //
 // Mounting. The kernel takes at most 500 lower layers, and mount(2) takes at
 // most one page of options. Two ways are implemented:
@@ -59,6 +76,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/failpoint.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/archive.h"
@@ -66,9 +84,12 @@
 #include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
 #include "graph/fsutil.h"
+#include "graph/records.h"
 
 namespace graph {
 namespace {
+
+using base::Failpoint;
 
 constexpr int kMaxLowers = 500;  // the kernel's OVL_MAX_STACK
 constexpr int kLinkLen = 4;
@@ -339,9 +360,11 @@ absl::Status ProbeOverlay(const DriverOptions& o, bool* new_api_out, ProbeResult
 
 class OverlayDriver : public Driver {
  public:
-  OverlayDriver(std::string root, bool new_api, ProbeResult probe)
+  OverlayDriver(std::string root, bool new_api, ProbeResult probe, std::shared_ptr<LayerRecords> records,
+                bool own_records)
       : root_(std::move(root)), new_api_(new_api), probe_(std::move(probe)),
-        refs_(absl::StrCat(root_, "/.refs")), plain_options_(PlainDiffOptions()) {}
+        refs_(absl::StrCat(root_, "/.refs")), plain_options_(PlainDiffOptions()),
+        records_(std::move(records)), own_records_(own_records) {}
 
   absl::Status Init() {
     // mkdir -p the root.
@@ -350,7 +373,7 @@ class OverlayDriver : public Driver {
       RETURN_IF_ERROR(Mkdir(root_.substr(0, pos), 0700));
     }
     RETURN_IF_ERROR(Mkdir(absl::StrCat(root_, "/l"), 0700));
-    // Reap half-created / half-removed layers, and restore missing links.
+    // Reap the temporaries of half-created / half-removed layers.
     DIR* d = ::opendir(root_.c_str());
     if (d == nullptr) return base::ErrnoError(errno, absl::StrCat("opendir ", root_));
     std::vector<std::string> names;
@@ -360,13 +383,18 @@ class OverlayDriver : public Driver {
       if (absl::StartsWith(n, ".create-") || absl::StartsWith(n, ".remove-")) {
         (void)Unmount(absl::StrCat(root_, "/", n, "/merged"));
         (void)RemoveTree(absl::StrCat(root_, "/", n));
-      } else if (!absl::StartsWith(n, ".") && n != "l" && ValidateLayerId(n).ok()) {
-        absl::StatusOr<std::string> link = ReadSmallFile(absl::StrCat(root_, "/", n, "/link"));
-        if (!link.ok()) continue;
-        std::string lp = absl::StrCat(root_, "/l/", *link);
-        struct stat st;
-        if (::lstat(lp.c_str(), &st) != 0) (void)::symlink(absl::StrCat("../", n, "/diff").c_str(), lp.c_str());
       }
+    }
+    RETURN_IF_ERROR(MigrateFileRecords(names));
+    if (own_records_) {
+      // Without a store nobody else finishes what a crash interrupted, and
+      // no check rebuilds the derived files: the open does both.
+      ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+      for (const LayerRecord& r : all) {
+        if (r.state != RecordState::kReady) (void)Remove(r.id);
+      }
+      std::vector<std::string> problems, repaired;
+      RETURN_IF_ERROR(CheckDerived(/*repair=*/true, &problems, &repaired));
     }
     return absl::OkStatus();
   }
@@ -381,15 +409,18 @@ class OverlayDriver : public Driver {
     for (const auto& kv : options.storage_options) {
       return absl::InvalidArgumentError(absl::StrCat("overlay: unsupported storage option \"", kv.first, "\""));
     }
-    if (Exists(id)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> existing, records_->Get(id));
+    if (existing || DirExists(id)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
     std::string lower;
     if (!parent.empty()) {
       RETURN_IF_ERROR(ValidateLayerId(parent));
-      if (!Exists(parent)) return absl::NotFoundError(absl::StrCat("parent layer ", parent, " does not exist"));
-      ASSIGN_OR_RETURN(std::string plink, ReadSmallFile(Path(parent, "link")));
-      lower = absl::StrCat("l/", plink);
-      absl::StatusOr<std::string> plower = ReadSmallFile(Path(parent, "lower"));
-      if (plower.ok() && !plower->empty()) absl::StrAppend(&lower, ":", *plower);
+      absl::StatusOr<LayerRecord> p = records_->GetReady(parent);
+      if (!p.ok() || !DirExists(parent)) {
+        return absl::NotFoundError(absl::StrCat("parent layer ", parent, " does not exist"));
+      }
+      lower = absl::StrCat("l/", p->Field("link"));
+      std::string plower = p->Field("lower");
+      if (!plower.empty()) absl::StrAppend(&lower, ":", plower);
       size_t depth = static_cast<size_t>(std::count(lower.begin(), lower.end(), ':')) + 1;
       size_t needed = depth + (options.read_write ? 0 : 1);
       if (needed > static_cast<size_t>(kMaxLowers)) {
@@ -397,6 +428,22 @@ class OverlayDriver : public Driver {
                                                        " lower layers exceeds the kernel's limit of ", kMaxLowers));
       }
     }
+    std::map<std::string, std::string> fields = {
+        {"lower", lower}, {"parent", parent}, {"rw", options.read_write ? "1" : "0"}};
+    // Intent first, naming the short link; the l/ symlink reserves it
+    // (a link another layer took: drop the intent and pick again).
+    for (int attempt = 0;; ++attempt) {
+      fields["link"] = RandomLink();
+      RETURN_IF_ERROR(records_->Begin(id, fields));
+      Failpoint("overlay_create_after_intent");
+      std::string lp = absl::StrCat(root_, "/l/", fields["link"]);
+      if (::symlink(absl::StrCat("../", id, "/diff").c_str(), lp.c_str()) == 0) break;
+      absl::Status s = base::ErrnoError(errno, absl::StrCat("creating ", lp));
+      (void)records_->Drop(id);
+      if (!base::HasErrno(s, EEXIST) || attempt > 1000) return s;
+    }
+    Failpoint("overlay_create_after_link");
+    const std::string& link = fields["link"];
     std::string tmp = absl::StrCat(root_, "/.create-", id, "-", Rng()() % 1000000000);
     absl::Status s = [&]() -> absl::Status {
       RETURN_IF_ERROR(Mkdir(tmp, 0700));
@@ -413,45 +460,112 @@ class OverlayDriver : public Driver {
           return base::ErrnoError(errno, absl::StrCat("copying the root's owner and mode from ", pdiff));
         }
       }
-      RETURN_IF_ERROR(WriteSmallFile(tmp + "/parent", parent));
-      if (!parent.empty()) RETURN_IF_ERROR(WriteSmallFile(tmp + "/lower", lower));
-      if (options.read_write) RETURN_IF_ERROR(WriteSmallFile(tmp + "/rw", ""));
       if (!parent.empty() || options.read_write) {
         RETURN_IF_ERROR(Mkdir(tmp + "/work", 0700));
         RETURN_IF_ERROR(Mkdir(tmp + "/merged", 0700));
       }
-      return absl::OkStatus();
+      RETURN_IF_ERROR(WriteSmallFile(tmp + "/link", link));  // derived (Docker's layout)
+      if (::rename(tmp.c_str(), Path(id, "").c_str()) != 0) return base::ErrnoError(errno, "publishing layer");
+      Failpoint("overlay_create_after_publish");
+      return records_->Ready(id, fields);
     }();
-    // A unique short link: the symlink itself is the reservation.
-    std::string link;
-    for (int attempt = 0; s.ok(); ++attempt) {
-      link = RandomLink();
-      std::string lp = absl::StrCat(root_, "/l/", link);
-      if (::symlink(absl::StrCat("../", id, "/diff").c_str(), lp.c_str()) == 0) break;
-      if (errno != EEXIST || attempt > 1000) s = base::ErrnoError(errno, absl::StrCat("creating ", lp));
-    }
-    if (s.ok()) s = WriteSmallFile(tmp + "/link", link);
-    if (s.ok() && ::rename(tmp.c_str(), Path(id, "").c_str()) != 0) s = base::ErrnoError(errno, "publishing layer");
     if (!s.ok()) {
-      if (!link.empty()) (void)::unlink(absl::StrCat(root_, "/l/", link).c_str());
       (void)RemoveTree(tmp);
+      (void)Remove(id);  // the published directory, the link, the record
     }
     return s;
   }
 
+  // Finishes whatever state the record is in; a directory no record owns
+  // (check --prune) goes too.
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> r, records_->Get(id));
+    if (!r && !DirExists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+    if (r && r->state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
+    Failpoint("overlay_remove_after_intent");
     std::string merged = Path(id, "merged");
     RETURN_IF_ERROR(refs_.Reset(id, [&] { return Unmount(merged); }));
     RETURN_IF_ERROR(Unmount(merged));
-    absl::StatusOr<std::string> link = ReadSmallFile(Path(id, "link"));
-    std::string doomed = absl::StrCat(root_, "/.remove-", id, "-", Rng()() % 1000000000);
-    if (::rename(Path(id, "").c_str(), doomed.c_str()) != 0) return base::ErrnoError(errno, "hiding layer for removal");
-    if (link.ok()) (void)::unlink(absl::StrCat(root_, "/l/", *link).c_str());
-    return RemoveTree(doomed);
+    if (DirExists(id)) {
+      std::string doomed = absl::StrCat(root_, "/.remove-", id, "-", Rng()() % 1000000000);
+      if (::rename(Path(id, "").c_str(), doomed.c_str()) != 0) {
+        return base::ErrnoError(errno, "hiding layer for removal");
+      }
+      Failpoint("overlay_remove_after_hide");
+      RETURN_IF_ERROR(RemoveTree(doomed));
+    }
+    if (r) {
+      // Only the link that is ours (a crash before the symlink was made
+      // may have left the name to another layer).
+      std::string lp = absl::StrCat(root_, "/l/", r->Field("link"));
+      if (!r->Field("link").empty() && LinkTarget(lp) == absl::StrCat("../", id, "/diff")) {
+        (void)::unlink(lp.c_str());
+      }
+      Failpoint("overlay_remove_after_tree");
+      RETURN_IF_ERROR(records_->Drop(id));
+    }
+    return absl::OkStatus();
   }
 
+  // Compares l/ links and <id>/link files with the records.
+  absl::Status CheckDerived(bool repair, std::vector<std::string>* problems,
+                            std::vector<std::string>* repaired) override {
+    // The links first, then the records: a create records its link before
+    // it makes the symlink, so every link listed here that a live create
+    // made is owned by a record read after.
+    DIR* d = ::opendir(absl::StrCat(root_, "/l").c_str());
+    if (d == nullptr) return base::ErrnoError(errno, absl::StrCat("opendir ", root_, "/l"));
+    std::vector<std::string> links;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") links.push_back(n);
+    }
+    ::closedir(d);
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::set<std::string> owned;
+    for (const LayerRecord& r : all) {
+      std::string link = r.Field("link");
+      owned.insert(link);
+      if (r.state != RecordState::kReady || !DirExists(r.id)) continue;
+      std::string lp = absl::StrCat(root_, "/l/", link);
+      std::string want = absl::StrCat("../", r.id, "/diff");
+      if (LinkTarget(lp) != want) {
+        problems->push_back(absl::StrCat("overlay: layer ", r.id, ": link ", lp, " is missing or wrong",
+                                         repair ? "" : " (check --repair rebuilds it)"));
+        if (repair) {
+          (void)::unlink(lp.c_str());
+          if (::symlink(want.c_str(), lp.c_str()) == 0) {
+            repaired->push_back(absl::StrCat("overlay: rebuilt link ", lp));
+          } else {
+            problems->push_back(base::ErrnoError(errno, absl::StrCat("overlay: creating ", lp)).ToString());
+          }
+        }
+      }
+      absl::StatusOr<std::string> file = ReadSmallFile(Path(r.id, "link"));
+      if (!file.ok() || *file != link) {
+        problems->push_back(absl::StrCat("overlay: layer ", r.id, ": ", Path(r.id, "link"), " is missing or wrong",
+                                         repair ? "" : " (check --repair rebuilds it)"));
+        if (repair) {
+          absl::Status w = WriteSmallFile(Path(r.id, "link"), link);
+          if (w.ok()) {
+            repaired->push_back(absl::StrCat("overlay: rebuilt ", Path(r.id, "link")));
+          } else {
+            problems->push_back(std::string(w.message()));
+          }
+        }
+      }
+    }
+    // Links no record owns (left by a crash of a release without records).
+    for (const std::string& n : links) {
+      if (owned.count(n) != 0) continue;
+      std::string lp = absl::StrCat(root_, "/l/", n);
+      problems->push_back(absl::StrCat("overlay: link ", lp, " belongs to no layer",
+                                       repair ? "" : " (check --repair removes it)"));
+      if (repair && ::unlink(lp.c_str()) == 0) repaired->push_back(absl::StrCat("overlay: removed link ", lp));
+    }
+    return absl::OkStatus();
+  }
   absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
@@ -486,29 +600,35 @@ class OverlayDriver : public Driver {
   absl::StatusOr<int> MountCount(const std::string& id) const override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     // A base layer's view is its diff dir (no mount to go stale).
-    absl::StatusOr<std::string> lower = ReadSmallFile(Path(id, "lower"));
-    if (!lower.ok() || lower->empty()) return refs_.Count(id);
+    absl::StatusOr<std::optional<LayerRecord>> r = records_->Get(id);
+    if (!r.ok() || !r->has_value() || (**r).Field("lower").empty()) return refs_.Count(id);
     return refs_.Live(id, [&] { return HasMount(id); });
   }
 
+  // A ready record and its directory.
   bool Exists(const std::string& id) const override {
-    if (!ValidateLayerId(id).ok()) return false;
-    struct stat st;
-    return ::lstat(Path(id, "diff").c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    if (!ValidateLayerId(id).ok() || !DirExists(id)) return false;
+    return records_->GetReady(id).ok();
   }
 
+  // Ready layers, and directories that look like layers but no record owns
+  // (for check; Remove deletes them).
   absl::StatusOr<std::vector<std::string>> List() const override {
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::set<std::string> recorded, out;
+    for (const LayerRecord& r : all) {
+      recorded.insert(r.id);
+      if (r.state == RecordState::kReady && DirExists(r.id)) out.insert(r.id);
+    }
     DIR* d = ::opendir(root_.c_str());
     if (d == nullptr) return base::ErrnoError(errno, absl::StrCat("opendir ", root_));
-    std::vector<std::string> out;
     while (struct dirent* e = ::readdir(d)) {
       std::string n = e->d_name;
       if (n == "l" || absl::StartsWith(n, ".") || !ValidateLayerId(n).ok()) continue;
-      if (Exists(n)) out.push_back(n);
+      if (recorded.count(n) == 0 && DirExists(n)) out.insert(n);
     }
     ::closedir(d);
-    std::sort(out.begin(), out.end());
-    return out;
+    return std::vector<std::string>(out.begin(), out.end());
   }
 
   std::vector<std::pair<std::string, std::string>> Status() const override {
@@ -612,8 +732,53 @@ class OverlayDriver : public Driver {
     return rel.empty() ? absl::StrCat(root_, "/", id) : absl::StrCat(root_, "/", id, "/", rel);
   }
   bool IsRw(const std::string& id) const {
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    return r.ok() && r->Field("rw") == "1";
+  }
+  bool DirExists(const std::string& id) const {
     struct stat st;
-    return ::lstat(Path(id, "rw").c_str(), &st) == 0;
+    return ::lstat(Path(id, "diff").c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  }
+  // The target of symlink `path`, "" if it is none.
+  static std::string LinkTarget(const std::string& path) {
+    char buf[4096];
+    ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+    return n < 0 ? std::string() : std::string(buf, static_cast<size_t>(n));
+  }
+
+  // A previous release kept each layer's link, lower, parent and rw in
+  // files under <root>/<id>/: moved into the records in one transaction
+  // (the files go once it has committed; `link` stays, derived).
+  absl::Status MigrateFileRecords(const std::vector<std::string>& names) {
+    std::vector<LayerRecord> found;
+    for (const std::string& n : names) {
+      if (n == "l" || absl::StartsWith(n, ".") || !ValidateLayerId(n).ok() || !DirExists(n)) continue;
+      absl::StatusOr<std::string> link = ReadSmallFile(Path(n, "link"));
+      if (!link.ok() || link->empty()) continue;
+      absl::StatusOr<std::string> lower = ReadSmallFile(Path(n, "lower"));
+      absl::StatusOr<std::string> parent = ReadSmallFile(Path(n, "parent"));
+      struct stat st;
+      bool legacy = lower.ok() || parent.ok() || ::lstat(Path(n, "rw").c_str(), &st) == 0;
+      if (!legacy) continue;
+      ASSIGN_OR_RETURN(std::optional<LayerRecord> have, records_->Get(n));
+      if (have) continue;
+      LayerRecord r;
+      r.id = n;
+      r.state = RecordState::kReady;
+      r.fields = {{"link", *link},
+                  {"lower", lower.ok() ? *lower : ""},
+                  {"parent", parent.ok() ? *parent : ""},
+                  {"rw", ::lstat(Path(n, "rw").c_str(), &st) == 0 ? "1" : "0"}};
+      found.push_back(std::move(r));
+    }
+    if (found.empty()) return absl::OkStatus();
+    RETURN_IF_ERROR(base::Annotate(records_->Migrate(found),
+                                   absl::StrCat("overlay: moving the layer records of ", root_, " into ",
+                                                records_->path())));
+    for (const LayerRecord& r : found) {
+      for (const char* f : {"lower", "parent", "rw"}) (void)::unlink(Path(r.id, f).c_str());
+    }
+    return absl::OkStatus();
   }
   bool HasMount(const std::string& id) const {
     absl::StatusOr<bool> m = IsMountPoint(Path(id, "merged"));
@@ -622,13 +787,14 @@ class OverlayDriver : public Driver {
 
   absl::StatusOr<MountPlan> Plan(const std::string& id, const std::string& mount_label) const {
     MountPlan plan;
-    absl::StatusOr<std::string> lower = ReadSmallFile(Path(id, "lower"));
-    if (lower.ok() && !lower->empty()) {
-      for (absl::string_view l : absl::StrSplit(*lower, ':')) plan.lowers.emplace_back(l);
+    ASSIGN_OR_RETURN(LayerRecord r, records_->GetReady(id));
+    std::string lower = r.Field("lower");
+    if (!lower.empty()) {
+      for (absl::string_view l : absl::StrSplit(lower, ':')) plan.lowers.emplace_back(l);
     }
     if (plan.lowers.empty()) return plan;
-    ASSIGN_OR_RETURN(std::string link, ReadSmallFile(Path(id, "link")));
-    if (IsRw(id)) {
+    std::string link = r.Field("link");
+    if (r.Field("rw") == "1") {
       plan.upper = absl::StrCat("l/", link);
       plan.work = absl::StrCat("l/", link, "/../work");
     } else {
@@ -643,9 +809,10 @@ class OverlayDriver : public Driver {
   // Absolute diff dirs of the parents, nearest first.
   absl::StatusOr<std::vector<std::string>> LowerDirs(const std::string& id) const {
     std::vector<std::string> out;
-    absl::StatusOr<std::string> lower = ReadSmallFile(Path(id, "lower"));
-    if (!lower.ok() || lower->empty()) return out;
-    for (absl::string_view l : absl::StrSplit(*lower, ':')) {
+    ASSIGN_OR_RETURN(LayerRecord r, records_->GetReady(id));
+    std::string lower = r.Field("lower");
+    if (lower.empty()) return out;
+    for (absl::string_view l : absl::StrSplit(lower, ':')) {
       std::string lp = absl::StrCat(root_, "/", l);
       char buf[4096];
       ssize_t n = ::readlink(lp.c_str(), buf, sizeof buf);
@@ -657,9 +824,9 @@ class OverlayDriver : public Driver {
   }
 
   bool UseNative(const std::string& id, const std::string& parent) const {
-    if (!probe_.native_diff || !Exists(id)) return false;
-    absl::StatusOr<std::string> recorded = ReadSmallFile(Path(id, "parent"));
-    return recorded.ok() && *recorded == parent;
+    if (!probe_.native_diff || !DirExists(id)) return false;
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    return r.ok() && r->Field("parent") == parent;
   }
 
   absl::StatusOr<base::UniqueFd> OpenDiff(const std::string& id) const {
@@ -757,6 +924,8 @@ class OverlayDriver : public Driver {
   ProbeResult probe_;
   MountRefs refs_;
   std::vector<std::string> plain_options_;
+  std::shared_ptr<LayerRecords> records_;
+  bool own_records_;
 };
 
 }  // namespace
@@ -778,7 +947,8 @@ DriverInfo OverlayDriverInfo() {
     bool new_api = false;
     ProbeResult probe;
     RETURN_IF_ERROR(ProbeOverlay(o, &new_api, &probe));
-    auto d = std::make_unique<OverlayDriver>(o.root, new_api, probe);
+    ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
+    auto d = std::make_unique<OverlayDriver>(o.root, new_api, probe, std::move(records), o.records == nullptr);
     RETURN_IF_ERROR(d->Init());
     return std::unique_ptr<Driver>(std::move(d));
   };

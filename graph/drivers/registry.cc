@@ -87,7 +87,8 @@ std::vector<ProbeReport> ProbeDrivers(
 
 absl::StatusOr<std::unique_ptr<Driver>> OpenDriver(
     const std::string& name, const std::string& base_root,
-    const std::map<std::string, std::string>& options) {
+    const std::map<std::string, std::string>& options,
+    std::shared_ptr<LayerRecords> records) {
   std::vector<DriverInfo> drivers = RegisteredDrivers();
   if (!name.empty()) {
     for (const DriverInfo& info : drivers) {
@@ -95,6 +96,7 @@ absl::StatusOr<std::unique_ptr<Driver>> OpenDriver(
       DriverOptions o = OptionsFor(info, base_root, options);
       absl::Status probe = info.probe(o);
       if (!probe.ok()) return probe;
+      o.records = records;
       return info.create(o);
     }
     std::vector<std::string> names;
@@ -111,6 +113,7 @@ absl::StatusOr<std::unique_ptr<Driver>> OpenDriver(
       reasons.push_back(absl::StrCat(info.name, ": ", probe.message()));
       continue;
     }
+    o.records = records;
     return info.create(o);
   }
   return absl::FailedPreconditionError(absl::StrCat(

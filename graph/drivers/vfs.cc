@@ -2,8 +2,13 @@
 // filesystem can: btrfs, xfs with reflink, bcachefs). No mounts; works on
 // any filesystem; whiteouts are applied by deleting. Layout:
 //   <root>/dir/<id>          the layer's full tree
-//   <root>/info/<id>         "parent=<id>\nrw=<0|1>\n"
 //   <root>/.refs/<id>        Get/Put reference counts
+// The layer's record (graph/records.h) holds `parent` and `rw` ("1" for a
+// read-write layer); earlier releases kept them in <root>/info/<id>
+// ("parent=<id>\nrw=<0|1>\n"), moved into the records at open.
+// Create: record `creating` → copy under a temporary name → rename →
+// `ready`; Remove: `removing` → rename aside → delete → record dropped
+// (failpoints vfs_*).
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +28,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/failpoint.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/archive.h"
@@ -30,9 +36,12 @@
 #include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
 #include "graph/fsutil.h"
+#include "graph/records.h"
 
 namespace graph {
 namespace {
+
+using base::Failpoint;
 
 absl::Status MkdirP(const std::string& path) {
   std::string cur;
@@ -53,17 +62,25 @@ std::string RandomSuffix() {
 
 class VfsDriver : public Driver {
  public:
-  explicit VfsDriver(std::string root)
-      : root_(std::move(root)), refs_(absl::StrCat(root_, "/.refs")) {}
+  VfsDriver(std::string root, std::shared_ptr<LayerRecords> records, bool own_records)
+      : root_(std::move(root)), refs_(absl::StrCat(root_, "/.refs")), records_(std::move(records)),
+        own_records_(own_records) {}
 
   absl::Status Init() {
     RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, "/dir")));
-    RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, "/info")));
     // Reap what a crashed Create/Remove left behind.
     std::vector<std::string> names;
     RETURN_IF_ERROR(ListNames(absl::StrCat(root_, "/dir"), &names, /*hidden=*/true));
     for (const std::string& n : names) {
       if (absl::StartsWith(n, ".")) (void)RemoveTree(absl::StrCat(root_, "/dir/", n));
+    }
+    RETURN_IF_ERROR(MigrateInfoFiles());
+    if (own_records_) {
+      // Without a store nobody else finishes what a crash interrupted.
+      ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+      for (const LayerRecord& r : all) {
+        if (r.state != RecordState::kReady) (void)Remove(r.id);
+      }
     }
     return absl::OkStatus();
   }
@@ -75,40 +92,50 @@ class VfsDriver : public Driver {
     for (const auto& [k, v] : options.storage_options) {
       return absl::InvalidArgumentError(absl::StrCat("vfs: unknown storage option \"", k, "\""));
     }
-    if (Exists(id)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
+    if (DirExists(id)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
     if (!parent.empty()) {
       RETURN_IF_ERROR(ValidateLayerId(parent));
       if (!Exists(parent)) return absl::NotFoundError(absl::StrCat("parent layer ", parent, " does not exist"));
     }
+    std::map<std::string, std::string> fields = {{"parent", parent}, {"rw", options.read_write ? "1" : "0"}};
+    RETURN_IF_ERROR(records_->Begin(id, fields));
+    Failpoint("vfs_create_after_intent");
     std::string tmp = absl::StrCat(root_, "/dir/.create-", id, "-", RandomSuffix());
-    if (parent.empty()) {
-      if (::mkdir(tmp.c_str(), 0755) != 0) return base::ErrnoError(errno, absl::StrCat("mkdir ", tmp));
-    } else {
-      absl::StatusOr<CopyStats> st = CopyTree(Dir(parent), tmp);
-      if (!st.ok()) {
-        (void)RemoveTree(tmp);
-        return st.status();
+    absl::Status s = [&]() -> absl::Status {
+      if (parent.empty()) {
+        if (::mkdir(tmp.c_str(), 0755) != 0) return base::ErrnoError(errno, absl::StrCat("mkdir ", tmp));
+      } else {
+        RETURN_IF_ERROR(CopyTree(Dir(parent), tmp).status());
       }
-    }
-    std::string info = absl::StrCat("parent=", parent, "\nrw=", options.read_write ? 1 : 0, "\n");
-    absl::Status s = WriteFile(Info(id), info);
-    if (s.ok() && ::rename(tmp.c_str(), Dir(id).c_str()) != 0) s = base::ErrnoError(errno, "publishing layer");
+      Failpoint("vfs_create_after_copy");
+      if (::rename(tmp.c_str(), Dir(id).c_str()) != 0) return base::ErrnoError(errno, "publishing layer");
+      Failpoint("vfs_create_after_publish");
+      return records_->Ready(id, fields);
+    }();
     if (!s.ok()) {
       (void)RemoveTree(tmp);
-      (void)::unlink(Info(id).c_str());
+      (void)Remove(id);
     }
     return s;
   }
 
+  // Finishes whatever state the record is in; a directory no record owns
+  // (check --prune) goes too.
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> r, records_->Get(id));
+    if (!r && !DirExists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+    if (r && r->state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
+    Failpoint("vfs_remove_after_intent");
     RETURN_IF_ERROR(refs_.Reset(id, [] { return absl::OkStatus(); }));
-    // Rename first so a crash never leaves a half-removed layer visible.
-    std::string doomed = absl::StrCat(root_, "/dir/.remove-", id, "-", RandomSuffix());
-    if (::rename(Dir(id).c_str(), doomed.c_str()) != 0) return base::ErrnoError(errno, "hiding layer for removal");
-    (void)::unlink(Info(id).c_str());
-    return RemoveTree(doomed);
+    if (DirExists(id)) {
+      // Rename first so a crash never leaves a half-removed tree in place.
+      std::string doomed = absl::StrCat(root_, "/dir/.remove-", id, "-", RandomSuffix());
+      if (::rename(Dir(id).c_str(), doomed.c_str()) != 0) return base::ErrnoError(errno, "hiding layer for removal");
+      Failpoint("vfs_remove_after_hide");
+      RETURN_IF_ERROR(RemoveTree(doomed));
+    }
+    return r ? records_->Drop(id) : absl::OkStatus();
   }
 
   absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override {
@@ -129,16 +156,25 @@ class VfsDriver : public Driver {
     return refs_.Count(id);  // no mount: a count stays until Put or Remove
   }
 
+  // A ready record and its tree.
   bool Exists(const std::string& id) const override {
-    if (!ValidateLayerId(id).ok()) return false;
-    struct stat st;
-    return ::lstat(Dir(id).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    if (!ValidateLayerId(id).ok() || !DirExists(id)) return false;
+    return records_->GetReady(id).ok();
   }
 
+  // Ready layers, and trees no record owns (for check; Remove deletes them).
   absl::StatusOr<std::vector<std::string>> List() const override {
     std::vector<std::string> names;
     RETURN_IF_ERROR(ListNames(absl::StrCat(root_, "/dir"), &names, false));
-    return names;
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::map<std::string, RecordState> state;
+    for (const LayerRecord& r : all) state[r.id] = r.state;
+    std::vector<std::string> out;
+    for (const std::string& n : names) {
+      auto it = state.find(n);
+      if (it == state.end() || it->second == RecordState::kReady) out.push_back(n);
+    }
+    return out;
   }
 
   std::vector<std::pair<std::string, std::string>> Status() const override {
@@ -150,8 +186,8 @@ class VfsDriver : public Driver {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
     std::map<std::string, std::string> m = {{"Dir", Dir(id)}};
-    auto info = ReadInfo(id);
-    m["Parent"] = info["parent"];
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    m["Parent"] = r.ok() ? r->Field("parent") : "";
     return m;
   }
 
@@ -181,34 +217,43 @@ class VfsDriver : public Driver {
   absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& id) const override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     if (!Exists(id)) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
-    bool rw = ReadInfo(id)["rw"] == "1";
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    bool rw = r.ok() && r->Field("rw") == "1";
     return std::vector<MountSpec>{{"bind", Dir(id), "", {"rbind", rw ? "rw" : "ro"}}};
   }
 
  private:
   std::string Dir(const std::string& id) const { return absl::StrCat(root_, "/dir/", id); }
-  std::string Info(const std::string& id) const { return absl::StrCat(root_, "/info/", id); }
-
-  std::map<std::string, std::string> ReadInfo(const std::string& id) const {
-    std::map<std::string, std::string> out;
-    std::ifstream in(Info(id));
-    std::string line;
-    while (std::getline(in, line)) {
-      size_t eq = line.find('=');
-      if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    return out;
+  bool DirExists(const std::string& id) const {
+    struct stat st;
+    return ::lstat(Dir(id).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   }
 
-  static absl::Status WriteFile(const std::string& path, const std::string& data) {
-    std::string tmp = absl::StrCat(path, ".tmp");
-    base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd) return base::ErrnoError(errno, absl::StrCat("creating ", tmp));
-    if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
-      return base::ErrnoError(errno, absl::StrCat("writing ", tmp));
+  // Earlier releases' <root>/info/<id> files ("parent=..\nrw=0|1\n"): into
+  // the records in one transaction, then the files and the directory go.
+  absl::Status MigrateInfoFiles() {
+    std::string info_dir = absl::StrCat(root_, "/info");
+    struct stat st;
+    if (::lstat(info_dir.c_str(), &st) != 0) return absl::OkStatus();
+    std::vector<std::string> names;
+    RETURN_IF_ERROR(ListNames(info_dir, &names, false));
+    std::vector<LayerRecord> found;
+    for (const std::string& n : names) {
+      if (!ValidateLayerId(n).ok() || !DirExists(n)) continue;
+      std::ifstream in(absl::StrCat(info_dir, "/", n));
+      LayerRecord r;
+      r.id = n;
+      r.state = RecordState::kReady;
+      std::string line;
+      while (std::getline(in, line)) {
+        size_t eq = line.find('=');
+        if (eq != std::string::npos) r.fields[line.substr(0, eq)] = line.substr(eq + 1);
+      }
+      found.push_back(std::move(r));
     }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) return base::ErrnoError(errno, absl::StrCat("renaming ", tmp));
-    return absl::OkStatus();
+    RETURN_IF_ERROR(base::Annotate(records_->Migrate(found), absl::StrCat("vfs: moving the layer records of ",
+                                                                           root_, " into ", records_->path())));
+    return RemoveTree(info_dir);
   }
 
   static absl::Status ListNames(const std::string& dir, std::vector<std::string>* out, bool hidden) {
@@ -227,6 +272,8 @@ class VfsDriver : public Driver {
 
   std::string root_;
   MountRefs refs_;
+  std::shared_ptr<LayerRecords> records_;
+  bool own_records_;
 };
 
 }  // namespace
@@ -240,7 +287,8 @@ DriverInfo VfsDriverInfo() {
     for (const auto& [k, v] : o.options) {
       return absl::InvalidArgumentError(absl::StrCat("vfs: unknown option \"", k, "\""));
     }
-    auto d = std::make_unique<VfsDriver>(o.root);
+    ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
+    auto d = std::make_unique<VfsDriver>(o.root, std::move(records), o.records == nullptr);
     RETURN_IF_ERROR(d->Init());
     return std::unique_ptr<Driver>(std::move(d));
   };

@@ -22,20 +22,25 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "base/failpoint.h"
 #include "base/fsutil.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "base/utf8.h"
 #include "graph/digest.h"
 #include "graph/fsutil.h"
+#include "graph/records.h"
 #include "graph/store/init_layer.h"
 #include "base/sqlite.h"
+#include "base/sqlite_shared.h"
 
 namespace graph {
 
 using base::sqlite::Db;
 using base::sqlite::Stmt;
-using base::sqlite::Transaction;
+using base::sqlite::SharedDb;
+using base::sqlite::Writer;
+using base::Failpoint;
 
 absl::StatusOr<std::string> ChainId(absl::string_view parent_chain_id,
                                     absl::string_view diff_id) {
@@ -284,38 +289,24 @@ class OpLock {
   base::UniqueFd fd_;
 };
 
-// For one registry write under LayerStore::Impl::mu: its commit does not
-// wait for the disk (synchronous=NORMAL instead of FULL). Only for records
-// that say an operation is under way (Create's intent) or was completed
-// (Remove's last delete): a power loss may roll such a commit back (WAL
-// never leaves a torn registry), which leaves what Check already handles —
-// a driver layer no record owns, or a hidden 'removing' record to reap.
-// The FULL commit that makes a layer visible syncs the WAL, and with it
-// every earlier commit; a crash of the process loses nothing (the WAL is
-// written before the commit returns). One fdatasync per Prepare and per
-// Remove instead of two.
-class NoSyncCommit {
- public:
-  explicit NoSyncCommit(Db& db) : db_(db), relaxed_(db.Exec("PRAGMA synchronous=NORMAL").ok()) {}
-  ~NoSyncCommit() {
-    if (relaxed_) (void)db_.Exec("PRAGMA synchronous=FULL");
-  }
-  NoSyncCommit(const NoSyncCommit&) = delete;
-  NoSyncCommit& operator=(const NoSyncCommit&) = delete;
-
- private:
-  Db& db_;
-  bool relaxed_;
-};
 
 }  // namespace
 
 class LayerStore::Impl {
  public:
-  // Guards `db` (one connection: its transactions must not interleave).
-  // Held for registry work only, never across driver calls.
-  std::mutex mu;
-  std::unique_ptr<Db> db;
+  // The registry's one connection in this process, shared with the
+  // driver's records (base/sqlite_shared.h): its lock is held for registry
+  // work only, never across driver calls; writers take it through Write,
+  // which does not hold it while another process writes.
+  std::shared_ptr<SharedDb> conn;
+  Db* db = nullptr;  // conn's
+  // The driver's records when they are in this registry (OpenLayerStore):
+  // their staged Ready commits with the layer's.
+  std::shared_ptr<LayerRecords> records;
+
+  absl::Status WriteStaged(Writer& w, const std::vector<std::string>& ids) {
+    return records == nullptr ? absl::OkStatus() : records->WriteStaged(w, ids);
+  }
   std::string locks_dir;
   std::string db_path;
 
@@ -423,7 +414,7 @@ class LayerStore::Impl {
   }
 
   absl::StatusOr<Row> FindLocked(const std::string& name) {
-    std::lock_guard<std::mutex> l(mu);
+    auto l = conn->Lock();
     return Find(name);
   }
 
@@ -441,6 +432,13 @@ class LayerStore::Impl {
   absl::Status DeleteRow(const std::string& cache_id) {
     ASSIGN_OR_RETURN(Stmt s, db->Prepare("DELETE FROM layers WHERE cache_id = ?"));
     return s.Bind(1, cache_id).Run();
+  }
+
+  // DeleteRow in a transaction of its own (`relaxed`: SharedDb::Write).
+  absl::Status DeleteRowNow(const std::string& cache_id, bool relaxed = false) {
+    ASSIGN_OR_RETURN(Writer txn, conn->Write(relaxed));
+    RETURN_IF_ERROR(DeleteRow(cache_id));
+    return txn.Commit();
   }
 };
 
@@ -548,6 +546,7 @@ absl::Status CreateRegistry(const std::string& root, const std::string& driver) 
   {
     ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(tmp, /*create=*/true));
     RETURN_IF_ERROR(db->Exec(kSchema));
+    RETURN_IF_ERROR(db->Exec(LayerRecords::Schema()));
     ASSIGN_OR_RETURN(Stmt put, db->Prepare(
         "INSERT INTO meta(key, value) VALUES('driver', ?), ('format', ?)"));
     RETURN_IF_ERROR(put.Bind(1, driver).Bind(2, kStoreFormat).Run());
@@ -604,6 +603,7 @@ absl::StatusOr<std::unique_ptr<Db>> OpenRegistry(const std::string& root, std::s
       break;
     }
   }
+  if (present.count("driver_records") == 0) RETURN_IF_ERROR((*db)->Exec(LayerRecords::Schema()));
   return db;
 }
 
@@ -619,7 +619,9 @@ absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::Open(const std::string& 
 
 absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::OpenExamined(const std::string& root,
                                                                      std::unique_ptr<Driver> driver,
-                                                                     bool is_new) {
+                                                                     bool is_new,
+                                                                     std::shared_ptr<SharedDb> conn,
+                                                                     std::shared_ptr<LayerRecords> records) {
   std::string name = driver->Name();
   if (is_new) {
     RETURN_IF_ERROR(MakeDir(root, 0700));
@@ -629,8 +631,14 @@ absl::StatusOr<std::unique_ptr<LayerStore>> LayerStore::OpenExamined(const std::
   std::unique_ptr<LayerStore> store(new LayerStore(root, std::move(driver)));
   store->impl_->locks_dir = root + "/locks";
   store->impl_->db_path = root + "/layers.db";
-  std::string recorded;
-  ASSIGN_OR_RETURN(store->impl_->db, OpenRegistry(root, &recorded));
+  std::string recorded = name;  // a connection given was opened (and checked) by OpenLayerStore
+  if (conn == nullptr) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Db> db, OpenRegistry(root, &recorded));
+    conn = std::make_shared<SharedDb>(std::move(db));
+  }
+  store->impl_->conn = std::move(conn);
+  store->impl_->db = &store->impl_->conn->db();
+  store->impl_->records = std::move(records);
   if (recorded != name) {
     return absl::FailedPreconditionError(
         absl::StrCat("layer store ", root, " was created with driver \"", recorded, "\", not \"", name, "\""));
@@ -667,7 +675,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   Db& db = *impl_->db;
   std::string parent_cache, parent_chain;
   if (!options.name.empty()) {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    auto l = impl_->conn->Lock();
     if (absl::StatusOr<Row> taken = impl_->FindOwn(options.name); taken.ok()) {
       return absl::AlreadyExistsError(absl::StrCat("layer \"", options.name, "\" already exists"));
     } else if (!absl::IsNotFound(taken.status())) {
@@ -675,7 +683,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
     }
   }
   if (!options.parent.empty()) {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    auto l = impl_->conn->Lock();
     ASSIGN_OR_RETURN(Row parent, impl_->Find(options.parent));
     if (parent.info.chain_id.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -687,8 +695,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   const std::string cache_id = NewCacheId();
   ASSIGN_OR_RETURN(OpLock lock, OpLock::Acquire(impl_->locks_dir, cache_id, true));
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
     // The parent may have been removed since we looked.
     if (!parent_cache.empty()) RETURN_IF_ERROR(impl_->Find(options.parent).status());
     ASSIGN_OR_RETURN(Stmt ins, db.Prepare(
@@ -701,16 +708,14 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
                         .Bind(4, now)
                         .Bind(5, now)
                         .Run());
-    RETURN_IF_ERROR(txn->Commit());
+    RETURN_IF_ERROR(txn.Commit());
   }
+  Failpoint("store_import_after_intent");
   // Undo on any failure below: driver layer, then the record.
   auto undo = [&](absl::Status cause) {
     absl::Status rm = driver_->Remove(cache_id);
     if (rm.ok() || GoneOrNotFound(rm)) {
-      (void)impl_->WithReserve([&] {
-        std::lock_guard<std::mutex> l(impl_->mu);
-        return impl_->DeleteRow(cache_id);
-      });
+      (void)impl_->WithReserve([&] { return impl_->DeleteRowNow(cache_id); });
       lock.Release();
     }
     return cause;
@@ -724,6 +729,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   ProgressSource source(tar, options.progress);
   absl::StatusOr<ApplyDiffResult> applied = driver_->ApplyDiff(cache_id, parent_cache, source);
   if (!applied.ok()) return undo(base::Annotate(applied.status(), "import: apply layer tar"));
+  Failpoint("store_import_after_apply");
   absl::StatusOr<std::string> chain = ChainId(parent_chain, applied->diff_id);
   if (!chain.ok()) return undo(chain.status());
   const std::string name = options.name.empty() ? *chain : options.name;
@@ -731,8 +737,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
   // Publishes our copy, or — when another import of the same chain id won
   // meanwhile — takes a reference to that one and hides ours (true: drop it).
   absl::StatusOr<bool> shared = [&]() -> absl::StatusOr<bool> {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
     absl::StatusOr<Row> existing = impl_->Find(name);
     if (existing.ok() && !options.name.empty()) {
       return absl::AlreadyExistsError(absl::StrCat("layer \"", name, "\" already exists"));
@@ -750,7 +755,7 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
       ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
                                       "UPDATE layers SET state = 'removing' WHERE cache_id = ?"));
       RETURN_IF_ERROR(hide.Bind(1, cache_id).Run());
-      RETURN_IF_ERROR(txn->Commit());
+      RETURN_IF_ERROR(txn.Commit());
       return true;
     }
     if (!absl::IsNotFound(existing.status())) return existing.status();
@@ -765,7 +770,8 @@ absl::StatusOr<LayerInfo> LayerStore::Import(ByteSource& tar, const ImportOption
                         .Bind(6, cache_id)
                         .Run());
     RETURN_IF_ERROR(impl_->SetLabels(cache_id, options.labels));
-    RETURN_IF_ERROR(txn->Commit());
+    RETURN_IF_ERROR(impl_->WriteStaged(txn, {cache_id}));  // the driver's record commits with it
+    RETURN_IF_ERROR(txn.Commit());
     return false;
   }();
   if (!shared.ok()) return undo(shared.status());
@@ -795,9 +801,7 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
   std::string parent_cache;
   ASSIGN_OR_RETURN(OpLock lock, OpLock::Acquire(impl_->locks_dir, cache_id, true));
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    NoSyncCommit intent(db);  // synced by the commit that marks it ready
-    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write(/*relaxed=*/true));  // synced by the commit that marks it ready
     if (!parent.empty()) {
       ASSIGN_OR_RETURN(Row p, impl_->FindOwn(parent));
       if (p.info.kind != LayerKind::kCommitted && !options.any_parent) {
@@ -826,16 +830,14 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
                         .Bind(7, now)
                         .Run());
     RETURN_IF_ERROR(impl_->SetLabels(cache_id, options.labels));
-    RETURN_IF_ERROR(txn->Commit());
+    RETURN_IF_ERROR(txn.Commit());
   }
+  Failpoint("store_create_after_intent");
   auto undo = [&](absl::Status cause) {
     absl::Status rm = driver_->Remove(cache_id);
     absl::Status rm_init = init_id.empty() ? absl::OkStatus() : driver_->Remove(init_id);
     if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
-      (void)impl_->WithReserve([&] {
-        std::lock_guard<std::mutex> l(impl_->mu);
-        return impl_->DeleteRow(cache_id);
-      });
+      (void)impl_->WithReserve([&] { return impl_->DeleteRowNow(cache_id); });
       lock.Release();
     }
     return cause;
@@ -855,6 +857,7 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
     absl::Status put = driver_->Put(init_id);
     if (!populated.ok()) return undo(base::Annotate(populated, "populate init layer"));
     if (!put.ok()) return undo(base::Annotate(put, "unmount init layer"));
+    Failpoint("store_create_after_init");
     below = init_id;
   }
   CreateOptions opts;
@@ -863,11 +866,18 @@ absl::StatusOr<LayerInfo> LayerStore::Create(const std::string& name, const std:
   if (absl::Status s = driver_->Create(cache_id, below, opts); !s.ok()) {
     return undo(base::Annotate(s, absl::StrCat("create layer \"", name, "\"")));
   }
+  Failpoint("store_create_after_driver");
   absl::Status ready = [&]() -> absl::Status {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    // The driver's records of the layer (and of its init layer) commit
+    // with its state.
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
     ASSIGN_OR_RETURN(Stmt up, db.Prepare(
                                   "UPDATE layers SET state = 'ready' WHERE cache_id = ?"));
-    return up.Bind(1, cache_id).Run();
+    RETURN_IF_ERROR(up.Bind(1, cache_id).Run());
+    std::vector<std::string> ids = {cache_id};
+    if (!init_id.empty()) ids.push_back(init_id);
+    RETURN_IF_ERROR(impl_->WriteStaged(txn, ids));
+    return txn.Commit();
   }();
   if (!ready.ok()) return undo(ready);
   lock.Release();
@@ -882,8 +892,7 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
   Db& db = *impl_->db;
   std::string cache_id;
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
     ASSIGN_OR_RETURN(Row row, impl_->Find(key));
     if (row.info.kind != LayerKind::kActive) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -904,7 +913,8 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
     std::map<std::string, std::string> merged = row.info.labels;
     for (const auto& [k, v] : labels) merged[k] = v;
     RETURN_IF_ERROR(impl_->SetLabels(row.info.cache_id, merged));
-    RETURN_IF_ERROR(txn->Commit());
+    Failpoint("store_commit_before_commit");  // one transaction: all or nothing
+    RETURN_IF_ERROR(txn.Commit());
     cache_id = row.info.cache_id;
   }
   // Best effort: a device left active costs a dm node until Remove.
@@ -913,7 +923,7 @@ absl::StatusOr<LayerInfo> LayerStore::Commit(const std::string& name, const std:
 }
 
 absl::StatusOr<LayerInfo> LayerStore::Stat(const std::string& name) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  auto l = impl_->conn->Lock();
   ASSIGN_OR_RETURN(Row row, impl_->Find(name));
   return row.info;
 }
@@ -924,8 +934,7 @@ absl::StatusOr<LayerInfo> LayerStore::Update(const std::string& name,
   RETURN_IF_ERROR(ValidateLabels(labels));
   Db& db = *impl_->db;
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
     ASSIGN_OR_RETURN(Row row, impl_->Find(name));
     std::map<std::string, std::string> result = row.info.labels;
     if (field_paths.empty()) {
@@ -951,7 +960,7 @@ absl::StatusOr<LayerInfo> LayerStore::Update(const std::string& name,
     RETURN_IF_ERROR(impl_->SetLabels(row.info.cache_id, result));
     ASSIGN_OR_RETURN(Stmt up, db.Prepare("UPDATE layers SET updated = ? WHERE cache_id = ?"));
     RETURN_IF_ERROR(up.Bind(1, NowNanos()).Bind(2, row.info.cache_id).Run());
-    RETURN_IF_ERROR(txn->Commit());
+    RETURN_IF_ERROR(txn.Commit());
   }
   return Stat(name);
 }
@@ -1003,7 +1012,7 @@ absl::Status LayerStore::Walk(const Filter& filter,
   {
     // Two reads in one transaction (a consistent snapshot): the visible
     // layers, then every label, joined here; filtered before returning.
-    std::lock_guard<std::mutex> l(impl_->mu);
+    auto l = impl_->conn->Lock();
     Db& db = *impl_->db;
     RETURN_IF_ERROR(db.Exec("BEGIN"));
     absl::Cleanup end = [&] { (void)db.Exec("COMMIT"); };
@@ -1060,15 +1069,20 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
   Db& db = *impl_->db;
   Row row;
   std::optional<OpLock> lock;
+  if (!options.force) {
+    // Asked of the driver before the transaction (no driver call under the
+    // registry's lock); a mount that races with it is caught after hiding.
+    ASSIGN_OR_RETURN(Row seen, impl_->FindLocked(name));
+    if (seen.info.refs <= 1 && seen.info.children == 0) RETURN_IF_ERROR(NotMounted(*driver_, seen.info));
+  }
   // true: done (one reference dropped); false: hidden, to be reaped.
   ASSIGN_OR_RETURN(bool dropped, impl_->WithReserve([&]() -> absl::StatusOr<bool> {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+    ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
     ASSIGN_OR_RETURN(row, impl_->Find(name));
     if (row.info.refs > 1) {
       ASSIGN_OR_RETURN(Stmt down, db.Prepare("UPDATE layers SET refs = refs - 1 WHERE cache_id = ?"));
       RETURN_IF_ERROR(down.Bind(1, row.info.cache_id).Run());
-      RETURN_IF_ERROR(txn->Commit());
+      RETURN_IF_ERROR(txn.Commit());
       return true;
     }
     if (row.info.children > 0) {
@@ -1076,14 +1090,13 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
           "cannot remove layer \"", name, "\": it has ", row.info.children,
           row.info.children == 1 ? " child" : " children"));
     }
-    if (!options.force) RETURN_IF_ERROR(NotMounted(*driver_, row.info));
     if (!lock) {
       ASSIGN_OR_RETURN(lock, OpLock::Acquire(impl_->locks_dir, row.info.cache_id, true));
     }
     ASSIGN_OR_RETURN(Stmt hide, db.Prepare(
         "UPDATE layers SET name = NULL, state = 'removing' WHERE cache_id = ?"));
     RETURN_IF_ERROR(hide.Bind(1, row.info.cache_id).Run());
-    RETURN_IF_ERROR(txn->Commit());
+    RETURN_IF_ERROR(txn.Commit());
     return false;
   }));
   if (dropped) return absl::OkStatus();
@@ -1091,30 +1104,30 @@ absl::Status LayerStore::Remove(const std::string& name, const RemoveOptions& op
     // A mount that raced with the check above (Mount found the layer before
     // it was hidden): give the layer back rather than pull it from under it.
     if (absl::Status busy = NotMounted(*driver_, row.info); !busy.ok()) {
-      std::lock_guard<std::mutex> l(impl_->mu);
+      ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
       ASSIGN_OR_RETURN(Stmt unhide, db.Prepare(
           "UPDATE layers SET name = ?, state = 'ready' WHERE cache_id = ?"));
       RETURN_IF_ERROR(unhide.Bind(1, row.info.name).Bind(2, row.info.cache_id).Run());
+      RETURN_IF_ERROR(txn.Commit());
       lock->Release();
       return busy;
     }
   }
   // Hidden: from here on the layer is gone for every reader; reap it.
+  Failpoint("store_remove_after_intent");
   absl::Status rm = driver_->Remove(row.info.cache_id);
   if (!rm.ok() && !GoneOrNotFound(rm)) {
     return base::Annotate(Named(row.info, rm), absl::StrCat("remove layer \"", name, "\" (check --repair retries)"));
   }
+  Failpoint("store_remove_after_driver");
   if (!row.info.init_id.empty()) {
     absl::Status rm_init = driver_->Remove(row.info.init_id);
     if (!rm_init.ok() && !GoneOrNotFound(rm_init)) {
       return base::Annotate(Named(row.info, rm_init), absl::StrCat("remove init layer of \"", name, "\""));
     }
   }
-  RETURN_IF_ERROR(impl_->WithReserve([&] {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    NoSyncCommit done(db);  // lost only to a power loss: a hidden record Check reaps
-    return impl_->DeleteRow(row.info.cache_id);
-  }));
+  // Lost only to a power loss: a hidden record Check reaps.
+  RETURN_IF_ERROR(impl_->WithReserve([&] { return impl_->DeleteRowNow(row.info.cache_id, /*relaxed=*/true); }));
   lock->Release();
   impl_->MakeReserve();  // again, if it was given: the layer's space is free
   return absl::OkStatus();
@@ -1206,7 +1219,7 @@ absl::StatusOr<std::map<std::string, std::string>> LayerStore::Metadata(const st
 }
 
 absl::StatusOr<std::map<std::string, int64_t>> LayerStore::Counts() {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  auto l = impl_->conn->Lock();
   ASSIGN_OR_RETURN(std::vector<Row> rows, impl_->AllRows());
   std::map<std::string, int64_t> counts = {
       {"committed", 0}, {"active", 0}, {"view", 0}, {"incomplete", 0}};
@@ -1227,7 +1240,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
   //    indexes). Index damage is rebuilt by REINDEX; anything else needs
   //    the backup.
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    auto l = impl_->conn->Lock();
     ASSIGN_OR_RETURN(Stmt q, db.Prepare("PRAGMA integrity_check"));
     std::vector<std::string> damage;
     for (;;) {
@@ -1254,7 +1267,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
   }
   std::vector<Row> rows;
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    auto l = impl_->conn->Lock();
     ASSIGN_OR_RETURN(rows, impl_->AllRows());
   }
 
@@ -1274,7 +1287,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
     }
     {
       // Finished (or reaped) between our read and the probe: not stale.
-      std::lock_guard<std::mutex> l(impl_->mu);
+      auto l = impl_->conn->Lock();
       ASSIGN_OR_RETURN(Stmt again, db.Prepare("SELECT state FROM layers WHERE cache_id = ?"));
       ASSIGN_OR_RETURN(bool still, again.Bind(1, r.info.cache_id).Step());
       if (!still || again.Text(0) == "ready") {
@@ -1291,8 +1304,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
       absl::Status rm_init = r.info.init_id.empty() ? absl::OkStatus() : driver_->Remove(r.info.init_id);
       if ((rm.ok() || GoneOrNotFound(rm)) && (rm_init.ok() || GoneOrNotFound(rm_init))) {
         absl::Status del = [&]() -> absl::Status {
-          std::lock_guard<std::mutex> l(impl_->mu);
-          ASSIGN_OR_RETURN(auto txn, Transaction::Begin(db));
+          ASSIGN_OR_RETURN(Writer txn, impl_->conn->Write());
           // Re-read under the transaction: only reap what is still stale.
           ASSIGN_OR_RETURN(Stmt s, db.Prepare(
               "SELECT count(*) FROM layers WHERE parent = ?"));
@@ -1301,7 +1313,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
             return absl::FailedPreconditionError("layers are built on it");
           }
           RETURN_IF_ERROR(impl_->DeleteRow(r.info.cache_id));
-          return txn->Commit();
+          return txn.Commit();
         }();
         reaped = del.ok();
         if (!del.ok()) {
@@ -1344,10 +1356,7 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
     (void)driver_->Remove(r.info.cache_id);
     if (!r.info.init_id.empty()) (void)driver_->Remove(r.info.init_id);
     absl::Status s;
-    {
-      std::lock_guard<std::mutex> l(impl_->mu);
-      s = impl_->DeleteRow(r.info.cache_id);
-    }
+    s = impl_->DeleteRowNow(r.info.cache_id);
     if (s.ok()) {
       report.repaired.push_back(absl::StrCat("dropped record of \"", r.info.name, "\""));
     } else {
@@ -1355,13 +1364,17 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
     }
   }
 
-  // 3. Driver layers no record owns (a crash between Create and the record's
+  // 3. What the driver derives from its records for the kernel and outside
+  //    tools (overlay's l/ links and link files): rebuilt on --repair.
+  RETURN_IF_ERROR(driver_->CheckDerived(repair, &report.problems, &report.repaired));
+
+  // 4. Driver layers no record owns (a crash between Create and the record's
   //    removal, or foreign ids). Re-read the records first: another process
   //    may have created layers since.
   ASSIGN_OR_RETURN(std::vector<std::string> ids, driver_->List());
   std::vector<Row> now_rows;
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    auto l = impl_->conn->Lock();
     ASSIGN_OR_RETURN(now_rows, impl_->AllRows());
   }
   for (const Row& r : now_rows) {
@@ -1426,17 +1439,56 @@ absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
                                               absl::StrJoin(names, ", "), ")"));
     }
   }
+  if (name.empty()) {
+    // Auto-selection: the first driver whose probe succeeds names the
+    // registry made below (none: OpenDriver's error lists every reason).
+    for (const ProbeReport& r : ProbeDrivers(root, options)) {
+      if (r.status.ok()) {
+        name = r.name;
+        break;
+      }
+    }
+    if (name.empty()) return OpenDriver("", root, options).status();
+  }
   bool made_root = false;
+  bool made_registry = false;
   if (state == RootState::kNew) {
     made_root = ::mkdir(root.c_str(), 0700) == 0;
     if (!made_root && errno != EEXIST) return base::ErrnoError(errno, absl::StrCat("mkdir ", root));
   }
-  absl::StatusOr<std::unique_ptr<Driver>> driver = OpenDriver(name, root, options);
-  if (!driver.ok()) {
-    if (made_root) (void)RemoveTree(root);  // a failed first open leaves no directory behind
-    return driver.status();
+  // A failed first open leaves nothing behind: no directory it made, no
+  // registry in an empty one it was given.
+  absl::Cleanup undo = [&] {
+    if (made_root) {
+      (void)RemoveTree(root);
+    } else if (made_registry) {
+      for (const std::string& n : {std::string("layers.db"), std::string("layers.db-wal"),
+                                   std::string("layers.db-shm"), std::string("locks"), name}) {
+        (void)RemoveTree(absl::StrCat(root, "/", n));
+      }
+    }
+  };
+  if (state == RootState::kNew) {
+    // The registry comes first: the driver keeps its records in it.
+    made_registry = true;
+    RETURN_IF_ERROR(MakeDir(root + "/locks", 0700));
+    RETURN_IF_ERROR(CreateRegistry(root, name));
   }
-  return LayerStore::OpenExamined(root, std::move(*driver), state == RootState::kNew);
+  // One connection for the store and its driver's records.
+  std::string now_recorded;
+  ASSIGN_OR_RETURN(std::unique_ptr<Db> db, OpenRegistry(root, &now_recorded));
+  if (now_recorded != name) {  // a concurrent first open with another driver won
+    return absl::FailedPreconditionError(absl::StrCat(
+        "layer store ", root, " was created with driver \"", now_recorded, "\", not \"", name, "\""));
+  }
+  auto conn = std::make_shared<SharedDb>(std::move(db));
+  std::shared_ptr<LayerRecords> records = LayerRecords::InStore(root + "/layers.db", conn);
+  absl::StatusOr<std::unique_ptr<Driver>> driver = OpenDriver(name, root, options, records);
+  if (!driver.ok()) return driver.status();
+  absl::StatusOr<std::unique_ptr<LayerStore>> store =
+      LayerStore::OpenExamined(root, std::move(*driver), false, std::move(conn), std::move(records));
+  if (store.ok()) std::move(undo).Cancel();
+  return store;
 }
 
 }  // namespace graph

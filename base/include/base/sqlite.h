@@ -26,6 +26,9 @@ absl::Status ErrorOf(sqlite3* db, int rc, absl::string_view what);
 
 class Db {
  public:
+  // How long a connection waits for another's lock before SQLITE_BUSY.
+  static constexpr int kBusyTimeoutMs = 30000;
+
   // Opens `path` (creating it only if `create`) with WAL journaling,
   // synchronous=FULL, foreign keys on and a busy timeout so concurrent
   // processes wait, not fail. Writes nothing to a database already in WAL

@@ -39,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/export.h"
+#include "graph/records.h"
 #include "graph/stream.h"
 
 DMTHIN_API_BEGIN
@@ -197,6 +198,14 @@ class Driver {
     (void)id;
     return absl::OkStatus();
   }
+
+  // Compares what the driver derives from its records (LayerRecords) for
+  // the kernel and outside tools — overlay's `l/` links and `<id>/link`
+  // files — with the records, appending each difference to `problems`;
+  // with `repair`, rebuilds them and says so in `repaired`. The default has
+  // nothing derived.
+  virtual absl::Status CheckDerived(bool repair, std::vector<std::string>* problems,
+                                    std::vector<std::string>* repaired);
 };
 
 // ------------------------------------------------------------ registration ---
@@ -228,6 +237,10 @@ struct DriverOptions {
   // Driver-wide options, e.g. "overlay.mount_program", "dm.thinpool".
   // Unknown keys for the chosen driver are rejected with InvalidArgument.
   std::map<std::string, std::string> options;
+  // Where the driver keeps its per-layer records (graph/records.h): the
+  // layer store's registry when the store opens the driver; null = the
+  // driver's own `<root>/records.db`.
+  std::shared_ptr<LayerRecords> records;
 };
 
 // How a driver plugs into the registry.
@@ -267,9 +280,11 @@ std::vector<ProbeReport> ProbeDrivers(
 // the first driver in priority order whose probe succeeds (if none does, the
 // error lists every driver's reason). NotFound for an unknown name; the
 // probe's UnsupportedError if the named driver cannot serve.
+// `records` (null: the driver's own) as DriverOptions::records.
 absl::StatusOr<std::unique_ptr<Driver>> OpenDriver(
     const std::string& name, const std::string& base_root,
-    const std::map<std::string, std::string>& options = {});
+    const std::map<std::string, std::string>& options = {},
+    std::shared_ptr<LayerRecords> records = nullptr);
 
 // Validates a layer id: 1..128 bytes of [A-Za-z0-9_.-], not "." or "..",
 // not starting with '-'.

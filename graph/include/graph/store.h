@@ -42,6 +42,10 @@
 #include "graph/filter.h"
 #include "graph/stream.h"
 
+namespace base::sqlite {
+class SharedDb;
+}
+
 DMTHIN_API_BEGIN
 namespace graph {
 
@@ -252,8 +256,11 @@ class LayerStore {
   class Impl;
   LayerStore(std::string root, std::unique_ptr<Driver> driver);
   // Open, once `root` (absolute) was examined: `is_new` makes the registry.
-  static absl::StatusOr<std::unique_ptr<LayerStore>> OpenExamined(const std::string& root,
-                                                                  std::unique_ptr<Driver> driver, bool is_new);
+  // `conn`: the registry's connection, when the caller opened it (null:
+  // opened here); `records`: the driver's records in it, if there.
+  static absl::StatusOr<std::unique_ptr<LayerStore>> OpenExamined(
+      const std::string& root, std::unique_ptr<Driver> driver, bool is_new,
+      std::shared_ptr<base::sqlite::SharedDb> conn = nullptr, std::shared_ptr<LayerRecords> records = nullptr);
   friend absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
       const std::string&, const std::string&, const std::map<std::string, std::string>&);
 

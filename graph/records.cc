@@ -1,0 +1,271 @@
+// graph::LayerRecords: drivers' per-layer records in SQLite.
+#include "graph/records.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/sqlite.h"
+#include "base/sqlite_shared.h"
+#include "base/status.h"
+
+namespace graph {
+
+using base::sqlite::Db;
+using base::sqlite::SharedDb;
+using base::sqlite::Writer;
+using base::sqlite::Stmt;
+
+const char* RecordStateName(RecordState state) {
+  switch (state) {
+    case RecordState::kCreating: return "creating";
+    case RecordState::kReady: return "ready";
+    case RecordState::kRemoving: return "removing";
+  }
+  return "?";
+}
+
+std::optional<RecordState> ParseRecordState(absl::string_view name) {
+  if (name == "creating") return RecordState::kCreating;
+  if (name == "ready") return RecordState::kReady;
+  if (name == "removing") return RecordState::kRemoving;
+  return std::nullopt;
+}
+
+std::string LayerRecord::Field(const std::string& key) const {
+  auto it = fields.find(key);
+  return it == fields.end() ? std::string() : it->second;
+}
+
+namespace {
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS driver_records(
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL CHECK(state IN ('creating', 'ready', 'removing')),
+  fields TEXT NOT NULL DEFAULT '');
+)sql";
+
+// "key=value" lines, both C-escaped (a value may hold '\n').
+std::string EncodeFields(const std::map<std::string, std::string>& fields) {
+  std::string out;
+  for (const auto& [k, v] : fields) absl::StrAppend(&out, absl::CEscape(k), "=", absl::CEscape(v), "\n");
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> DecodeFields(const std::string& id, absl::string_view text) {
+  std::map<std::string, std::string> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    size_t eq = line.find('=');
+    std::string k, v;
+    if (eq == absl::string_view::npos || !absl::CUnescape(line.substr(0, eq), &k) ||
+        !absl::CUnescape(line.substr(eq + 1), &v)) {
+      return absl::DataLossError(absl::StrCat("driver record of layer ", id, " is malformed"));
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+absl::StatusOr<LayerRecord> ReadRecord(const Stmt& s) {
+  LayerRecord r;
+  r.id = s.Text(0);
+  std::optional<RecordState> state = ParseRecordState(s.Text(1));
+  if (!state) return absl::DataLossError(absl::StrCat("driver record of layer ", r.id, " has no valid state"));
+  r.state = *state;
+  ASSIGN_OR_RETURN(r.fields, DecodeFields(r.id, s.Text(2)));
+  return r;
+}
+
+}  // namespace
+
+const char* LayerRecords::Schema() { return kSchema; }
+
+LayerRecords::LayerRecords(std::string path, std::shared_ptr<SharedDb> conn, bool staged)
+    : path_(std::move(path)), conn_(std::move(conn)), staged_(staged) {}
+
+LayerRecords::~LayerRecords() = default;
+
+absl::StatusOr<std::shared_ptr<LayerRecords>> LayerRecords::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(path, /*create=*/true));
+  // Only a database without the table is written to (opening must work on
+  // a full filesystem).
+  {
+    ASSIGN_OR_RETURN(Stmt have, db->Prepare("SELECT 1 FROM sqlite_master WHERE name = 'driver_records'"));
+    ASSIGN_OR_RETURN(bool present, have.Step());
+    if (!present) RETURN_IF_ERROR(db->Exec(kSchema));
+  }
+  return std::shared_ptr<LayerRecords>(
+      new LayerRecords(path, std::make_shared<SharedDb>(std::move(db)), /*staged=*/false));
+}
+
+std::shared_ptr<LayerRecords> LayerRecords::InStore(const std::string& path, std::shared_ptr<SharedDb> conn) {
+  return std::shared_ptr<LayerRecords>(new LayerRecords(path, std::move(conn), /*staged=*/true));
+}
+
+absl::StatusOr<std::shared_ptr<LayerRecords>> LayerRecords::ForDriver(
+    const std::string& root, const std::shared_ptr<LayerRecords>& given) {
+  if (given != nullptr) return given;
+  std::string cur;
+  for (absl::string_view part : absl::StrSplit(root, '/', absl::SkipEmpty())) {
+    cur = (root[0] == '/' || !cur.empty()) ? absl::StrCat(cur, "/", part) : std::string(part);
+    if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::ErrnoError(errno, absl::StrCat("creating ", cur));
+    }
+  }
+  return Open(absl::StrCat(root, "/records.db"));
+}
+
+absl::Status LayerRecords::Reentered(const char* what) const {
+  if (!conn_->HeldByThisThread()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(
+      "driver records: ", what, " called under the registry lock (a driver call made while the "
+      "store held it)"));
+}
+
+std::optional<LayerRecord> LayerRecords::Staged(const std::string& id) const {
+  std::lock_guard<std::mutex> l(staged_mu_);
+  auto it = staged_ready_.find(id);
+  if (it == staged_ready_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::Status LayerRecords::Begin(const std::string& id, const std::map<std::string, std::string>& fields) {
+  RETURN_IF_ERROR(Reentered("Begin"));
+  if (Staged(id)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_));
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare(
+                               "INSERT INTO driver_records(id, state, fields) VALUES(?, 'creating', ?)"));
+  absl::Status st = s.Bind(1, id).Bind(2, EncodeFields(fields)).Run();
+  if (absl::IsAlreadyExists(st)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
+  RETURN_IF_ERROR(st);
+  return w.Commit();
+}
+
+absl::Status LayerRecords::Ready(const std::string& id, const std::map<std::string, std::string>& fields) {
+  RETURN_IF_ERROR(Reentered("Ready"));
+  if (staged_) {
+    // Held until the store's transaction that makes the layer ready.
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> now, Get(id));
+    if (!now) return absl::NotFoundError(absl::StrCat("layer ", id, " has no record"));
+    LayerRecord r{id, RecordState::kReady, fields};
+    std::lock_guard<std::mutex> l(staged_mu_);
+    staged_ready_[id] = std::move(r);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("UPDATE driver_records SET state = 'ready', fields = ? WHERE id = ?"));
+  RETURN_IF_ERROR(s.Bind(1, EncodeFields(fields)).Bind(2, id).Run());
+  if (w.db().Changes() == 0) return absl::NotFoundError(absl::StrCat("layer ", id, " has no record"));
+  return w.Commit();
+}
+
+absl::Status LayerRecords::WriteStaged(Writer& w, const std::vector<std::string>& ids) {
+  for (const std::string& id : ids) {
+    std::optional<LayerRecord> r;
+    {
+      std::lock_guard<std::mutex> l(staged_mu_);
+      auto it = staged_ready_.find(id);
+      if (it == staged_ready_.end()) continue;
+      r = std::move(it->second);
+      // Gone from memory before the commit: should it fail, the store undoes
+      // the layer, and Remove finds the intent in the database.
+      staged_ready_.erase(it);
+    }
+    ASSIGN_OR_RETURN(Stmt s, w.db().Prepare(
+                                 "UPDATE driver_records SET state = 'ready', fields = ? WHERE id = ?"));
+    RETURN_IF_ERROR(s.Bind(1, EncodeFields(r->fields)).Bind(2, id).Run());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LayerRecords::SetState(const std::string& id, RecordState state, const char* what) {
+  RETURN_IF_ERROR(Reentered(what));
+  {
+    std::lock_guard<std::mutex> l(staged_mu_);
+    staged_ready_.erase(id);  // an unfinished create taken apart: its intent is in the database
+  }
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_ && state == RecordState::kRemoving));
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("UPDATE driver_records SET state = ? WHERE id = ?"));
+  RETURN_IF_ERROR(s.Bind(1, RecordStateName(state)).Bind(2, id).Run());
+  if (w.db().Changes() == 0) return absl::NotFoundError(absl::StrCat(what, ": layer ", id, " has no record"));
+  return w.Commit();
+}
+
+absl::Status LayerRecords::Removing(const std::string& id) {
+  return SetState(id, RecordState::kRemoving, "removing");
+}
+
+absl::Status LayerRecords::Restore(const std::string& id) {
+  return SetState(id, RecordState::kReady, "restoring");
+}
+
+absl::Status LayerRecords::Drop(const std::string& id) {
+  RETURN_IF_ERROR(Reentered("Drop"));
+  {
+    std::lock_guard<std::mutex> l(staged_mu_);
+    staged_ready_.erase(id);
+  }
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_));
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("DELETE FROM driver_records WHERE id = ?"));
+  RETURN_IF_ERROR(s.Bind(1, id).Run());
+  return w.Commit();
+}
+
+absl::StatusOr<std::optional<LayerRecord>> LayerRecords::Get(const std::string& id) const {
+  RETURN_IF_ERROR(Reentered("Get"));
+  if (std::optional<LayerRecord> staged = Staged(id)) return staged;
+  auto l = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT id, state, fields FROM driver_records WHERE id = ?"));
+  ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
+  if (!row) return std::optional<LayerRecord>();
+  ASSIGN_OR_RETURN(LayerRecord r, ReadRecord(s));
+  return std::optional<LayerRecord>(std::move(r));
+}
+
+absl::StatusOr<LayerRecord> LayerRecords::GetReady(const std::string& id) const {
+  ASSIGN_OR_RETURN(std::optional<LayerRecord> r, Get(id));
+  if (!r || r->state != RecordState::kReady) {
+    return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+  }
+  return std::move(*r);
+}
+
+absl::StatusOr<std::vector<LayerRecord>> LayerRecords::List() const {
+  RETURN_IF_ERROR(Reentered("List"));
+  std::vector<LayerRecord> out;
+  {
+    auto l = conn_->Lock();
+    ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT id, state, fields FROM driver_records ORDER BY id"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ASSIGN_OR_RETURN(LayerRecord r, ReadRecord(s));
+      out.push_back(std::move(r));
+    }
+  }
+  std::lock_guard<std::mutex> l(staged_mu_);
+  for (LayerRecord& r : out) {
+    auto it = staged_ready_.find(r.id);
+    if (it != staged_ready_.end()) r = it->second;
+  }
+  return out;
+}
+
+absl::Status LayerRecords::Migrate(const std::vector<LayerRecord>& records) {
+  if (records.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(Reentered("Migrate"));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  for (const LayerRecord& r : records) {
+    ASSIGN_OR_RETURN(Stmt s, w.db().Prepare(
+                                 "INSERT OR IGNORE INTO driver_records(id, state, fields) VALUES(?, ?, ?)"));
+    RETURN_IF_ERROR(s.Bind(1, r.id).Bind(2, RecordStateName(r.state)).Bind(3, EncodeFields(r.fields)).Run());
+  }
+  return w.Commit();
+}
+
+}  // namespace graph

@@ -1,0 +1,165 @@
+// graph::LayerRecords: the drivers' per-layer records and their one state
+// machine (creating -> ready -> removing -> dropped), in SQLite.
+#include "graph/records.h"
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/sqlite.h"
+#include "base/sqlite_shared.h"
+#include "gtest/gtest.h"
+#include "tests/support/scratch_dir.h"
+
+namespace graph {
+namespace {
+
+TEST(LayerRecordsTest, StateMachineAndFields) {
+  testsupport::ScratchDir dir("graph-records");
+  auto opened = LayerRecords::Open(dir.path() + "/records.db");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  LayerRecords& r = **opened;
+  std::map<std::string, std::string> f = {{"link", "ABCD"}, {"lower", "l/A:l/B"}, {"odd", "a=b\nc\\d"}};
+  ASSERT_TRUE(r.Begin("x", f).ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(r.Begin("x", f)));
+  EXPECT_TRUE(absl::IsNotFound(r.GetReady("x").status())) << "creating is not a layer yet";
+  auto got = r.Get("x");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->state, RecordState::kCreating);
+  EXPECT_EQ((*got)->fields, f);
+  f["link"] = "EFGH";
+  ASSERT_TRUE(r.Ready("x", f).ok());
+  auto ready = r.GetReady("x");
+  ASSERT_TRUE(ready.ok());
+  EXPECT_EQ(ready->Field("link"), "EFGH");
+  EXPECT_EQ(ready->Field("odd"), "a=b\nc\\d");
+  EXPECT_EQ(ready->Field("none"), "");
+  ASSERT_TRUE(r.Removing("x").ok());
+  EXPECT_TRUE(absl::IsNotFound(r.GetReady("x").status()));
+  ASSERT_TRUE(r.Restore("x").ok());
+  EXPECT_TRUE(r.GetReady("x").ok());
+  ASSERT_TRUE(r.Drop("x").ok());
+  EXPECT_TRUE(r.Drop("x").ok()) << "dropping nothing is fine";
+  EXPECT_TRUE(absl::IsNotFound(r.Ready("x", f)));
+  EXPECT_TRUE(absl::IsNotFound(r.Removing("x")));
+}
+
+TEST(LayerRecordsTest, MigrateKeepsExistingRecordsAndPersists) {
+  testsupport::ScratchDir dir("graph-records");
+  std::string path = dir.path() + "/records.db";
+  {
+    auto r = LayerRecords::Open(path);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE((*r)->Begin("a", {{"v", "new"}}).ok());
+    ASSERT_TRUE((*r)->Migrate({{"a", RecordState::kReady, {{"v", "old"}}},
+                               {"b", RecordState::kReady, {{"v", "old"}}}}).ok());
+  }
+  auto r = LayerRecords::Open(path);
+  ASSERT_TRUE(r.ok());
+  auto all = (*r)->List();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].id, "a");
+  EXPECT_EQ((*all)[0].Field("v"), "new");
+  EXPECT_EQ((*all)[0].state, RecordState::kCreating);
+  EXPECT_EQ((*all)[1].id, "b");
+  EXPECT_EQ((*all)[1].state, RecordState::kReady);
+  EXPECT_EQ(ParseRecordState(RecordStateName(RecordState::kRemoving)), RecordState::kRemoving);
+  EXPECT_FALSE(ParseRecordState("deleting").has_value());
+}
+
+// Rows of `sql` seen by a connection of its own (another process's view).
+std::vector<std::string> Column(const std::string& path, const std::string& sql) {
+  std::vector<std::string> out;
+  auto db = base::sqlite::Db::Open(path, false);
+  if (!db.ok()) return {"open: " + std::string(db.status().message())};
+  auto s = (*db)->Prepare(sql);
+  if (!s.ok()) return {"prepare: " + std::string(s.status().message())};
+  for (;;) {
+    auto row = s->Step();
+    if (!row.ok() || !*row) break;
+    out.push_back(s->Text(0));
+  }
+  return out;
+}
+
+// In a store, Ready is held in memory (visible to this process) until the
+// store's transaction writes it: the record and the layer commit together.
+TEST(LayerRecordsTest, InStoreReadyCommitsWithTheStoresTransaction) {
+  testsupport::ScratchDir dir("graph-records");
+  std::string path = dir.path() + "/layers.db";
+  auto db = base::sqlite::Db::Open(path, true);
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)->Exec(LayerRecords::Schema()).ok());
+  auto conn = std::make_shared<base::sqlite::SharedDb>(std::move(*db));
+  std::shared_ptr<LayerRecords> r = LayerRecords::InStore(path, conn);
+  ASSERT_TRUE(r->Begin("x", {{"link", "A"}}).ok());
+  EXPECT_EQ(Column(path, "SELECT state FROM driver_records WHERE id = 'x'"),
+            std::vector<std::string>{"creating"});
+  ASSERT_TRUE(r->Ready("x", {{"link", "B"}}).ok());
+  auto here = r->GetReady("x");
+  ASSERT_TRUE(here.ok()) << here.status();
+  EXPECT_EQ(here->Field("link"), "B");
+  EXPECT_EQ(Column(path, "SELECT state FROM driver_records WHERE id = 'x'"),
+            std::vector<std::string>{"creating"}) << "not yet committed";
+  {
+    auto w = conn->Write();
+    ASSERT_TRUE(w.ok());
+    EXPECT_TRUE(absl::IsInternal(r->Get("x").status())) << "a call under the lock refuses, not hangs";
+    ASSERT_TRUE(r->WriteStaged(*w, {"x", "unknown"}).ok());
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  EXPECT_EQ(Column(path, "SELECT state || ' ' || fields FROM driver_records WHERE id = 'x'"),
+            std::vector<std::string>{"ready link=B\n"});
+  // An unfinished create taken apart: the staged Ready is forgotten.
+  ASSERT_TRUE(r->Begin("y", {}).ok());
+  ASSERT_TRUE(r->Ready("y", {{"k", "v"}}).ok());
+  ASSERT_TRUE(r->Removing("y").ok());
+  EXPECT_TRUE(absl::IsNotFound(r->GetReady("y").status()));
+  ASSERT_TRUE(r->Drop("y").ok());
+  EXPECT_TRUE(Column(path, "SELECT id FROM driver_records WHERE id = 'y'").empty());
+}
+
+// A reader of a shared connection never waits behind a writer that waits
+// for another process's write lock.
+TEST(SharedDbTest, ReadersDoNotWaitBehindAWaitingWriter) {
+  testsupport::ScratchDir dir("graph-records");
+  std::string path = dir.path() + "/db";
+  auto other = base::sqlite::Db::Open(path, true);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->Exec("CREATE TABLE t(v)").ok());
+  auto mine = base::sqlite::Db::Open(path, false);
+  ASSERT_TRUE(mine.ok());
+  base::sqlite::SharedDb conn(std::move(*mine));
+  ASSERT_TRUE((*other)->Exec("BEGIN IMMEDIATE").ok());  // "another process" holds the write lock
+  std::atomic<bool> written{false};
+  std::thread writer([&] {
+    auto w = conn.Write();
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_TRUE(w->db().Exec("INSERT INTO t VALUES(1)").ok());
+    ASSERT_TRUE(w->Commit().ok());
+    written = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 20; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    {
+      auto l = conn.Lock();
+      auto s = conn.db().Prepare("SELECT count(*) FROM t");
+      ASSERT_TRUE(s.ok());
+      ASSERT_TRUE(s->Step().ok());
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(written) << "the writer waits for the other's lock";
+  ASSERT_TRUE((*other)->Exec("COMMIT").ok());
+  writer.join();
+  EXPECT_TRUE(written);
+  EXPECT_EQ(Column(path, "SELECT count(*) FROM t"), std::vector<std::string>{"1"});
+}
+
+}  // namespace
+}  // namespace graph
