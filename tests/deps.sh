@@ -23,7 +23,8 @@ PACKAGES=(
   podman
   # tests and benchmarks: the real tools we check against
   util-linux e2fsprogs btrfs-progs lvm2 thin-provisioning-tools udev
-  tar gzip zstd xz-utils fio debootstrap
+  tar gzip zstd xz-utils debootstrap
+  fio                            # tests/bench: graph_driver_bench, volume_fio_bench (volumes vs layers vs bind)
   xfsprogs                       # volumes: fs=xfs (mkfs.xfs, xfs_growfs), xfs project quota
   gnuplot-nox                    # tests/bench/graph_driver_bench.gp (docs/performance.md plot)
   time                           # tests/bench: a child's peak RSS (GNU time %M)

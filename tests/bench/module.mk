@@ -3,3 +3,10 @@
 STORE_SCALE_BENCH_SUPPORT := $(BUILD)/obj/tests/support/graph_tar.o
 $(BUILD)/bench/graph_store_scale_bench: $(STORE_SCALE_BENCH_SUPPORT) | $(BUILD)/bin/graphctl
 $(BUILD)/bench/graph_store_scale_bench: LDLIBS += $(STORE_SCALE_BENCH_SUPPORT) $(call pkglibs,libarchive)
+
+# tests/bench/volume_fio_bench: its scratch ext4 (loop) and fio with the
+# tests' helpers (linked before the libraries).
+VOLUME_FIO_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,fio graph_conformance graph_tar process scratch_dir)
+$(BUILD)/bench/volume_fio_bench: $(VOLUME_FIO_BENCH_SUPPORT)
+$(BUILD)/bench/volume_fio_bench: BENCH_C_OBJS += $(VOLUME_FIO_BENCH_SUPPORT)
+$(BUILD)/bench/volume_fio_bench: LDLIBS += $(call pkglibs,libarchive gtest)

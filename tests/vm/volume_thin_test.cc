@@ -20,6 +20,7 @@
 #include "base/status.h"
 #include "gtest/gtest.h"
 #include "libdm/control.h"
+#include "nlohmann/json.hpp"
 #include "tests/support/fill_file.h"
 #include "tests/support/process.h"
 #include "thinpool/pool.h"
@@ -323,6 +324,57 @@ TEST_F(VolumeThinTest, CrashAroundMountAndUnmountIsRepaired) {
   EXPECT_TRUE(check->clean()) << check->findings.front();
   EXPECT_EQ(Store()->Get("m")->mount_refs, 0u);
   ASSERT_TRUE(Store()->Remove("m").ok());
+}
+
+
+// `dmthin volume` on the thin backend (the host tier has only directories):
+// every verb with --json against the fixture's pool.
+TEST_F(VolumeThinTest, CliEveryVerbWithJson) {
+  auto run = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {testsupport::BuiltTool("dmthin"), "--json", "--state-dir", dir_ + "/thin"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testsupport::Run(argv);
+  };
+  auto json = [&](std::vector<std::string> args) {
+    testsupport::RunResult r = run(args);
+    EXPECT_TRUE(r.ok()) << r.Describe();
+    return r.ok() ? nlohmann::json::parse(r.out) : nlohmann::json();
+  };
+  const std::string root = dir_ + "/cli";
+  auto v = json({"volume", "create", "v1", "--volume-root", root, "--pool", pool_name_, "--size", "32M"});
+  EXPECT_EQ(v["backend"], "thin");
+  EXPECT_EQ(v["fs"], "ext4");
+  EXPECT_EQ(v["size_bytes"], 32 * kMiB);
+  auto m = json({"volume", "mount", "v1", "--volume-root", root, "--caller", "c1"});
+  std::string path = m["mountpoint"];
+  ASSERT_FALSE(path.empty());
+  EXPECT_TRUE(IsMounted(path));
+  std::ofstream(path + "/f") << "hello";
+  testsupport::RunResult busy = run({"volume", "rm", "v1", "--volume-root", root});
+  EXPECT_EQ(busy.exit_code, 1) << busy.Describe();
+  EXPECT_NE(busy.err.find("in use"), std::string::npos) << busy.err;
+  auto snap = json({"volume", "snapshot", "v1", "s1", "--volume-root", root});
+  EXPECT_EQ(snap["origin"], "v1");
+  EXPECT_EQ(snap["backend"], "thin");
+  auto clone = json({"volume", "clone", "v1", "c1", "--volume-root", root});
+  EXPECT_EQ(clone["backend"], "thin");
+  EXPECT_EQ(json({"volume", "ls", "--volume-root", root})["volumes"].size(), 3u);
+  auto grown = json({"volume", "resize", "v1", "--volume-root", root, "--size", "64M"});
+  EXPECT_EQ(grown["size_bytes"], 64 * kMiB);
+  EXPECT_GT(FsBytes(path), 48 * kMiB) << "the ext4 grew online";
+  auto inspect = json({"volume", "inspect", "v1", "--volume-root", root});
+  EXPECT_EQ(inspect["mount_refs"], 1);
+  EXPECT_TRUE(inspect["used_bytes"].is_number());
+  auto u = json({"volume", "unmount", "v1", "--volume-root", root, "--caller", "c1"});
+  EXPECT_EQ(u["mount_refs"], 0);
+  EXPECT_FALSE(IsMounted(path));
+  auto cm = json({"volume", "mount", "c1", "--volume-root", root, "--caller", "x"});
+  EXPECT_EQ(ReadAll(cm["mountpoint"].get<std::string>() + "/f"), "hello") << "the clone has v1's data";
+  json({"volume", "unmount", "c1", "--volume-root", root, "--caller", "x"});
+  EXPECT_EQ(json({"volume", "rm", "v1", "s1", "c1", "--volume-root", root})["removed"].size(), 3u);
+  EXPECT_EQ(json({"volume", "check", "--volume-root", root})["clean"], true);
+  auto thins = json({"thin", "list", pool_name_});
+  EXPECT_EQ(thins["thins"].size(), 0u) << thins.dump() << ": no thin left behind";
 }
 
 }  // namespace

@@ -22,3 +22,5 @@ DOCKER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,containerd d
 $(BUILD)/bench/docker_bench: $(DOCKER_BENCH_SUPPORT) $(BUILD)/lib/libgraph.a | $(BUILD)/bin/dmthin-docker-plugin
 $(BUILD)/bench/docker_bench: LDLIBS := $(DOCKER_BENCH_SUPPORT) $(BUILD)/lib/libgraph.a $(BUILD)/lib/libdmbase.a $(LDLIBS)
 $(BUILD)/obj/tests/bench/docker_bench.o: CXXFLAGS += $(call pkgcflags,absl_time)
+$(BUILD)/tests/vm/docker_volume_backends_test: | $(BUILD)/bin/dmthin-docker-plugin
+$(BUILD)/tests/vm/docker_volume_backends_test: TEST_LDLIBS += $(call pkglibs,cpp-httplib)
