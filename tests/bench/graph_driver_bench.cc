@@ -45,7 +45,6 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -54,6 +53,7 @@
 #include "graph/stream.h"
 #include "libdm/control.h"
 #include "tests/bench/libdm_bare_ioctl.h"
+#include "tests/support/fio.h"
 #include "thinpool/filesystem.h"
 #include "thinpool/loop_device.h"
 #include "thinpool/pool.h"
@@ -215,35 +215,19 @@ bool HaveFio() {
 
 absl::StatusOr<FioResult> FioJob(const std::string& dir, const std::string& name, const std::string& rw,
                                  const std::string& bs, const std::string& size, int runtime_s) {
-  std::vector<std::string> args = {"fio", "--output-format=json", "--name=" + name, "--directory=" + dir,
-                                   "--filename=fio.dat", "--rw=" + rw, "--bs=" + bs, "--size=" + size,
-                                   "--ioengine=psync", "--iodepth=1", "--numjobs=1", "--end_fsync=1",
-                                   "--invalidate=1"};
-  if (rw == "randwrite" || rw == "randread") {
-    args.push_back("--time_based");
-    args.push_back(absl::StrCat("--runtime=", runtime_s));
-  }
-  bool direct = true;
-  absl::StatusOr<std::string> text = RunCapture([&] {
-    auto a = args;
-    a.push_back("--direct=1");
-    return a;
-  }());
-  if (!text.ok()) {  // the filesystem refused O_DIRECT: buffered
-    direct = false;
-    text = RunCapture(args);
-  }
-  if (!text.ok()) return text.status();
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.contains("jobs") || j["jobs"].empty()) {
-    return absl::InternalError("fio printed no JSON jobs");
-  }
-  const auto& job = j["jobs"][0];
-  const auto& side = (rw == "write" || rw == "randwrite") ? job["write"] : job["read"];
+  testsupport::FioSpec spec;
+  spec.dir = dir;
+  spec.file = "fio.dat";
+  spec.rw = rw;
+  spec.bs = bs;
+  spec.size = size;
+  if (rw == "randwrite" || rw == "randread") spec.runtime_s = runtime_s;
+  auto run = testsupport::RunFio(spec);
+  if (!run.ok()) return run.status();
   FioResult r;
-  r.job = name + (direct ? "" : " (buffered)");
-  r.mib_s = side.value("bw_bytes", 0.0) / (1024.0 * 1024.0);
-  r.iops = side.value("iops", 0.0);
+  r.job = name + (run->direct ? "" : " (buffered)");
+  r.mib_s = run->mib_s;
+  r.iops = run->iops;
   return r;
 }
 

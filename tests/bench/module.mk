@@ -10,3 +10,8 @@ VOLUME_FIO_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,fio grap
 $(BUILD)/bench/volume_fio_bench: $(VOLUME_FIO_BENCH_SUPPORT)
 $(BUILD)/bench/volume_fio_bench: BENCH_C_OBJS += $(VOLUME_FIO_BENCH_SUPPORT)
 $(BUILD)/bench/volume_fio_bench: LDLIBS += $(call pkglibs,libarchive gtest)
+
+# tests/bench/graph_driver_bench runs fio with the same helper.
+GRAPH_DRIVER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,fio process)
+$(BUILD)/bench/graph_driver_bench: $(GRAPH_DRIVER_BENCH_SUPPORT)
+$(BUILD)/bench/graph_driver_bench: BENCH_C_OBJS += $(GRAPH_DRIVER_BENCH_SUPPORT)

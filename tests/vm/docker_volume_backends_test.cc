@@ -205,14 +205,14 @@ TEST_F(DockerVolumeBackendsTest, DockerAndPodmanOnThinAndProjectQuota) {
       "if [ ! -e /thin/runs ]; then ", kFillScript, "; fi; ",
       "for d in /thin /quota; do echo run >> $d/runs; done; cat /thin/f /thin/runs /quota/f /quota/runs /thin/small "
       "/quota/small; echo ready; exec sleep 600");
-  RunResult started = docker({"run", "-d", "--name", "c", "--network", "none", "-v", "vthin:/thin", "-v",
+  RunResult started = docker({"run", "-d", "--name", "user", "--network", "none", "-v", "vthin:/thin", "-v",
                               "vquota:/quota", "dmthin-vol:1", "sh", "-c", script});
   ASSERT_TRUE(started.ok()) << started.Describe() << Logs();
   // The container's log once it has printed "ready" `n` times.
   auto log_when_ready = [&](size_t n) {
     std::string out;
     for (int i = 0; i < 300; ++i) {
-      RunResult logs = dockerd_->Docker({"logs", "c"});
+      RunResult logs = dockerd_->Docker({"logs", "user"});
       out = logs.out;
       size_t count = 0;
       for (size_t at = out.find("ready\n"); at != std::string::npos; at = out.find("ready\n", at + 1)) ++count;
@@ -239,12 +239,12 @@ TEST_F(DockerVolumeBackendsTest, DockerAndPodmanOnThinAndProjectQuota) {
 
   // Data persists across the container's restart (unmounted at its stop,
   // mounted again at its start).
-  RunResult restarted = docker({"restart", "-t", "1", "c"});
+  RunResult restarted = docker({"restart", "-t", "1", "user"});
   ASSERT_TRUE(restarted.ok()) << restarted.Describe() << Logs();
   std::string second = log_when_ready(2);
   EXPECT_NE(second.find("hello\nrun\nrun\nhello\nrun\nrun\nsmall\nsmall\nready\n"), std::string::npos)
       << second;
-  ASSERT_TRUE(docker({"rm", "-f", "c"}).ok());
+  ASSERT_TRUE(docker({"rm", "-f", "user"}).ok());
   for (const Plugin* p : {&thin_, &quota_}) {
     std::string vol = p == &thin_ ? "vthin" : "vquota";
     EXPECT_EQ(p->Call("VolumeDriver.Get", {{"Name", vol}})["Volume"]["Status"]["mount_refs"], 0) << vol;
