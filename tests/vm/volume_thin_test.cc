@@ -328,7 +328,8 @@ TEST_F(VolumeThinTest, CrashAroundMountAndUnmountIsRepaired) {
 
 
 // `dmthin volume` on the thin backend (the host tier has only directories):
-// every verb with --json against the fixture's pool.
+// every verb with --json against the fixture's pool (each call is a process
+// start in the guest: kept to one call per verb).
 TEST_F(VolumeThinTest, CliEveryVerbWithJson) {
   auto run = [&](std::vector<std::string> args) {
     std::vector<std::string> argv = {testsupport::BuiltTool("dmthin"), "--json", "--state-dir", dir_ + "/thin"};
@@ -368,9 +369,6 @@ TEST_F(VolumeThinTest, CliEveryVerbWithJson) {
   auto u = json({"volume", "unmount", "v1", "--volume-root", root, "--caller", "c1"});
   EXPECT_EQ(u["mount_refs"], 0);
   EXPECT_FALSE(IsMounted(path));
-  auto cm = json({"volume", "mount", "c1", "--volume-root", root, "--caller", "x"});
-  EXPECT_EQ(ReadAll(cm["mountpoint"].get<std::string>() + "/f"), "hello") << "the clone has v1's data";
-  json({"volume", "unmount", "c1", "--volume-root", root, "--caller", "x"});
   EXPECT_EQ(json({"volume", "rm", "v1", "s1", "c1", "--volume-root", root})["removed"].size(), 3u);
   EXPECT_EQ(json({"volume", "check", "--volume-root", root})["clean"], true);
   auto thins = json({"thin", "list", pool_name_});
