@@ -31,6 +31,7 @@
 #include "graph/stream.h"
 #include "gtest/gtest.h"
 #include "libdm/control.h"
+#include "tests/support/child_test.h"
 #include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
 #include "tests/support/thinpool_cleanup.h"
@@ -666,20 +667,9 @@ class CrashTest : public DevmapperTest, public ::testing::WithParamInterface<Cra
  protected:
   // Runs the helper in a fresh process; returns its exit status.
   int RunHelper(const CrashCase& c) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      setenv("DMTHIN_DM_CRASH_BASE", base_.c_str(), 1);
-      setenv("DMTHIN_DM_CRASH_OP", c.op.c_str(), 1);
-      setenv("DMTHIN_DM_CRASH_POINT", c.point.c_str(), 1);
-      int devnull = open("/dev/null", O_WRONLY);
-      if (devnull >= 0) dup2(devnull, 1);  // the child's gtest chatter
-      execl("/proc/self/exe", "graph_devmapper_test", "--gtest_filter=DevmapperCrashHelper.Run",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return testsupport::RunTestInChild("DevmapperCrashHelper.Run", {{"DMTHIN_DM_CRASH_BASE", base_},
+                                                                     {"DMTHIN_DM_CRASH_OP", c.op},
+                                                                     {"DMTHIN_DM_CRASH_POINT", c.point}});
   }
 };
 
@@ -693,7 +683,7 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
     ASSERT_OK(driver_->Create("victim", "parent", {}));
     driver_.reset();
   }
-  EXPECT_EQ(RunHelper(c), 77) << "the child should have died at " << c.point;
+  EXPECT_EQ(RunHelper(c), testsupport::kFailpointExit) << "the child should have died at " << c.point;
 
   Open();
   ExpectNoOrphans();
