@@ -13,8 +13,9 @@
 //
 // Crash safety: a dataset exists whole or not at all (lzc_create and
 // lzc_clone are atomic). A crash between snapshot and clone leaves a
-// snapshot with no clone, which the next Create of the same id or the
-// removal of the parent destroys; one between clone and the deferred mark
+// snapshot with no clone, which the next Create or Remove of the same id
+// (check --repair reaping the interrupted create) or the removal of the
+// parent destroys; one between clone and the deferred mark
 // leaves the origin snapshot unmarked, which Remove destroys after the clone.
 // Layer names are derived from ids: the driver keeps no records.
 //
@@ -278,7 +279,10 @@ class ZfsDriver : public Driver {
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
     std::string ds = Dataset(id);
-    if (!zfs_->Exists(ds)) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    if (!zfs_->Exists(ds)) {
+      RETURN_IF_ERROR(DestroyUnclonedSnapshot(id));
+      return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    }
     // Children first: a snapshot of this layer with a clone is a child layer.
     std::vector<zfslib::SnapshotInfo> snaps;
     std::string why;
@@ -457,6 +461,21 @@ class ZfsDriver : public Driver {
   std::string Dataset(const std::string& id) const { return absl::StrCat(parent_, "/", id); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
   std::string PoolFile() const { return absl::StrCat(root_, "/zpool.img"); }
+
+  // A Create of `id` that died between its snapshot and its clone left
+  // `<parent layer>@<id>` with no clone; a Remove of that id (check --repair
+  // reaping the interrupted create) destroys it. Only on this not-found
+  // path: one existence check per layer.
+  absl::Status DestroyUnclonedSnapshot(const std::string& id) {
+    ASSIGN_OR_RETURN(std::vector<std::string> layers, List());
+    for (const std::string& layer : layers) {
+      std::string snap = absl::StrCat(Dataset(layer), "@", id);
+      if (!zfs_->Exists(snap)) continue;
+      int rc = zfs_->Destroy(snap);
+      if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying uncloned snapshot ", snap));
+    }
+    return absl::OkStatus();
+  }
 
   // The embedded default: a pool on the sparse file <root>/zpool.img, its
   // name recorded before it is made (a crash in between leaves a file with

@@ -1355,7 +1355,11 @@ void ImportDiffRoundTrip(Env& env) {
   EXPECT_EQ(layer.diff_id, written.diff_id);
   EXPECT_EQ(layer.name, written.diff_id) << "a base layer's chain id is its diff id";
   CONF_ASSIGN(std::string mounted, env.store().Mount(layer.name));
+  // The source layer is read through a Get of its own: after its last Put
+  // a driver may have unmounted it (devicemapper, zfs).
+  CONF_ASSIGN(dir, d.Get(src, ""));
   absl::Status same = CheckDirectoryEqual(dir, mounted);
+  CONF_OK(d.Put(src));
   CONF_OK(env.store().Unmount(layer.name));
   CONF_OK(same);
 
