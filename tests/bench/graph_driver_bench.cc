@@ -1,6 +1,7 @@
 // Benchmark: graph drivers side by side — devicemapper (thin snapshots),
-// overlay and zfs (a clone per layer; with --modules zfs) — on the same backing store, in one run (meant for the vm tier:
-// `tests/bench/devmapper/run` boots it with tests/vm/run).
+// overlay, btrfs (a subvolume snapshot per layer) and zfs (a clone per
+// layer; with --modules zfs) — in one run (meant for the vm tier:
+// `tests/vm/run --modules zfs -- build/bench/graph_driver_bench`).
 //
 //   build/bench/graph_driver_bench [--runs N] [--dir SCRATCH] [--drivers a,b]
 //                                  [--fio-size SIZE] [--fio-runtime S] [--no-fio]
@@ -8,8 +9,9 @@
 //
 // Setup: one sparse 16 GiB file on SCRATCH (default /tmp), attached to a
 // loop device, ext4 made in-process; every driver's root lives on that ext4
-// (as /var/lib/docker would), so overlay's upper dirs and devicemapper's
-// sparse pool files share the same stack below them.
+// (as /var/lib/docker would), so overlay's upper dirs, devicemapper's and
+// zfs's sparse pool files share the same stack below them. btrfs needs its
+// root on btrfs: a second sparse 16 GiB file on SCRATCH → loop → btrfs.
 //
 // Per driver: a 10-layer image (each layer applied from a tar: 32 files of
 // 4 KiB in its own directory plus a change to a shared file), then N times a
@@ -120,13 +122,17 @@ std::string LayerTar(int i) {
   return t;
 }
 
+absl::StatusOr<std::string> RunCapture(const std::vector<std::string>& args);
+
 // ---------------------------------------------------------- scratch ext4 ---
 
-// A sparse file → loop → ext4 → mounted at `dir`. Torn down by the destructor.
+// A sparse file → loop → ext4 (or, with fstype "btrfs", mkfs.btrfs) →
+// mounted at `dir`. Torn down by the destructor.
 class ScratchExt4 {
  public:
   static absl::StatusOr<std::unique_ptr<ScratchExt4>> Create(const std::string& image,
-                                                              const std::string& dir, uint64_t bytes) {
+                                                              const std::string& dir, uint64_t bytes,
+                                                              const std::string& fstype = "ext4") {
     auto s = std::unique_ptr<ScratchExt4>(new ScratchExt4);
     s->image_ = image;
     s->dir_ = dir;
@@ -138,12 +144,17 @@ class ScratchExt4 {
     auto loop = thinpool::LoopDevice::Attach(image);
     if (!loop.ok()) return loop.status();
     s->loop_ = std::make_unique<thinpool::LoopDevice>(std::move(*loop));
-    thinpool::Ext4Options eo;
-    eo.assume_zeroed = true;
-    absl::Status made = thinpool::MakeExt4(s->loop_->path(), eo);
-    if (!made.ok()) return made;
+    if (fstype == "btrfs") {
+      absl::StatusOr<std::string> made = RunCapture({"mkfs.btrfs", "-q", "-f", s->loop_->path()});
+      if (!made.ok()) return made.status();
+    } else {
+      thinpool::Ext4Options eo;
+      eo.assume_zeroed = true;
+      absl::Status made = thinpool::MakeExt4(s->loop_->path(), eo);
+      if (!made.ok()) return made;
+    }
     ::mkdir(dir.c_str(), 0755);
-    if (::mount(s->loop_->path().c_str(), dir.c_str(), "ext4", 0, nullptr) != 0) {
+    if (::mount(s->loop_->path().c_str(), dir.c_str(), fstype.c_str(), 0, nullptr) != 0) {
       return absl::InternalError(absl::StrCat("mounting ", s->loop_->path(), " on ", dir, ": ", std::strerror(errno)));
     }
     s->mounted_ = true;
@@ -470,6 +481,7 @@ class BareDm {
 struct Bench {
   std::string name;
   std::unique_ptr<DirectPool> direct;  // devicemapper-direct only; outlives d
+  std::unique_ptr<ScratchExt4> btrfs;  // btrfs only: its own filesystem; outlives d
   std::unique_ptr<graph::Driver> d;
   std::string top;
   std::string root;  // the base root OpenDriver was given
@@ -489,6 +501,14 @@ absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch
   }
   // OpenDriver roots each driver at base/<driver>: keep the two devicemappers apart.
   std::string root = b.direct ? base + "/direct" : base;
+  if (b.name == "btrfs") {
+    // The driver needs its root on btrfs: a filesystem of its own, made the
+    // same way as the others' ext4 (sparse file on the scratch dir → loop).
+    auto fs = ScratchExt4::Create(scratch + "/btrfs.img", scratch + "/btrfs-fs", 16ull << 30, "btrfs");
+    if (!fs.ok()) return fs.status();
+    b.btrfs = std::move(*fs);
+    root = scratch + "/btrfs-fs";
+  }
   ::mkdir(root.c_str(), 0700);
   b.root = root;
   auto opened = graph::OpenDriver(driver, root, OptionsFor(b.name, b.direct.get()));
@@ -574,6 +594,7 @@ absl::Status TearDown(Bench& b) {
   absl::Status s = b.d->Cleanup();
   b.d.reset();
   b.direct.reset();
+  b.btrfs.reset();
   if (b.name == "zfs") {
     // The pool the driver made stays imported: destroy it with the bench.
     std::string pool;
@@ -591,7 +612,7 @@ absl::Status TearDown(Bench& b) {
 int main(int argc, char** argv) {
   int runs = 20;
   std::string scratch = "/tmp";
-  std::vector<std::string> drivers = {"devicemapper", "devicemapper-direct", "overlay"};
+  std::vector<std::string> drivers = {"devicemapper", "devicemapper-direct", "overlay", "btrfs"};
   // zfs where its module is loaded (tests/vm/run --modules zfs).
   if (::access("/dev/zfs", F_OK) == 0) drivers.push_back("zfs");
   std::string fio_size = "256M";
@@ -714,7 +735,7 @@ int main(int argc, char** argv) {
                   ratio(r.ops.get, b.ops.get), ratio(r.ops.put, b.ops.put), ratio(r.ops.remove, b.ops.remove));
     }
   }
-  for (const char* dm : {"devicemapper", "devicemapper-direct", "zfs"}) {
+  for (const char* dm : {"devicemapper", "devicemapper-direct", "btrfs", "zfs"}) {
     if (prepare.count(dm) && prepare.count("overlay") && prepare["overlay"] > 0) {
       std::printf("\n%s prepare / overlay prepare = %.2fx (median; target <= 3x)\n", dm,
                   prepare[dm] / prepare["overlay"]);
