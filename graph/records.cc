@@ -256,6 +256,18 @@ absl::StatusOr<std::vector<LayerRecord>> LayerRecords::List() const {
   return out;
 }
 
+absl::StatusOr<std::vector<std::string>> LayerRecords::ReadyOrUnowned(const std::vector<std::string>& names) const {
+  ASSIGN_OR_RETURN(std::vector<LayerRecord> all, List());
+  std::map<std::string, RecordState> state;
+  for (const LayerRecord& r : all) state[r.id] = r.state;
+  std::vector<std::string> out;
+  for (const std::string& n : names) {
+    auto it = state.find(n);
+    if (it == state.end() || it->second == RecordState::kReady) out.push_back(n);
+  }
+  return out;
+}
+
 absl::Status LayerRecords::Migrate(const std::vector<LayerRecord>& records) {
   if (records.empty()) return absl::OkStatus();
   RETURN_IF_ERROR(Reentered("Migrate"));

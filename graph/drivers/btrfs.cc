@@ -187,15 +187,7 @@ class BtrfsDriver : public Driver {
   // Ready layers, and subvolumes no record owns (for check).
   absl::StatusOr<std::vector<std::string>> List() const override {
     ASSIGN_OR_RETURN(std::vector<std::string> subs, Subvolumes());
-    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
-    std::map<std::string, RecordState> state;
-    for (const LayerRecord& r : all) state[r.id] = r.state;
-    std::vector<std::string> out;
-    for (const std::string& id : subs) {
-      auto it = state.find(id);
-      if (it == state.end() || it->second == RecordState::kReady) out.push_back(id);
-    }
-    return out;
+    return records_->ReadyOrUnowned(subs);
   }
 
  private:

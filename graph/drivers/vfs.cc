@@ -166,15 +166,7 @@ class VfsDriver : public Driver {
   absl::StatusOr<std::vector<std::string>> List() const override {
     std::vector<std::string> names;
     RETURN_IF_ERROR(ListNames(absl::StrCat(root_, "/dir"), &names, false));
-    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
-    std::map<std::string, RecordState> state;
-    for (const LayerRecord& r : all) state[r.id] = r.state;
-    std::vector<std::string> out;
-    for (const std::string& n : names) {
-      auto it = state.find(n);
-      if (it == state.end() || it->second == RecordState::kReady) out.push_back(n);
-    }
-    return out;
+    return records_->ReadyOrUnowned(names);
   }
 
   std::vector<std::pair<std::string, std::string>> Status() const override {

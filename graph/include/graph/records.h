@@ -125,6 +125,10 @@ class LayerRecords {
   absl::StatusOr<LayerRecord> GetReady(const std::string& id) const;
   // Every record, by id.
   absl::StatusOr<std::vector<LayerRecord>> List() const;
+  // Of `names` (the layers a driver finds on disk), those whose record is
+  // ready or which no record owns: what a driver's List reports (check
+  // removes the unowned ones), leaving out creates and removals in progress.
+  absl::StatusOr<std::vector<std::string>> ReadyOrUnowned(const std::vector<std::string>& names) const;
 
   // Writes `records` (ids without a record yet) in one transaction: what a
   // driver found in a previous release's files. Existing records win.
