@@ -269,6 +269,11 @@ TEST_F(DmthinCliTest, ErrorsSayWhatIsWrongAndWhatToRun) {
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
   EXPECT_NE(r.err.find("pool resize " + pool_), std::string::npos) << r.Describe();
   EXPECT_EQ(r.err.find("--repair"), std::string::npos) << r.Describe();
+  // --repair cannot make room: the problem stays, and so does the error.
+  r = Dmthin({"pool", "check", pool_, "--repair"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("still has problems after --repair"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find("pool resize " + pool_), std::string::npos) << r.Describe();
 }
 
 TEST_F(DmthinCliTest, DmVerbs) {

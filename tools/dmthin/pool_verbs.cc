@@ -232,16 +232,19 @@ absl::Status Check(const cli::Args& args, const cli::Output& out) {
     for (const auto& a : report.actions) std::printf("did:   %s\n", a.c_str());
     if (report.clean()) std::printf("%s: registry and kernel agree\n", pool->name().c_str());
   }
-  if (!report.clean() && !args.has("repair")) {
-    // Name --repair only when it helps: a full pool needs a resize.
-    return absl::DataLossError(
-        report.repairable
-            ? absl::StrCat(pool->name(), " has problems: run 'dmthin pool check ", pool->name(),
-                           " --repair'")
-            : absl::StrCat(pool->name(), " has problems: ",
-                           report.findings.front()));
+  if (report.clean()) return absl::OkStatus();
+  // Problems left are an error with or without --repair (a script must not
+  // take a repair that left a finding for a clean pool). Name --repair only
+  // when it helps: a full pool needs a resize.
+  if (args.has("repair")) {
+    return absl::DataLossError(absl::StrCat(pool->name(), " still has problems after --repair: ",
+                                            report.findings.front()));
   }
-  return absl::OkStatus();
+  return absl::DataLossError(
+      report.repairable
+          ? absl::StrCat(pool->name(), " has problems: run 'dmthin pool check ", pool->name(),
+                         " --repair'")
+          : absl::StrCat(pool->name(), " has problems: ", report.findings.front()));
 }
 
 }  // namespace
