@@ -120,7 +120,10 @@ TEST_F(GraphctlTest, ImportCreateMountChangesDiffRemove) {
   EXPECT_EQ(st.st_mode & 07777, 04755u);
   testsupport::WriteFileOrDie(dir + "/newfile", "new\n");
   ASSERT_EQ(::unlink((dir + "/etc/issue").c_str()), 0);
-  ASSERT_TRUE(Run({"umount", "ctr"}).ok());
+  RunResult umount = Run({"--json", "umount", "ctr"});
+  ASSERT_TRUE(umount.ok()) << umount.Describe();
+  EXPECT_EQ(nlohmann::json::parse(umount.out),
+            (nlohmann::json{{"name", "ctr"}, {"unmounted", true}}));
 
   RunResult changes = Run({"changes", "ctr"});
   ASSERT_TRUE(changes.ok()) << changes.Describe();
@@ -145,11 +148,17 @@ TEST_F(GraphctlTest, ImportCreateMountChangesDiffRemove) {
 
   // rm: the image layer had two references; dropping the second one with
   // layers built on it is refused.
-  ASSERT_TRUE(Run({"rm", chain}).ok());
+  RunResult dropped = Run({"--json", "rm", chain});
+  ASSERT_TRUE(dropped.ok()) << dropped.Describe();
+  EXPECT_EQ(nlohmann::json::parse(dropped.out),
+            (nlohmann::json{{"name", chain}, {"removed", false}, {"references", 1}}));
   RunResult busy = Run({"rm", chain});
   EXPECT_EQ(busy.exit_code, 1);
   EXPECT_NE(busy.err.find("2 children"), std::string::npos) << busy.err;
-  ASSERT_TRUE(Run({"rm", "ctr"}).ok());
+  RunResult removed = Run({"--json", "rm", "ctr"});
+  ASSERT_TRUE(removed.ok()) << removed.Describe();
+  EXPECT_EQ(nlohmann::json::parse(removed.out),
+            (nlohmann::json{{"name", "ctr"}, {"removed", true}}));
   ASSERT_TRUE(Run({"rm", Line(child)}).ok());
   ASSERT_TRUE(Run({"rm", chain}).ok());
   EXPECT_EQ(Run({"rm", chain}).exit_code, 1);

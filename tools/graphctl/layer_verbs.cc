@@ -120,13 +120,19 @@ absl::Status Mount(const cli::Args& args, const cli::Output& out) {
   return absl::OkStatus();
 }
 
-absl::Status Umount(const cli::Args& args, const cli::Output&) {
+absl::Status Umount(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
+  const std::string& name = args.positional(0);
+  cli::Json j{{"name", name}, {"unmounted", true}};
   if (std::optional<std::string> at = args.get("ro")) {
     ASSIGN_OR_RETURN(std::string dir, graph::AbsoluteRoot(*at));
-    return store->UnmountReadOnly(args.positional(0), dir);
+    RETURN_IF_ERROR(store->UnmountReadOnly(name, dir));
+    j["ro"] = dir;
+  } else {
+    RETURN_IF_ERROR(store->Unmount(name));
   }
-  return store->Unmount(args.positional(0));
+  if (out.json) cli::PrintJson(j);
+  return absl::OkStatus();
 }
 
 absl::Status Diff(const cli::Args& args, const cli::Output& out) {
@@ -202,11 +208,20 @@ absl::Status Usage(const cli::Args& args, const cli::Output& out) {
   return absl::OkStatus();
 }
 
-absl::Status Remove(const cli::Args& args, const cli::Output&) {
+absl::Status Remove(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
+  const std::string& name = args.positional(0);
   graph::RemoveOptions options;
   options.force = args.has("force");
-  return store->Remove(args.positional(0), options);
+  RETURN_IF_ERROR(store->Remove(name, options));
+  if (!out.json) return absl::OkStatus();
+  // rm drops one reference: say whether the layer went, or how many remain.
+  absl::StatusOr<graph::LayerInfo> left = store->Stat(name);
+  if (!left.ok() && !absl::IsNotFound(left.status())) return left.status();
+  cli::Json j{{"name", name}, {"removed", !left.ok()}};
+  if (left.ok()) j["references"] = left->refs;
+  cli::PrintJson(j);
+  return absl::OkStatus();
 }
 
 absl::Status Inspect(const cli::Args& args, const cli::Output&) {
