@@ -121,7 +121,20 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, bool creat
 }
 
 Db::~Db() {
-  if (db_ != nullptr) sqlite3_close_v2(db_);
+  if (db_ == nullptr) return;
+  for (auto& [sql, stmts] : cache_) {
+    for (sqlite3_stmt* st : stmts) sqlite3_finalize(st);
+  }
+  // The last connection to close copies the WAL back into the database
+  // (fdatasync of the WAL, the directory and the database). A connection
+  // that changed nothing skips it: an index rebuilt at open counts every
+  // frame of the persisted WAL as not yet copied, so a read-only `ls` would
+  // rewrite (and sync) pages the last writer already copied. Nothing durable
+  // depends on it: a commit is in the WAL when it returns (docs/reliability.md).
+  if (sqlite3_total_changes64(db_) == 0) {
+    (void)sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  }
+  sqlite3_close_v2(db_);
 }
 
 absl::Status Db::Error(int rc, absl::string_view what) const { return ErrorOf(db_, rc, what); }
@@ -164,7 +177,50 @@ absl::Status ErrorOf(sqlite3* db, int rc, absl::string_view what) {
   }
 }
 
+absl::StatusOr<sqlite3_stmt*> Db::Take(absl::string_view sql, bool* whole) {
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    auto it = cache_.find(std::string(sql));
+    if (it != cache_.end() && !it->second.empty()) {
+      sqlite3_stmt* stmt = it->second.back();
+      it->second.pop_back();
+      --cached_;
+      *whole = true;
+      return stmt;
+    }
+  }
+  sqlite3_stmt* stmt = nullptr;
+  const char* tail = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, &tail);
+  if (rc != SQLITE_OK) return Error(rc, absl::StrCat("registry: prepare ", sql.substr(0, 60)));
+  absl::string_view rest = tail == nullptr ? "" : sql.substr(static_cast<size_t>(tail - sql.data()));
+  *whole = rest.find_first_not_of(" \t\n;") == absl::string_view::npos;
+  return stmt;
+}
+
+void Db::Release(sqlite3_stmt* stmt) {
+  sqlite3_reset(stmt);  // ends its read of the database, if it was reading
+  sqlite3_clear_bindings(stmt);
+  constexpr size_t kMaxCached = 64;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    if (cached_ < kMaxCached) {
+      cache_[sqlite3_sql(stmt)].push_back(stmt);
+      ++cached_;
+      return;
+    }
+  }
+  sqlite3_finalize(stmt);
+}
+
 absl::Status Db::Exec(absl::string_view sql) {
+  bool whole = false;
+  ASSIGN_OR_RETURN(sqlite3_stmt* first, Take(sql, &whole));
+  if (whole) {
+    if (first == nullptr) return absl::OkStatus();  // nothing but comments
+    return Stmt(this, first).Run();
+  }
+  sqlite3_finalize(first);  // several statements: SQLite runs them in turn
   std::string s(sql);
   char* err = nullptr;
   int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err);
@@ -177,9 +233,8 @@ absl::Status Db::Exec(absl::string_view sql) {
 }
 
 absl::StatusOr<Stmt> Db::Prepare(absl::string_view sql) {
-  sqlite3_stmt* stmt = nullptr;
-  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
-  if (rc != SQLITE_OK) return Error(rc, absl::StrCat("registry: prepare ", sql.substr(0, 60)));
+  bool whole = false;
+  ASSIGN_OR_RETURN(sqlite3_stmt* stmt, Take(sql, &whole));
   return Stmt(this, stmt);
 }
 

@@ -63,6 +63,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -326,6 +328,75 @@ std::string NearestExisting(std::string path) {
   return path.empty() ? "." : path;
 }
 
+// A successful probe's answer holds for the rest of the boot on the same
+// filesystem with the same module parameters: it is kept in memory for the
+// process and in <root>/.probe for the next processes (a cache, written
+// without fsync; a store open then mounts nothing, ~10 ms less). The key
+// names what the answer depends on; any change of it probes again.
+constexpr char kProbeCache[] = "/.probe";
+
+std::string ProbeKey(const std::string& where, const std::string& api) {
+  absl::StatusOr<std::string> boot = ReadSmallFile("/proc/sys/kernel/random/boot_id");
+  struct stat st;
+  if (!boot.ok() || ::stat(where.c_str(), &st) != 0) return "";
+  return absl::StrCat("boot=", absl::StripAsciiWhitespace(*boot), " dev=", st.st_dev, " api=", api,
+                      " plain=", absl::StrJoin(PlainDiffOptions(), ","));
+}
+
+struct CachedProbe {
+  bool new_api = false;
+  ProbeResult result;
+};
+
+std::mutex& ProbeMemoMu() {
+  static std::mutex mu;
+  return mu;
+}
+std::map<std::string, CachedProbe>& ProbeMemo() {
+  static auto* memo = new std::map<std::string, CachedProbe>;
+  return *memo;
+}
+
+// Remembers `c` in memory and, unless `dir` is "", in its file.
+void SaveProbe(const std::string& key, const std::string& dir, const CachedProbe& c) {
+  {
+    std::lock_guard<std::mutex> l(ProbeMemoMu());
+    ProbeMemo()[key] = c;
+  }
+  if (dir.empty()) return;
+  std::string tmp = absl::StrCat(dir, kProbeCache, ".", ::getpid(), "-", Rng()() % 1000000);
+  std::string text = absl::StrCat(key, "\n", c.new_api ? "1" : "0", " ", c.result.native_diff ? "1" : "0", "\n",
+                                   c.result.native_diff_reason);
+  if (!WriteSmallFile(tmp, text).ok() || ::rename(tmp.c_str(), (dir + kProbeCache).c_str()) != 0) {
+    ::unlink(tmp.c_str());  // a full disk: the next open probes again
+  }
+}
+
+// From `dir`'s file ("KEY\nNEW_API NATIVE_DIFF\nREASON", as SaveProbe
+// writes it), else from memory (then written to `dir`; "" = memory only).
+std::optional<CachedProbe> LoadProbe(const std::string& key, const std::string& dir) {
+  if (!dir.empty()) {
+    absl::StatusOr<std::string> text = ReadSmallFile(dir + kProbeCache);
+    std::vector<std::string> lines;
+    if (text.ok()) lines = absl::StrSplit(*text, absl::MaxSplits('\n', 2));
+    if (lines.size() == 3 && lines[0] == key && lines[1].size() == 3 && lines[1][1] == ' ') {
+      CachedProbe c;
+      c.new_api = lines[1][0] == '1';
+      c.result.native_diff = lines[1][2] == '1';
+      c.result.native_diff_reason = lines[2];
+      return c;
+    }
+  }
+  std::optional<CachedProbe> c;
+  {
+    std::lock_guard<std::mutex> l(ProbeMemoMu());
+    auto it = ProbeMemo().find(key);
+    if (it != ProbeMemo().end()) c = it->second;
+  }
+  if (c.has_value()) SaveProbe(key, dir, *c);
+  return c;
+}
+
 absl::Status ProbeOverlay(const DriverOptions& o, bool* new_api_out, ProbeResult* result_out) {
   if (::geteuid() != 0) return UnsupportedError(Unsupported::kPrivilege, "overlay mounts need root (CAP_SYS_ADMIN)");
   std::string where = NearestExisting(o.root);
@@ -334,11 +405,22 @@ absl::Status ProbeOverlay(const DriverOptions& o, bool* new_api_out, ProbeResult
     return UnsupportedError(Unsupported::kBackingFilesystem,
                             absl::StrCat(where, " is on ", *fs, ", which cannot hold overlay upper layers"));
   }
-  absl::StatusOr<std::string> filesystems = ReadSmallFile("/proc/filesystems");
-  bool listed = filesystems.ok() && absl::StrContains(*filesystems, "\toverlay\n");
   std::string api = "auto";
   auto it = o.options.find("overlay.mount_api");
   if (it != o.options.end()) api = it->second;
+  // Only the driver's own directory keeps the answer (where == o.root once
+  // the store exists); a new store's first probe is remembered in memory.
+  std::string key = ProbeKey(where, api);
+  std::string cache_dir = where == o.root ? where : "";
+  if (!key.empty()) {
+    if (std::optional<CachedProbe> cached = LoadProbe(key, cache_dir); cached.has_value()) {
+      if (new_api_out != nullptr) *new_api_out = cached->new_api;
+      if (result_out != nullptr) *result_out = cached->result;
+      return absl::OkStatus();
+    }
+  }
+  absl::StatusOr<std::string> filesystems = ReadSmallFile("/proc/filesystems");
+  bool listed = filesystems.ok() && absl::StrContains(*filesystems, "\toverlay\n");
   bool new_api = api == "new" || (api == "auto" && HaveLowerdirPlus(where));
   if (api == "new" && !HaveLowerdirPlus(where)) {
     return UnsupportedError(Unsupported::kKernelLacksFeature, "fsconfig lowerdir+ needs Linux 6.8 or later");
@@ -353,6 +435,7 @@ absl::Status ProbeOverlay(const DriverOptions& o, bool* new_api_out, ProbeResult
     return UnsupportedError(Unsupported::kBackingFilesystem,
                             absl::StrCat("test mount under ", where, " failed: ", probe.status().message()));
   }
+  if (!key.empty()) SaveProbe(key, cache_dir, CachedProbe{new_api, *probe});
   if (new_api_out != nullptr) *new_api_out = new_api;
   if (result_out != nullptr) *result_out = *probe;
   return absl::OkStatus();
@@ -749,10 +832,18 @@ class OverlayDriver : public Driver {
   // A previous release kept each layer's link, lower, parent and rw in
   // files under <root>/<id>/: moved into the records in one transaction
   // (the files go once it has committed; `link` stays, derived).
+  // Only directories without a record are read: an open of a store whose
+  // layers all have one reads no layer's files.
   absl::Status MigrateFileRecords(const std::vector<std::string>& names) {
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::set<std::string> recorded;
+    for (LayerRecord& r : all) recorded.insert(std::move(r.id));
     std::vector<LayerRecord> found;
     for (const std::string& n : names) {
-      if (n == "l" || absl::StartsWith(n, ".") || !ValidateLayerId(n).ok() || !DirExists(n)) continue;
+      if (n == "l" || absl::StartsWith(n, ".") || recorded.count(n) != 0 || !ValidateLayerId(n).ok() ||
+          !DirExists(n)) {
+        continue;
+      }
       absl::StatusOr<std::string> link = ReadSmallFile(Path(n, "link"));
       if (!link.ok() || link->empty()) continue;
       absl::StatusOr<std::string> lower = ReadSmallFile(Path(n, "lower"));
@@ -760,8 +851,6 @@ class OverlayDriver : public Driver {
       struct stat st;
       bool legacy = lower.ok() || parent.ok() || ::lstat(Path(n, "rw").c_str(), &st) == 0;
       if (!legacy) continue;
-      ASSIGN_OR_RETURN(std::optional<LayerRecord> have, records_->Get(n));
-      if (have) continue;
       LayerRecord r;
       r.id = n;
       r.state = RecordState::kReady;

@@ -1420,8 +1420,12 @@ absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
   // in an empty or new directory, never over a lost registry.
   ASSIGN_OR_RETURN(RootState state, ExamineRoot(root));
   std::string recorded;
+  // The registry is opened once: the connection that read the recorded
+  // driver is the store's (each open and close of a connection costs reads
+  // of the WAL, and the last close a checkpoint).
+  std::unique_ptr<Db> db;
   if (state == RootState::kStore) {
-    ASSIGN_OR_RETURN(auto db, OpenRegistry(root, &recorded));
+    ASSIGN_OR_RETURN(db, OpenRegistry(root, &recorded));
   }
   std::string name = driver_name;
   if (name.empty()) name = recorded;
@@ -1475,11 +1479,13 @@ absl::StatusOr<std::unique_ptr<LayerStore>> OpenLayerStore(
     RETURN_IF_ERROR(CreateRegistry(root, name));
   }
   // One connection for the store and its driver's records.
-  std::string now_recorded;
-  ASSIGN_OR_RETURN(std::unique_ptr<Db> db, OpenRegistry(root, &now_recorded));
-  if (now_recorded != name) {  // a concurrent first open with another driver won
-    return absl::FailedPreconditionError(absl::StrCat(
-        "layer store ", root, " was created with driver \"", now_recorded, "\", not \"", name, "\""));
+  if (db == nullptr) {
+    std::string now_recorded;
+    ASSIGN_OR_RETURN(db, OpenRegistry(root, &now_recorded));
+    if (now_recorded != name) {  // a concurrent first open with another driver won
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer store ", root, " was created with driver \"", now_recorded, "\", not \"", name, "\""));
+    }
   }
   auto conn = std::make_shared<SharedDb>(std::move(db));
   std::shared_ptr<LayerRecords> records = LayerRecords::InStore(root + "/layers.db", conn);

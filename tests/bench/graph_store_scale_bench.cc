@@ -6,7 +6,9 @@
 // and List in-process. Host tier (overlay, or --driver NAME).
 //
 //   build/bench/graph_store_scale_bench [--chains N] [--depth D] [--dir SCRATCH]
-//                                       [--driver overlay] [--storage-opt K=V ...]
+//                                       [--driver overlay] [--storage-opt K=V ...] [--keep]
+//
+// --keep leaves the store in place (its root is printed) for profiling.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   int chains = 40, depth = 125;
   std::string scratch = "/tmp", driver = "overlay";
   std::map<std::string, std::string> opts;
+  bool keep = false;
   std::string graphctl = std::string(argv[0]);
   graphctl = graphctl.substr(0, graphctl.rfind('/') == std::string::npos ? 0 : graphctl.rfind('/'));
   graphctl = (graphctl.empty() ? std::string(".") : graphctl) + "/../bin/graphctl";
@@ -76,13 +79,14 @@ int main(int argc, char** argv) {
     else if (a == "--depth") depth = std::atoi(next().c_str());
     else if (a == "--dir") scratch = next();
     else if (a == "--driver") driver = next();
+    else if (a == "--keep") keep = true;
     else if (a == "--storage-opt") {
       std::vector<std::string> kv = absl::StrSplit(next(), absl::MaxSplits('=', 1));
       if (kv.size() == 2) opts[kv[0]] = kv[1];
     } else {
       std::fprintf(stderr,
                    "usage: graph_store_scale_bench [--chains N] [--depth D] [--dir SCRATCH] "
-                   "[--driver NAME] [--storage-opt K=V]\n");
+                   "[--driver NAME] [--storage-opt K=V] [--keep]\n");
       return 2;
     }
   }
@@ -190,7 +194,9 @@ int main(int argc, char** argv) {
         "|---:|---:|---:|---:|---:|---:|---:|---|---:|\n");
     for (const auto& r : rows) std::printf("%s\n", r.c_str());
   }
-  std::error_code ec;
-  std::filesystem::remove_all(root, ec);
+  if (!keep) {
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
   return rc;
 }

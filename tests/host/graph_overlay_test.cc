@@ -200,6 +200,35 @@ TEST_P(OverlayTest, GetPutRefcountAndRemove) {
   EXPECT_EQ(*driver_->List(), std::vector<std::string>{"base"});
 }
 
+TEST_P(OverlayTest, ReopenKeepsTheProbeAndRebuildsLinks) {
+  ASSERT_TRUE(driver_->Create("base", "", {}).ok());
+  Apply("base", "", BuildTar({{.path = "f", .data = "base"}}));
+  ASSERT_TRUE(driver_->Create("top", "base", {}).ok());
+  std::string root = base_.path() + "/overlay";
+  std::string link = ReadFileOrEmpty(root + "/base/link");
+  ASSERT_EQ(link.size(), 4u);
+  ASSERT_EQ(::unlink((root + "/l/" + link).c_str()), 0);
+  testsupport::WriteFileOrDie(root + "/.probe", "garbage");  // ignored and rewritten
+  for (int open = 0; open < 2; ++open) {  // probed, then from <root>/.probe
+    driver_.reset();
+    auto d = OpenDriver("overlay", base_.path(), {{"overlay.mount_api", GetParam()}});
+    ASSERT_TRUE(d.ok()) << d.status();
+    driver_ = std::move(*d);
+    EXPECT_EQ(StatusValue("Native Overlay Diff"), "true");
+    // The probe's answer is kept beside the layers for the next opens.
+    EXPECT_EQ(ReadFileOrEmpty(root + "/.probe").rfind("boot=", 0), 0u);
+  }
+  // A driver on its own rebuilds its derived files at open (in a store,
+  // check --repair does).
+  struct stat st;
+  EXPECT_EQ(::lstat((root + "/l/" + link).c_str(), &st), 0);
+  auto dir = driver_->Get("top", "");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  EXPECT_EQ(ReadFileOrEmpty(*dir + "/f"), "base");
+  ASSERT_TRUE(driver_->Put("top").ok());
+  EXPECT_EQ(*driver_->List(), (std::vector<std::string>{"base", "top"})) << ".probe is no layer";
+}
+
 TEST_P(OverlayTest, MountsDescribeTheView) {
   ASSERT_TRUE(driver_->Create("base", "", {}).ok());
   Apply("base", "", BuildTar({{.path = "f", .data = "base"}}));

@@ -6,8 +6,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -39,7 +42,11 @@ class Db {
   static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path, bool create = true);
   ~Db();
 
+  // Runs `sql` (one statement from the cache below, or several).
   absl::Status Exec(absl::string_view sql);
+  // A statement for `sql`: compiled once per connection and kept (up to 64
+  // texts); the Stmt gives it back, reset and unbound, when destroyed, so a
+  // registry's fixed statements are not compiled again at every call.
   absl::StatusOr<Stmt> Prepare(absl::string_view sql);
   int64_t Changes() const;
   sqlite3* raw() { return db_; }
@@ -48,10 +55,19 @@ class Db {
   absl::Status Error(int rc, absl::string_view what) const;
 
  private:
+  friend class Stmt;
   explicit Db(sqlite3* db) : db_(db) {}
   static absl::StatusOr<std::unique_ptr<Db>> OpenConnection(const std::string& path, bool create,
                                                             bool exclusive);
+  // A statement for the first statement of `sql`, from the cache or
+  // compiled; `whole`: `sql` held no other statement.
+  absl::StatusOr<sqlite3_stmt*> Take(absl::string_view sql, bool* whole);
+  // Takes a statement back into the cache (or finalizes it).
+  void Release(sqlite3_stmt* stmt);
   sqlite3* db_;
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, std::vector<sqlite3_stmt*>> cache_;
+  size_t cached_ = 0;
 };
 
 class Stmt {
@@ -60,7 +76,9 @@ class Stmt {
   Stmt(Stmt&& o) noexcept : db_(o.db_), stmt_(o.stmt_) { o.stmt_ = nullptr; }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  ~Stmt() {
+    if (stmt_ != nullptr) db_->Release(stmt_);
+  }
 
   // Binds by 1-based position; std::nullopt / empty optional binds NULL.
   Stmt& Bind(int i, absl::string_view v);
