@@ -1,5 +1,9 @@
-// Test support: a small real OCI image for containerd tests, made with the
-// reference tools (umoci builds the layers, skopeo writes the archive).
+// Test support: a small real OCI image for containerd tests: umoci builds
+// the layers (an OCI image layout), and the archive `ctr images import`
+// takes is that layout in a tar, written here (libarchive) with the image's
+// name on its manifest. No skopeo: its blob-info cache is a bbolt file at a
+// fixed path (/var/lib/containers/cache), which in the vm tier's guest is
+// the host's file over 9p, and skopeo panicked on it there.
 #ifndef DMTHIN_TESTS_SUPPORT_OCI_IMAGE_H_
 #define DMTHIN_TESTS_SUPPORT_OCI_IMAGE_H_
 
@@ -7,13 +11,16 @@
 
 namespace testsupport {
 
-// Writes a docker-archive (what `ctr images import` takes) of a two-layer
-// image named `name` into `dir`/image.tar and returns its path. Layer 1:
-// busybox-static (/bin/busybox, sh, cat, test), /etc/hello, /delfile,
-// /deldir/a/b, /keep/orig, /keep/x with xattr user.color=red. Layer 2
-// deletes /delfile and /deldir, sets user.color=blue on /keep/x, hard-links
-// /keep/link to /keep/orig and adds /top.txt ("top layer\n"). Throws
-// std::runtime_error naming the tool that failed.
+// Writes an OCI image archive (a tar of an OCI image layout, what
+// `ctr images import` takes) of a two-layer image named `name` (a full
+// reference, e.g. docker.io/library/x:latest; containerd's
+// io.containerd.image.name annotation) into `dir`/image.tar and returns its
+// path. Layer 1: busybox-static (/bin/busybox, sh, cat, test, true),
+// /etc/hello, /delfile, /deldir/a/b, /keep/orig, /keep/x with xattr
+// user.color=red. Layer 2 deletes /delfile and /deldir, sets
+// user.color=blue on /keep/x, hard-links /keep/link to /keep/orig and adds
+// /top.txt ("top layer\n"). Throws std::runtime_error naming the tool or
+// step that failed.
 std::string MakeTestImage(const std::string& dir, const std::string& name);
 
 }  // namespace testsupport
