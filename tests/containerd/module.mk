@@ -33,3 +33,12 @@ SNAPSHOTTER_BENCH_SUPPORT := $(patsubst %,$(BUILD)/obj/tests/support/%.o,contain
 $(BUILD)/bench/snapshotter_bench: $(SNAPSHOTTER_BENCH_SUPPORT) | $(BUILD)/bin/dmthin-snapshotter
 # (linked before the libraries: the bench rule puts BENCH_C_OBJS first)
 $(BUILD)/bench/snapshotter_bench: BENCH_C_OBJS += $(SNAPSHOTTER_BENCH_SUPPORT)
+# It calls containerd's Snapshots API itself (gRPC, the snapshotter's
+# generated code; second expansion and a recursive LDLIBS: the snapshotter's
+# module is read after this file).
+.SECONDEXPANSION:
+$(BUILD)/obj/tests/bench/snapshotter_bench.o: CPPFLAGS += -I$(BUILD)/gen
+$(BUILD)/obj/tests/bench/snapshotter_bench.o: CXXFLAGS += $(call pkgcflags,grpc++ protobuf)
+$(BUILD)/obj/tests/bench/snapshotter_bench.o: | $$(SNAPSHOTTER_GEN_HDRS)
+$(BUILD)/bench/snapshotter_bench: $$(SNAPSHOTTER_GEN_OBJS)
+$(BUILD)/bench/snapshotter_bench: LDLIBS += $(SNAPSHOTTER_GEN_OBJS) $(call pkglibs,$(SNAPSHOTTER_PKGS))
