@@ -43,6 +43,7 @@
 #include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
 #include "graph/fsutil.h"
+#include "graph/records.h"
 #include "libdm/control.h"
 #include "thinpool/filesystem.h"
 #include "thinpool/pool.h"
@@ -296,52 +297,75 @@ bool IsBusy(const absl::Status& s) { return base::HasErrno(s, EBUSY); }
 
 // ---------------------------------------------------------------- records ---
 
-enum class LayerState { kCreating, kReady, kRemoving };
-
-const char* StateName(LayerState s) {
-  switch (s) {
-    case LayerState::kCreating: return "creating";
-    case LayerState::kReady: return "ready";
-    case LayerState::kRemoving: return "removing";
-  }
-  return "?";
-}
-
+// A layer's record (graph/records.h) read as devicemapper's fields: the
+// thin's name in the pool (thinpool's registry is the truth for the device:
+// its id, size and device name are looked up by this name), the parent's id
+// and the layer's kind.
 struct Record {
   std::string id;
   std::string thin;
   std::string parent;
   bool rw = true;  // a container layer (read-only image layers: false)
-  LayerState state = LayerState::kCreating;
+  RecordState state = RecordState::kCreating;
 
-  std::string Serialize() const {
-    return absl::StrCat("thin=", thin, "\nparent=", parent, "\nrw=", rw ? 1 : 0, "\nstate=", StateName(state),
-                        "\n");
+  std::map<std::string, std::string> Fields() const {
+    return {{"thin", thin}, {"parent", parent}, {"rw", rw ? "1" : "0"}};
   }
 };
 
-std::optional<Record> ParseRecord(const std::string& id, const std::string& text) {
-  auto kv = ParseKv(text);
+absl::StatusOr<Record> FromLayerRecord(const LayerRecord& lr) {
   Record r;
+  r.id = lr.id;
+  r.thin = lr.Field("thin");
+  r.parent = lr.Field("parent");
+  r.rw = lr.Field("rw") != "0";
+  r.state = lr.state;
+  if (!thinpool::ValidateThinName(r.thin).ok()) {
+    return absl::DataLossError(absl::StrCat("devicemapper: the record of layer ", lr.id,
+                                            " names no valid thin device (\"", r.thin, "\")"));
+  }
+  return r;
+}
+
+// A record file of earlier releases (<root>/metadata/<id>:
+// "thin=..\nparent=..\nrw=0|1\nstate=creating|ready|removing\n").
+std::optional<LayerRecord> ParseRecordFile(const std::string& id, const std::string& text) {
+  auto kv = ParseKv(text);
+  std::optional<RecordState> state = ParseRecordState(kv["state"]);
+  if (!state || !thinpool::ValidateThinName(kv["thin"]).ok()) return std::nullopt;
+  LayerRecord r;
   r.id = id;
-  r.thin = kv["thin"];
-  r.parent = kv["parent"];
-  r.rw = kv["rw"] != "0";
-  const std::string& st = kv["state"];
-  if (st == "creating") r.state = LayerState::kCreating;
-  else if (st == "ready") r.state = LayerState::kReady;
-  else if (st == "removing") r.state = LayerState::kRemoving;
-  else return std::nullopt;
-  if (thinpool::ValidateThinName(r.thin).ok()) return r;
-  return std::nullopt;
+  r.state = *state;
+  r.fields = {{"thin", kv["thin"]}, {"parent", kv["parent"]}, {"rw", kv["rw"] == "0" ? "0" : "1"}};
+  return r;
+}
+
+// <root>/records-home says where the layer records are: "store" (the layer
+// store's registry) or "own" (<root>/records.db). Opened the other way the
+// driver would see none of its layers and take their thins for orphans:
+// refused before anything is made or opened.
+std::string RecordsHomePath(const std::string& root) { return absl::StrCat(root, "/records-home"); }
+const char* RecordsHome(bool own_records) { return own_records ? "own" : "store"; }
+
+absl::Status CheckRecordsHome(const std::string& root, bool own_records) {
+  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(RecordsHomePath(root)));
+  if (!text) return absl::OkStatus();
+  std::string have(absl::StripAsciiWhitespace(*text));
+  if (have == RecordsHome(own_records)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "devicemapper: the layer records of ", root, " are ",
+      have == "store" ? "in the layer store that made it (open the store, not the driver alone)"
+                      : "in its own records.db (it was made without a layer store; open the driver alone)",
+      "; opened the other way its layers would look like orphans"));
 }
 
 // ----------------------------------------------------------------- driver ---
 
 class DevmapperDriver : public Driver {
  public:
-  DevmapperDriver(std::string root, Config config)
-      : root_(std::move(root)), config_(std::move(config)), refs_(absl::StrCat(root_, "/.refs")) {}
+  DevmapperDriver(std::string root, Config config, std::shared_ptr<LayerRecords> records, bool own_records)
+      : root_(std::move(root)), config_(std::move(config)), refs_(absl::StrCat(root_, "/.refs")),
+        records_(std::move(records)), own_records_(own_records) {}
 
   ~DevmapperDriver() override {
     if (reaper_.joinable()) {
@@ -401,7 +425,6 @@ class DevmapperDriver : public Driver {
   absl::Status Committed(const std::string& id) override;
 
  private:
-  std::string RecordPath(const std::string& id) const { return absl::StrCat(root_, "/metadata/", id); }
   // A thin whose deletion waits for its device to close (file names the thin).
   std::string DeferredPath(const std::string& thin) const { return absl::StrCat(root_, "/deferred/", thin); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
@@ -414,13 +437,15 @@ class DevmapperDriver : public Driver {
   absl::StatusOr<FileLock> Lock() const { return FileLock::Take(absl::StrCat(root_, "/.lock")); }
 
   absl::StatusOr<std::optional<Record>> ReadRecord(const std::string& id) const;
-  absl::Status WriteRecord(const Record& r, bool durable) const {
-    return WriteFileAtomic(TmpDir(), RecordPath(r.id), r.Serialize(), durable);
-  }
+  // Drops the record and what hangs off the id (mount point, old pins).
   absl::Status DropRecord(const std::string& id) const;
   // The record of a ready layer; NotFound otherwise.
   absl::StatusOr<Record> ReadyRecord(const std::string& id) const;
 
+  // Writes <root>/records-home if missing.
+  absl::Status WriteRecordsHome();
+  // Earlier releases' <root>/metadata/<id> files into the records.
+  absl::Status MigrateRecordFiles();
   absl::Status OpenPool();
   absl::Status EnsurePoolActive() const;
   absl::Status EnsureBase();
@@ -437,8 +462,10 @@ class DevmapperDriver : public Driver {
   // deferred removal is on, asks the kernel to remove it at last close.
   // Returns true if the device is gone now.
   absl::StatusOr<bool> DeactivateThin(const std::string& thin) const;
-  // Deletes the thin of a removing record and then the record; a busy device
-  // hands the thin to the reaper (OK) or, without deferred deletion, fails.
+  // Deletes the thin of a record marked removing and then the record; a
+  // busy device hands the thin to the reaper (OK) or, without deferred
+  // deletion, fails (the record back to ready unless `r.state`, the state
+  // before the removal, was creating).
   absl::Status FinishRemoval(Record r);
   // Deletes a deferred thin once its device is closed. Under the lock.
   absl::Status ReapThin(const std::string& thin);
@@ -449,6 +476,10 @@ class DevmapperDriver : public Driver {
   const std::string root_;
   const Config config_;
   mutable MountRefs refs_;
+  std::shared_ptr<LayerRecords> records_;
+  // Records in <root>/records.db (no store): the open finishes interrupted
+  // creates too (in a store, its check --repair does).
+  const bool own_records_;
   std::string tag_;
   bool owns_pool_ = false;
   std::string pool_name_;
@@ -468,29 +499,23 @@ class DevmapperDriver : public Driver {
 };
 
 absl::StatusOr<std::optional<Record>> DevmapperDriver::ReadRecord(const std::string& id) const {
-  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(RecordPath(id)));
-  if (!text) return std::optional<Record>();
-  std::optional<Record> r = ParseRecord(id, *text);
-  if (!r) {
-    return absl::DataLossError(absl::StrCat("devicemapper: layer record ", RecordPath(id), " is malformed"));
-  }
-  return r;
+  ASSIGN_OR_RETURN(std::optional<LayerRecord> lr, records_->Get(id));
+  if (!lr) return std::optional<Record>();
+  ASSIGN_OR_RETURN(Record r, FromLayerRecord(*lr));
+  return std::optional<Record>(std::move(r));
 }
 
 absl::StatusOr<Record> DevmapperDriver::ReadyRecord(const std::string& id) const {
   RETURN_IF_ERROR(ValidateLayerId(id));
-  ASSIGN_OR_RETURN(std::optional<Record> r, ReadRecord(id));
-  if (!r || r->state != LayerState::kReady) {
-    return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
-  }
-  return *r;
+  ASSIGN_OR_RETURN(LayerRecord lr, records_->GetReady(id));
+  return FromLayerRecord(lr);
 }
 
 absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
   // pins/<id>: a mount reference of earlier versions' Mounts().
-  for (const std::string& p : {absl::StrCat(root_, "/pins/", id), RecordPath(id)}) {
-    if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
-  }
+  std::string pin = absl::StrCat(root_, "/pins/", id);
+  if (::unlink(pin.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", pin));
+  RETURN_IF_ERROR(records_->Drop(id));
   std::string mnt = MountPath(id);
   if (::rmdir(mnt.c_str()) != 0 && errno != ENOENT && errno != EBUSY) {
     return base::ErrnoError(errno, absl::StrCat("removing ", mnt));
@@ -501,12 +526,13 @@ absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
 // ------------------------------------------------------------------ open ---
 
 absl::Status DevmapperDriver::Init() {
-  for (const char* sub : {"", "/metadata", "/mnt", "/tmp", "/deferred"}) {
+  for (const char* sub : {"", "/mnt", "/tmp", "/deferred"}) {
     RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, sub), 0700));
   }
   // Leftover temporaries of a crashed writer.
   ASSIGN_OR_RETURN(std::vector<std::string> tmps, ListDir(TmpDir()));
   for (const std::string& t : tmps) (void)RemoveTree(absl::StrCat(TmpDir(), "/", t));
+  RETURN_IF_ERROR(WriteRecordsHome());
 
   std::string instance = absl::StrCat(root_, "/instance");
   ASSIGN_OR_RETURN(std::optional<std::string> tag, ReadSmallFile(instance));
@@ -531,6 +557,7 @@ absl::Status DevmapperDriver::Init() {
 
   {
     ASSIGN_OR_RETURN(FileLock lock, Lock());
+    RETURN_IF_ERROR(MigrateRecordFiles());
     RETURN_IF_ERROR(Recover());
     RETURN_IF_ERROR(EnsureBase());
   }
@@ -538,6 +565,39 @@ absl::Status DevmapperDriver::Init() {
     reaper_ = std::thread([this] { ReaperLoop(); });
   }
   return absl::OkStatus();
+}
+
+// Writes <root>/records-home for a root that has none (CheckRecordsHome
+// refused any other).
+absl::Status DevmapperDriver::WriteRecordsHome() {
+  const std::string path = RecordsHomePath(root_);
+  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
+  if (text) return absl::OkStatus();
+  return WriteFileAtomic(TmpDir(), path, absl::StrCat(RecordsHome(own_records_), "\n"), /*durable=*/true);
+}
+
+// Under the lock. Record files of earlier releases (<root>/metadata/<id>)
+// go into the records in one transaction; the files go only after it
+// committed (a crash in between: the next open migrates them again, and
+// records already there win).
+absl::Status DevmapperDriver::MigrateRecordFiles() {
+  const std::string dir = absl::StrCat(root_, "/metadata");
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(dir));
+  std::vector<LayerRecord> found;
+  for (const std::string& id : ids) {
+    if (!ValidateLayerId(id).ok()) continue;
+    std::string path = absl::StrCat(dir, "/", id);
+    ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
+    if (!text) continue;
+    std::optional<LayerRecord> r = ParseRecordFile(id, *text);
+    if (!r) return absl::DataLossError(absl::StrCat("devicemapper: layer record ", path, " is malformed"));
+    found.push_back(std::move(*r));
+  }
+  RETURN_IF_ERROR(base::Annotate(records_->Migrate(found), absl::StrCat("devicemapper: moving the layer records of ",
+                                                                         dir, " into ", records_->path())));
+  return RemoveTree(dir);
 }
 
 absl::Status DevmapperDriver::OpenPool() {
@@ -639,44 +699,39 @@ absl::Status DevmapperDriver::MakeBaseFilesystem(const std::string& device) cons
   return made;
 }
 
-// Under the lock: finishes or undoes what a crashed process left.
+// Under the lock: finishes or undoes what a crashed process left. Create
+// and Remove hold the lock from their intent to their end, so a record
+// still "removing" here is a dead process's. A "creating" one may be a
+// store's layer whose Ready waits for the store's commit: in a store, its
+// check --repair undoes it (Remove); alone, the open does.
 absl::Status DevmapperDriver::Recover() {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(absl::StrCat(root_, "/metadata")));
+  ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
   std::set<std::string> referenced;
-  for (const std::string& id : ids) {
-    if (!ValidateLayerId(id).ok()) continue;
-    ASSIGN_OR_RETURN(std::optional<Record> r, ReadRecord(id));
-    if (!r) continue;
-    switch (r->state) {
-      case LayerState::kCreating: {
-        // Written before the snapshot by earlier versions (now a layer has
-        // no record until it is whole). Never became visible: undo whatever
-        // the snapshot got to.
-        auto info = pool_->GetThinInfo(r->thin);
-        if (info.ok()) {
-          RETURN_IF_ERROR(DeactivateThin(r->thin).status());
-          RETURN_IF_ERROR(base::Annotate(pool_->DeleteThin(r->thin),
-                                         absl::StrCat("devicemapper: undoing the creation of layer ", id)));
-        } else if (info.status().code() != absl::StatusCode::kNotFound) {
-          return info.status();
+  for (const LayerRecord& lr : all) {
+    ASSIGN_OR_RETURN(Record r, FromLayerRecord(lr));
+    switch (r.state) {
+      case RecordState::kCreating:
+        if (own_records_) {
+          RETURN_IF_ERROR(base::Annotate(FinishRemoval(r),
+                                         absl::StrCat("devicemapper: undoing the creation of layer ", r.id)));
+        } else {
+          referenced.insert(r.thin);
         }
-        RETURN_IF_ERROR(DropRecord(id));
         break;
-      }
-      case LayerState::kRemoving:
-        referenced.insert(r->thin);
-        RETURN_IF_ERROR(FinishRemoval(*r));
+      case RecordState::kRemoving:
+        referenced.insert(r.thin);
+        RETURN_IF_ERROR(FinishRemoval(r));
         break;
-      case LayerState::kReady: {
+      case RecordState::kReady: {
         // A removal whose "removing" mark a power cut lost while the
         // pool's (durable) registry had already deleted the thin.
-        auto info = pool_->GetThinInfo(r->thin);
+        auto info = pool_->GetThinInfo(r.thin);
         if (!info.ok() && info.status().code() == absl::StatusCode::kNotFound) {
-          RETURN_IF_ERROR(DropRecord(id));
+          RETURN_IF_ERROR(DropRecord(r.id));
           break;
         }
         RETURN_IF_ERROR(info.status());
-        referenced.insert(r->thin);
+        referenced.insert(r.thin);
         break;
       }
     }
@@ -841,8 +896,8 @@ absl::Status DevmapperDriver::FinishRemoval(Record r) {
   }
   // Busy: held open by a mount in another namespace (or an open fd).
   if (!config_.deferred_deletion) {
-    r.state = LayerState::kReady;
-    RETURN_IF_ERROR(WriteRecord(r, config_.sync_metadata));
+    // A whole layer stays one; an unfinished create stays to be undone.
+    if (r.state != RecordState::kCreating) RETURN_IF_ERROR(records_->Restore(r.id));
     return absl::FailedPreconditionError(absl::StrCat(
         "devicemapper: layer ", r.id, " is busy (device ", info->dm_name,
         " is held open, e.g. by a mount in another mount namespace) and dm.use_deferred_deletion is off"));
@@ -911,12 +966,12 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   ASSIGN_OR_RETURN(std::optional<Record> existing, ReadRecord(id));
   if (existing) {
     return absl::AlreadyExistsError(absl::StrCat(
-        "layer ", id, " already exists", existing->state == LayerState::kRemoving ? " (being removed)" : ""));
+        "layer ", id, " already exists", existing->state == RecordState::kRemoving ? " (being removed)" : ""));
   }
   std::string origin = BaseThin();
   if (!parent.empty()) {
     ASSIGN_OR_RETURN(std::optional<Record> p, ReadRecord(parent));
-    if (!p || p->state != LayerState::kReady) {
+    if (!p || p->state != RecordState::kReady) {
       return absl::NotFoundError(absl::StrCat("parent layer ", parent, " does not exist"));
     }
     origin = p->thin;
@@ -927,24 +982,28 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   r.parent = parent;
   r.rw = options.read_write;
   ASSIGN_OR_RETURN(r.thin, PickThinName(id));
-  // No record before the snapshot: a crash between the two leaves a thin of
-  // ours that no record names, an orphan, which Recover deletes at the next
-  // open (as it would undo a "creating" record; this saves a file write).
+  // The intent names the thin before it exists: a crash from here on leaves
+  // a "creating" record that Remove (a store's check --repair, or the open
+  // of a driver without a store) undoes.
+  RETURN_IF_ERROR(records_->Begin(id, r.Fields()));
+  Failpoint("devmapper_create_after_intent");
   // A container (read-write) layer is mounted next: activate its device now,
   // which thinpool overlaps with the snapshot's own commit. Image layers are
   // left inactive until someone mounts them.
   auto snap = pool_->Snapshot(origin, r.thin, /*activate=*/r.rw);
-  if (!snap.ok()) {
-    if (pool_->GetThinInfo(r.thin).ok()) (void)pool_->DeleteThin(r.thin);  // made, not activated
-    return base::Annotate(snap.status(), absl::StrCat("devicemapper: creating layer ", id));
+  absl::Status made = snap.status();
+  if (made.ok()) {
+    Failpoint("devmapper_after_snapshot");
+    // In a store, held until the store commits the layer with it.
+    made = records_->Ready(id, r.Fields());
   }
-  Failpoint("devmapper_after_snapshot");
-  r.state = LayerState::kReady;
-  absl::Status w = WriteRecord(r, config_.sync_metadata);
-  if (!w.ok()) {
-    (void)pool_->DeleteThin(r.thin);
+  if (!made.ok()) {
+    if (pool_->GetThinInfo(r.thin).ok()) {
+      (void)DeactivateThin(r.thin);
+      (void)pool_->DeleteThin(r.thin);
+    }
     (void)DropRecord(id);
-    return w;
+    return base::Annotate(made, absl::StrCat("devicemapper: creating layer ", id));
   }
   return absl::OkStatus();
 }
@@ -953,16 +1012,18 @@ absl::Status DevmapperDriver::Remove(const std::string& id) {
   RETURN_IF_ERROR(ValidateLayerId(id));
   ReapDeferred();
   ASSIGN_OR_RETURN(FileLock lock, Lock());
-  ASSIGN_OR_RETURN(Record r, ReadyRecord(id));
-  r.state = LayerState::kRemoving;
-  RETURN_IF_ERROR(WriteRecord(r, config_.sync_metadata));
+  // Whatever state the record is in: a store's check --repair removes the
+  // layers of interrupted creates and removals too.
+  ASSIGN_OR_RETURN(std::optional<Record> found, ReadRecord(id));
+  if (!found) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
+  Record r = *found;
+  if (r.state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
   Failpoint("devmapper_after_remove_mark");
   std::string mnt = MountPath(id);
   absl::Status unmounted = refs_.Reset(id, [&] { return Unmount(mnt); });
   if (unmounted.ok() && Mounted(mnt)) unmounted = Unmount(mnt);
   if (!unmounted.ok()) {
-    r.state = LayerState::kReady;
-    (void)WriteRecord(r, config_.sync_metadata);
+    if (r.state == RecordState::kReady) (void)records_->Restore(id);
     return unmounted;
   }
   return FinishRemoval(r);
@@ -991,10 +1052,10 @@ absl::StatusOr<int> DevmapperDriver::MountCount(const std::string& id) const {
 bool DevmapperDriver::Exists(const std::string& id) const { return ReadyRecord(id).ok(); }
 
 absl::StatusOr<std::vector<std::string>> DevmapperDriver::List() const {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(absl::StrCat(root_, "/metadata")));
+  ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
   std::vector<std::string> out;
-  for (const std::string& id : ids) {
-    if (Exists(id)) out.push_back(id);
+  for (const LayerRecord& r : all) {
+    if (r.state == RecordState::kReady) out.push_back(r.id);
   }
   return out;
 }
@@ -1084,12 +1145,12 @@ absl::Status DevmapperDriver::Cleanup() {
   auto keep = [&](const absl::Status& s) {
     if (first.ok() && !s.ok()) first = s;
   };
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(absl::StrCat(root_, "/metadata")));
-  for (const std::string& id : ids) {
-    if (!ValidateLayerId(id).ok()) continue;
-    auto r = ReadRecord(id);
-    if (!r.ok() || !r->has_value()) continue;
-    const Record& rec = **r;
+  ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+  for (const LayerRecord& lr : all) {
+    auto r = FromLayerRecord(lr);
+    if (!r.ok()) continue;
+    const Record& rec = *r;
+    const std::string& id = rec.id;
     keep(refs_.Reset(id, [&] { return Unmount(MountPath(id)); }));
     if (Mounted(MountPath(id))) keep(Unmount(MountPath(id)));
     keep(DeactivateThin(rec.thin).status());
@@ -1131,7 +1192,9 @@ DriverInfo DevmapperDriverInfo() {
   };
   info.create = [](const DriverOptions& o) -> absl::StatusOr<std::unique_ptr<Driver>> {
     ASSIGN_OR_RETURN(Config c, ParseConfig(o));
-    auto d = std::make_unique<DevmapperDriver>(o.root, std::move(c));
+    RETURN_IF_ERROR(CheckRecordsHome(o.root, o.records == nullptr));
+    ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
+    auto d = std::make_unique<DevmapperDriver>(o.root, std::move(c), std::move(records), o.records == nullptr);
     RETURN_IF_ERROR(d->Init());
     return std::unique_ptr<Driver>(std::move(d));
   };

@@ -8,7 +8,11 @@
 //   <root>/.lock             flock()ed around Create, Remove, recovery, reaper
 //   <root>/thinpool/         the thinpool state dir of a pool the driver made
 //                            (.registry.db, <pool>/{data,metadata})
-//   <root>/metadata/<id>     one record per layer: thin name, parent, state
+//   <root>/records-home      "store" or "own": where the layer records are
+//                            (opened the other way: refused)
+//   <root>/records.db        the layer records when no layer store opened
+//                            the driver (graph/records.h; in a store they are
+//                            in its layers.db)
 //   <root>/base              the base device's record
 //   <root>/tmp/              temporaries of atomic writes (cleared on open)
 //   <root>/deferred/<thin>   a removed layer's thin whose device is still
@@ -25,14 +29,26 @@
 // "<tag>+base". Every thin in the pool whose name starts with the tag is the
 // driver's: one no record points at is an orphan and is deleted on open.
 //
-// Crash safety: a layer's record is written ("ready") only once its thin
-// exists; it is marked "removing" before the thin is deleted. Opening the
-// driver (under the lock) finishes every "removing" record, deletes the thin
-// of a "creating" one (written by earlier versions) and deletes orphans —
-// our thins no record names, which is what a crash between snapshot and
-// record leaves — so after a crash at any point no thin id is orphaned and
-// no half-made layer is visible. The thinpool's own protocol (intent →
-// message → transaction id → done) covers the pool side.
+// Records: one per layer in graph::LayerRecords (the layer store's registry,
+// or <root>/records.db without a store), fields `thin` (the thin's name:
+// thinpool's registry stays the truth for the device, its id and size),
+// `parent` and `rw` ("1" for a container layer). Earlier releases kept them
+// in <root>/metadata/<id> files ("thin=..\nparent=..\nrw=..\nstate=..");
+// the open moves them into the records in one transaction, then deletes
+// the files.
+//
+// Crash safety, one state machine with the other drivers: Create records
+// its intent ("creating", naming the thin) before the snapshot and "ready"
+// after it (in a store, committed with the layer's row); Remove marks
+// "removing" before the thin is deleted and drops the record after.
+// Opening the driver (under the lock) finishes every "removing" record,
+// undoes "creating" ones when it keeps its own records (in a store its
+// check --repair does, through Remove) and deletes orphans — our thins no
+// record names (a lost intent) — so after a crash at any point no thin id is
+// orphaned and no half-made layer is visible (failpoints
+// devmapper_create_after_intent, devmapper_after_snapshot,
+// devmapper_after_remove_mark, devmapper_after_delete). The thinpool's own
+// protocol (intent → message → transaction id → done) covers the pool side.
 //
 // Mounts describes the thin device with its ext4 (`type ext4`, source the
 // device node, "ro" for image layers and views) for callers that mount
@@ -73,10 +89,12 @@
 //                             (gives space back to a sparse data file)
 //   dm.use_deferred_removal=BOOL   (default true)
 //   dm.use_deferred_deletion=BOOL  (default true)
-//   dm.sync_metadata=BOOL     fsync layer records (default false: like the
-//                             overlay and vfs drivers, power-cut durability
-//                             is the layer store's; the pool's registry and
-//                             metadata are always synchronous)
+//   dm.sync_metadata=BOOL     fsync the deferred-deletion files (default
+//                             false; the layer records are durable as
+//                             LayerRecords makes them: synchronous without a
+//                             store, with the store's commit in one; the
+//                             pool's registry and metadata are always
+//                             synchronous)
 //   dm.reaper_interval=DURATION    background reaper period ("30s", "200ms";
 //                             "0" = no thread, reap only at Create/Remove)
 // Without dm.thinpooldev, dm.loopback or a pool already made under the root,

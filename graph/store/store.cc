@@ -1372,6 +1372,12 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
   //    removal, or foreign ids). Re-read the records first: another process
   //    may have created layers since.
   ASSIGN_OR_RETURN(std::vector<std::string> ids, driver_->List());
+  // Driver records read before the rows: a create's row commits before its
+  // driver's intent, so a record with no row below is no live create's.
+  std::vector<LayerRecord> records;
+  if (impl_->records != nullptr) {
+    ASSIGN_OR_RETURN(records, impl_->records->List());
+  }
   std::vector<Row> now_rows;
   {
     auto l = impl_->conn->Lock();
@@ -1405,6 +1411,25 @@ absl::StatusOr<CheckReport> LayerStore::Check(bool repair, bool prune) {
       report.repaired.push_back(absl::StrCat("removed driver layer ", id));
     } else {
       report.problems.push_back(absl::StrCat("remove driver layer ", id, ": ", rm.message()));
+    }
+  }
+
+  // 5. Driver records half-way (creating, removing) that no layer owns: a
+  //    driver's create or removal whose store row is gone. The driver's
+  //    Remove finishes them on --repair.
+  for (const LayerRecord& r : records) {
+    if (r.state == RecordState::kReady || known.count(r.id) != 0) continue;
+    // A removal finishing meanwhile drops its record before its row.
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> still, impl_->records->Get(r.id));
+    if (!still || still->state == RecordState::kReady) continue;
+    report.problems.push_back(absl::StrCat("driver record of ", r.id, " is left ", RecordStateName(r.state),
+                                           " and no layer owns it"));
+    if (!repair) continue;
+    absl::Status rm = driver_->Remove(r.id);
+    if (rm.ok() || GoneOrNotFound(rm)) {
+      report.repaired.push_back(absl::StrCat("finished the driver's removal of ", r.id));
+    } else {
+      report.problems.push_back(absl::StrCat("remove driver layer ", r.id, ": ", rm.message()));
     }
   }
   return report;

@@ -158,6 +158,29 @@ TEST_P(MetadataTest, DriverRecordsLiveInTheStoreRegistry) {
   EXPECT_TRUE(store->driver().Cleanup().ok());
 }
 
+// A driver record left half-way that no layer owns (a driver's create or
+// removal whose store row is gone): check reports it, --repair has the
+// driver finish it.
+TEST_P(MetadataTest, HalfWayRecordWithoutALayerIsFinishedByRepair) {
+  std::string root = Root("stray");
+  auto store = Open(root);
+  ASSERT_TRUE(store);
+  std::string base = Populate(*store);
+  Query(root + "/layers.db", "INSERT INTO driver_records(id, state, fields) VALUES('stray', 'creating', '')");
+  Query(root + "/layers.db", "INSERT INTO driver_records(id, state, fields) VALUES('gone', 'removing', '')");
+  auto found = store->Check(false);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->problems.size(), 2u) << CheckText(*found);
+  auto repaired = store->Check(true);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  auto after = store->Check(false);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(after->clean()) << CheckText(*after) << " after repair: " << CheckText(*repaired);
+  EXPECT_TRUE(Query(root + "/layers.db", "SELECT id FROM driver_records WHERE id IN ('stray', 'gone')").empty());
+  ExpectWorks(*store, "ctr");
+  EXPECT_TRUE(store->driver().Cleanup().ok());
+}
+
 // A driver used without a store (the Docker plugin) keeps its records in
 // <driver root>/records.db.
 TEST_P(MetadataTest, DriverWithoutStoreKeepsItsOwnRecords) {
