@@ -7,7 +7,6 @@
 // data lost and that goes on working.
 #include <sqlite3.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <map>
@@ -25,7 +24,9 @@
 #include "gtest/gtest.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/graph_tar.h"
+#include "tests/support/child_test.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/store_crash.h"
 
 namespace graph {
 namespace {
@@ -318,7 +319,7 @@ TEST_P(MetadataTest, PreviousReleaseStoreIsMigratedAtOpen) {
 
 // ------------------------------------------------------------ crash tests ---
 
-enum class Op { kCreate, kCommit, kRemove, kImport };
+using Op = testsupport::StoreOp;
 
 struct CrashCase {
   std::string failpoint;
@@ -360,29 +361,9 @@ TEST_P(MetadataTest, CrashAtEveryStepLeavesARepairableStore) {
       base = Populate(*store);
       ASSERT_TRUE(store->driver().Cleanup().ok());
     }
-    std::string tar2 = BuildTar({{"two", '0', "2"}});
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::setenv("DMTHIN_FAILPOINT", c.failpoint.c_str(), 1);
-      auto store = OpenLayerStore(root, GetParam());
-      if (!store.ok()) ::_exit(2);
-      absl::Status s;
-      CreateLayerOptions o;
-      o.init_layer = true;
-      StringSource src(tar2);
-      switch (c.op) {
-        case Op::kCreate: s = (*store)->Create("ctr2", base, o).status(); break;
-        case Op::kCommit: s = (*store)->Commit("snap", "ctr").status(); break;
-        case Op::kRemove: s = (*store)->Remove("ctr"); break;
-        case Op::kImport: s = (*store)->Import(src, {}).status(); break;
-      }
-      ::_exit(s.ok() ? 0 : 3);
-    }
-    int wstatus = 0;
-    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
-    ASSERT_TRUE(WIFEXITED(wstatus));
-    ASSERT_EQ(WEXITSTATUS(wstatus), 77) << "the failpoint was not reached";
+    ASSERT_EQ(testsupport::RunStoreOpUntilFailpoint(root, GetParam(), {}, c.failpoint, c.op, base),
+              testsupport::kFailpointExit)
+        << "the failpoint was not reached";
 
     auto store = Open(root);
     ASSERT_TRUE(store);

@@ -39,6 +39,7 @@
 #include "tests/support/child_test.h"
 #include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
+#include "tests/support/store_crash.h"
 #include "tests/support/thinpool_cleanup.h"
 #include "thinpool/pool.h"
 #include "thinpool/state_dir.h"
@@ -943,7 +944,7 @@ TEST_F(DevmapperStoreTest, PreviousReleaseRecordFilesAreMigrated) {
 // orphaned, nothing whole is lost, and the interrupted operation can be
 // done again. One store for every case (a pool per case is slow in TCG).
 TEST_F(DevmapperStoreTest, CrashAtEveryStepIsRepaired) {
-  enum class Op { kCreate, kCommit, kRemove, kImport };
+  using Op = testsupport::StoreOp;
   struct Case {
     const char* failpoint;
     Op op;
@@ -966,29 +967,9 @@ TEST_F(DevmapperStoreTest, CrashAtEveryStepIsRepaired) {
   }
   for (const Case& c : cases) {
     SCOPED_TRACE(c.failpoint);
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::setenv("DMTHIN_FAILPOINT", c.failpoint, 1);
-      auto store = OpenLayerStore(base_, "devicemapper", BaseOptions());
-      if (!store.ok()) ::_exit(2);
-      absl::Status s;
-      CreateLayerOptions o;
-      o.init_layer = true;
-      std::string tar = BuildTar({{.path = "two", .data = "2"}});
-      StringSource src(tar);
-      switch (c.op) {
-        case Op::kCreate: s = (*store)->Create("ctr2", base, o).status(); break;
-        case Op::kCommit: s = (*store)->Commit("snap", "ctr").status(); break;
-        case Op::kRemove: s = (*store)->Remove("ctr"); break;
-        case Op::kImport: s = (*store)->Import(src, {}).status(); break;
-      }
-      ::_exit(s.ok() ? 0 : 3);
-    }
-    int wstatus = 0;
-    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
-    ASSERT_TRUE(WIFEXITED(wstatus));
-    ASSERT_EQ(WEXITSTATUS(wstatus), testsupport::kFailpointExit) << "the failpoint was not reached";
+    ASSERT_EQ(testsupport::RunStoreOpUntilFailpoint(base_, "devicemapper", BaseOptions(), c.failpoint, c.op, base),
+              testsupport::kFailpointExit)
+        << "the failpoint was not reached";
 
     auto store = OpenStore();
     ASSERT_TRUE(store);

@@ -1,0 +1,40 @@
+#include "tests/support/store_crash.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "graph/store.h"
+#include "graph/stream.h"
+#include "tests/support/graph_tar.h"
+
+namespace testsupport {
+
+int RunStoreOpUntilFailpoint(const std::string& root, const std::string& driver,
+                             const std::map<std::string, std::string>& options, const std::string& failpoint,
+                             StoreOp op, const std::string& base) {
+  std::string tar = BuildTar({{"two", '0', "2"}});
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    ::setenv("DMTHIN_FAILPOINT", failpoint.c_str(), 1);
+    auto store = graph::OpenLayerStore(root, driver, options);
+    if (!store.ok()) ::_exit(2);
+    absl::Status s;
+    graph::CreateLayerOptions o;
+    o.init_layer = true;
+    graph::StringSource src(tar);
+    switch (op) {
+      case StoreOp::kCreate: s = (*store)->Create("ctr2", base, o).status(); break;
+      case StoreOp::kCommit: s = (*store)->Commit("snap", "ctr").status(); break;
+      case StoreOp::kRemove: s = (*store)->Remove("ctr"); break;
+      case StoreOp::kImport: s = (*store)->Import(src, {}).status(); break;
+    }
+    ::_exit(s.ok() ? 0 : 3);
+  }
+  int wstatus = 0;
+  if (::waitpid(pid, &wstatus, 0) != pid || !WIFEXITED(wstatus)) return -1;
+  return WEXITSTATUS(wstatus);
+}
+
+}  // namespace testsupport

@@ -1,0 +1,27 @@
+// Test support: one layer store operation in a forked child that an armed
+// failpoint (base/failpoint.h) ends — the store crash tests' child, shared
+// by the host drivers' (graph_metadata_test) and devicemapper's
+// (graph_devmapper_test).
+#ifndef DMTHIN_TESTS_SUPPORT_STORE_CRASH_H_
+#define DMTHIN_TESTS_SUPPORT_STORE_CRASH_H_
+
+#include <map>
+#include <string>
+
+namespace testsupport {
+
+enum class StoreOp { kCreate, kCommit, kRemove, kImport };
+
+// Forks a child that sets DMTHIN_FAILPOINT=`failpoint`, opens the layer
+// store at `root` with `driver` and `options`, and does `op`: Create("ctr2",
+// `base`, with an init layer), Commit("snap", "ctr"), Remove("ctr"), or
+// Import of a one-file tar. Returns the child's exit status
+// (kFailpointExit: it died at the failpoint; 0: it finished; 2: the open
+// failed; 3: the operation failed), -1 if it did not exit.
+int RunStoreOpUntilFailpoint(const std::string& root, const std::string& driver,
+                             const std::map<std::string, std::string>& options, const std::string& failpoint,
+                             StoreOp op, const std::string& base);
+
+}  // namespace testsupport
+
+#endif  // DMTHIN_TESTS_SUPPORT_STORE_CRASH_H_
