@@ -166,6 +166,26 @@ class LeakedMounts {
   int hold_ = -1;
 };
 
+// Rewrites a driver root as the previous release kept it: the records in
+// `db` become <driver_root>/metadata/<id> files ("thin=..\nparent=..\nrw=..
+// \nstate=ready\n") and leave `db`; records-home goes. Returns the records.
+std::vector<LayerRecord> ToPreviousRelease(const std::string& db, const std::string& driver_root) {
+  auto records = LayerRecords::Open(db);
+  EXPECT_TRUE(records.ok()) << records.status();
+  if (!records.ok()) return {};
+  auto all = (*records)->List();
+  EXPECT_TRUE(all.ok()) << all.status();
+  if (!all.ok()) return {};
+  fs::create_directories(driver_root + "/metadata");
+  for (const LayerRecord& r : *all) {
+    WriteAll(driver_root + "/metadata/" + r.id, absl::StrCat("thin=", r.Field("thin"), "\nparent=", r.Field("parent"),
+                                                             "\nrw=", r.Field("rw"), "\nstate=ready\n"));
+    EXPECT_OK((*records)->Drop(r.id));
+  }
+  fs::remove(driver_root + "/records-home");
+  return *all;
+}
+
 class DevmapperTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -392,6 +412,8 @@ TEST_F(DevmapperTest, OptionsAndProbe) {
   EXPECT_EQ(GetUnsupported(missing.status()), Unsupported::kConfiguration) << missing.status();
 }
 
+// Reopening (and migrating the previous release's record files) keeps
+// every layer and its content.
 TEST_F(DevmapperTest, ReopenKeepsLayersAndContent) {
   Open();
   ASSERT_OK(driver_->Create("a", "", {}));
@@ -400,7 +422,13 @@ TEST_F(DevmapperTest, ReopenKeepsLayersAndContent) {
   std::string tag = StatusValue(*driver_, "Thin Prefix");
   // A shutdown with a layer still mounted: Cleanup unmounts and deactivates
   // everything, including the pool the driver made.
-  Reopen();
+  ASSERT_OK(driver_->Cleanup());
+  driver_.reset();
+  // As the previous release kept its records (the Docker plugin's roots):
+  // <root>/metadata/<id> files, moved into records.db by the open.
+  EXPECT_EQ(ToPreviousRelease(root_ + "/records.db", root_).size(), 2u);
+  Open();
+  EXPECT_FALSE(fs::exists(root_ + "/metadata"));
   EXPECT_EQ(StatusValue(*driver_, "Thin Prefix"), tag);
   auto list = driver_->List();
   ASSERT_TRUE(list.ok());
@@ -888,19 +916,8 @@ TEST_F(DevmapperStoreTest, PreviousReleaseRecordFilesAreMigrated) {
     ASSERT_OK(store->driver().Cleanup());
   }
   // Rewrite as the previous release kept them.
-  std::vector<LayerRecord> before = Records();
+  std::vector<LayerRecord> before = ToPreviousRelease(base_ + "/layers.db", root_);
   ASSERT_EQ(before.size(), 4u) << "base, ctr, its init layer, view";
-  fs::create_directories(root_ + "/metadata");
-  {
-    auto records = LayerRecords::Open(base_ + "/layers.db");
-    ASSERT_TRUE(records.ok()) << records.status();
-    for (const LayerRecord& r : before) {
-      WriteAll(root_ + "/metadata/" + r.id, absl::StrCat("thin=", r.Field("thin"), "\nparent=", r.Field("parent"),
-                                                         "\nrw=", r.Field("rw"), "\nstate=ready\n"));
-      ASSERT_OK((*records)->Drop(r.id));
-    }
-  }
-  fs::remove(root_ + "/records-home");
   ASSERT_TRUE(Records().empty());
 
   auto store = OpenStore();
