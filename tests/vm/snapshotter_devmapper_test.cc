@@ -12,10 +12,11 @@
 // but 128LayersMount (128 prepare/mount/commit rounds: 108 of them took 10
 // minutes there; the same case runs on overlay, vfs and btrfs in the host
 // tier). DMTHIN_SUITE_ALL=1 runs that case too. The ctr scenario (two
-// image imports, three containers, a snapshotter restart) took 75-117 s
-// in the guest at load 6-12 on the 2 cores, most of it containerd's and
-// runc's own work (each container start ~11 s, each import 10-14 s, the
-// built-in overlayfs import as long as ours).
+// image imports, three containers, a snapshotter restart) took 64-104 s
+// in the guest at load 9-14 on the 2 cores (plus ~10 s for its scratch ext4
+// and the image), most of it containerd's and runc's own work (each
+// container start ~11 s, each import 10-14 s, the built-in overlayfs
+// import as long as ours).
 #include <stdlib.h>
 #include <unistd.h>
 
