@@ -256,6 +256,22 @@ absl::StatusOr<std::vector<LayerRecord>> LayerRecords::List() const {
   return out;
 }
 
+absl::StatusOr<std::set<std::string>> LayerRecords::Ids() const {
+  RETURN_IF_ERROR(Reentered("Ids"));
+  std::set<std::string> out;
+  {
+    auto l = conn_->Lock();
+    ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT id FROM driver_records"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.insert(s.Text(0));
+    }
+  }
+  // A staged Ready has its record's row already (Begin wrote it).
+  return out;
+}
+
 absl::StatusOr<std::vector<std::string>> LayerRecords::ReadyOrUnowned(const std::vector<std::string>& names) const {
   ASSIGN_OR_RETURN(std::vector<LayerRecord> all, List());
   std::map<std::string, RecordState> state;

@@ -832,12 +832,11 @@ class OverlayDriver : public Driver {
   // A previous release kept each layer's link, lower, parent and rw in
   // files under <root>/<id>/: moved into the records in one transaction
   // (the files go once it has committed; `link` stays, derived).
-  // Only directories without a record are read: an open of a store whose
-  // layers all have one reads no layer's files.
+  // Only directories without a record are read (the ids come from the
+  // records' index): an open of a store whose layers all have one reads no
+  // layer's files.
   absl::Status MigrateFileRecords(const std::vector<std::string>& names) {
-    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
-    std::set<std::string> recorded;
-    for (LayerRecord& r : all) recorded.insert(std::move(r.id));
+    ASSIGN_OR_RETURN(std::set<std::string> recorded, records_->Ids());
     std::vector<LayerRecord> found;
     for (const std::string& n : names) {
       if (n == "l" || absl::StartsWith(n, ".") || recorded.count(n) != 0 || !ValidateLayerId(n).ok() ||

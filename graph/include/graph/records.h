@@ -48,6 +48,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,9 @@ class LayerRecords {
   absl::StatusOr<LayerRecord> GetReady(const std::string& id) const;
   // Every record, by id.
   absl::StatusOr<std::vector<LayerRecord>> List() const;
+  // The ids that have a record, in any state (the id index only: no
+  // record's fields are read).
+  absl::StatusOr<std::set<std::string>> Ids() const;
   // Of `names` (the layers a driver finds on disk), those whose record is
   // ready or which no record owns: what a driver's List reports (check
   // removes the unowned ones), leaving out creates and removals in progress.
