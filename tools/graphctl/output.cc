@@ -3,6 +3,8 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/civil_time.h"
 #include "base/utf8.h"
 #include "tools/graphctl/context.h"
 
@@ -15,7 +17,11 @@ std::string Short(const std::string& name) {
 }
 
 std::string Time(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+  // What FormatTime("%Y-%m-%dT%H:%M:%SZ", t, UTC) prints, without its
+  // format parser (6% of `graphctl ls`'s CPU at 5,000 layers).
+  absl::CivilSecond c = absl::ToCivilSecond(t, absl::UTCTimeZone());
+  return absl::StrFormat("%04d-%02d-%02dT%02d:%02d:%02dZ", c.year(), c.month(), c.day(), c.hour(), c.minute(),
+                         c.second());
 }
 
 std::string LabelsText(const std::map<std::string, std::string>& labels) {

@@ -15,23 +15,26 @@ namespace {
 absl::Status List(const cli::Args& args, const cli::Output& out) {
   ASSIGN_OR_RETURN(graph::Filter filter, FilterOptions(args));
   ASSIGN_OR_RETURN(graph::LayerStore * store, Ctx().Store());
-  std::vector<graph::LayerInfo> layers;
-  RETURN_IF_ERROR(store->Walk(filter, [&](const graph::LayerInfo& l) {
-    layers.push_back(l);
-    return absl::OkStatus();
-  }));
+  // Each layer is turned into its row (or JSON) as Walk hands it over: no
+  // copy of every LayerInfo first.
   if (out.json) {
     cli::Json list = cli::Json::array();
-    for (const auto& l : layers) list.push_back(LayerJson(l));
+    RETURN_IF_ERROR(store->Walk(filter, [&](const graph::LayerInfo& l) {
+      list.push_back(LayerJson(l));
+      return absl::OkStatus();
+    }));
     cli::PrintJson(list);
     return absl::OkStatus();
   }
   cli::Table table({"NAME", "KIND", "PARENT", "SIZE", "REFS", "CREATED", "UPDATED", "LABELS"}, {3, 4});
-  for (const auto& l : layers) {
+  RETURN_IF_ERROR(store->Walk(filter, [&](const graph::LayerInfo& l) {
+    std::string created = Time(l.created);
+    std::string updated = l.updated == l.created ? created : Time(l.updated);
     table.Add({Short(l.name), graph::LayerKindName(l.kind), l.parent.empty() ? "-" : Short(l.parent),
                l.diff_id.empty() ? "-" : base::FormatSize(static_cast<uint64_t>(l.size)),
-               std::to_string(l.refs), Time(l.created), Time(l.updated), LabelsText(l.labels)});
-  }
+               std::to_string(l.refs), std::move(created), std::move(updated), LabelsText(l.labels)});
+    return absl::OkStatus();
+  }));
   std::cout << table.Render();
   return absl::OkStatus();
 }
