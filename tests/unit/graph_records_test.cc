@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +37,11 @@ TEST(LayerRecordsTest, StateMachineAndFields) {
   EXPECT_EQ(ready->Field("link"), "EFGH");
   EXPECT_EQ(ready->Field("odd"), "a=b\nc\\d");
   EXPECT_EQ(ready->Field("none"), "");
+  ASSERT_TRUE(r.Begin("y", {}).ok());
+  auto ids = r.Ids();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, (std::set<std::string>{"x", "y"})) << "every state has an id";
+  ASSERT_TRUE(r.Drop("y").ok());
   ASSERT_TRUE(r.Removing("x").ok());
   EXPECT_TRUE(absl::IsNotFound(r.GetReady("x").status()));
   ASSERT_TRUE(r.Restore("x").ok());
