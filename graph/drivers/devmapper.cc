@@ -367,6 +367,8 @@ class DevmapperDriver : public Driver {
       : root_(std::move(root)), config_(std::move(config)), refs_(absl::StrCat(root_, "/.refs")),
         records_(std::move(records)), own_records_(own_records) {}
 
+  // Closing drains the queued deactivations (the reaper does them before
+  // it ends).
   ~DevmapperDriver() override {
     if (reaper_.joinable()) {
       {
@@ -428,6 +430,9 @@ class DevmapperDriver : public Driver {
   // A thin whose deletion waits for its device to close (file names the thin).
   std::string DeferredPath(const std::string& thin) const { return absl::StrCat(root_, "/deferred/", thin); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
+  // A layer whose device the last Put left active for the reaper to
+  // deactivate (empty file named by the layer id).
+  std::string DeactivatePath(const std::string& id) const { return absl::StrCat(root_, "/deactivate/", id); }
   std::string TmpDir() const { return absl::StrCat(root_, "/tmp"); }
   std::string BaseThin() const { return absl::StrCat(tag_, "+base"); }
   bool OwnsThin(absl::string_view thin) const {
@@ -457,7 +462,25 @@ class DevmapperDriver : public Driver {
   // Activates the layer's thin (cancelling a pending deferred remove).
   absl::StatusOr<thinpool::ThinInfo> ActivateLayer(const Record& r) const;
   absl::Status MountLayer(const Record& r, const std::string& mount_label) const;
+  // Put's last reference: unmounts, then queues the device's deactivation
+  // for the reaper (or deactivates now when there is no reaper thread).
   absl::Status UnmountLayer(const Record& r);
+  // The deferred deactivation after a Put. Queue: marker file, then the
+  // in-memory queue the reaper thread waits on. Cancel (Get, Mounts,
+  // Remove; under the layer's mount-count lock where a device is wanted
+  // again): drops both. Deactivate (the reaper, under that lock): only if
+  // the marker is still there and nothing mounts the layer.
+  absl::Status QueueDeactivation(const Record& r);
+  void CancelDeactivation(const std::string& id) const;
+  absl::Status DeactivateQueued(const std::string& id);
+  // Under the lock at open: the deactivations a crash left queued.
+  absl::Status RecoverDeactivations();
+  // Waits until the reaper has done every queued deactivation.
+  void DrainDeactivations();
+  bool HasReaperWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(reaper_mu_) { return stop_ || !queued_.empty(); }
+  bool ReaperIdle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(reaper_mu_) {
+    return queued_.empty() && !deactivating_;
+  }
   // Deactivates a thin's dm device; when it is held open elsewhere and
   // deferred removal is on, asks the kernel to remove it at last close.
   // Returns true if the device is gone now.
@@ -493,8 +516,11 @@ class DevmapperDriver : public Driver {
   // earlier versions, as Docker's devicemapper), not the filesystems' roots.
   bool rootfs_subdir_ = false;
 
-  absl::Mutex reaper_mu_;
+  mutable absl::Mutex reaper_mu_;
   bool stop_ ABSL_GUARDED_BY(reaper_mu_) = false;
+  // Layers whose deactivation Put queued for the reaper thread.
+  mutable std::set<std::string> queued_ ABSL_GUARDED_BY(reaper_mu_);
+  bool deactivating_ ABSL_GUARDED_BY(reaper_mu_) = false;  // the reaper holds a batch
   std::thread reaper_;
 };
 
@@ -559,6 +585,7 @@ absl::Status DevmapperDriver::Init() {
     ASSIGN_OR_RETURN(FileLock lock, Lock());
     RETURN_IF_ERROR(MigrateRecordFiles());
     RETURN_IF_ERROR(Recover());
+    RETURN_IF_ERROR(RecoverDeactivations());
     RETURN_IF_ERROR(EnsureBase());
   }
   if (config_.reaper_interval > absl::ZeroDuration()) {
@@ -835,6 +862,10 @@ absl::StatusOr<thinpool::ThinInfo> DevmapperDriver::ActivateLayer(const Record& 
 }
 
 absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mount_label) const {
+  // Under the mount-count lock: a deactivation the reaper is doing has
+  // finished (the lock waited for it); a queued one is cancelled, and the
+  // device, if still active, is used as it is.
+  CancelDeactivation(r.id);
   ASSIGN_OR_RETURN(thinpool::ThinInfo info, ActivateLayer(r));
   std::string mnt = MountPath(r.id);
   if (::mkdir(mnt.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -869,10 +900,74 @@ absl::Status DevmapperDriver::MountLayer(const Record& r, const std::string& mou
 }
 
 absl::Status DevmapperDriver::UnmountLayer(const Record& r) {
+  // The umount stays on the caller's path: the caller may remove the mount
+  // point's parent, or mount the device elsewhere, as soon as Put returns.
   RETURN_IF_ERROR(Unmount(MountPath(r.id)));
+  // DM_DEV_REMOVE (two RCU grace periods in the kernel) goes to the reaper.
+  if (reaper_.joinable() && QueueDeactivation(r).ok()) return absl::OkStatus();
   ASSIGN_OR_RETURN(bool gone, DeactivateThin(r.thin));
   (void)gone;  // a deferred remove finishes when the last user goes
   return absl::OkStatus();
+}
+
+absl::Status DevmapperDriver::QueueDeactivation(const Record& r) {
+  // The marker first: a crash after it leaves an active device that the
+  // next open deactivates (RecoverDeactivations). Not synced: a power cut
+  // takes the device with it.
+  std::string marker = DeactivatePath(r.id);
+  base::UniqueFd fd(::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return base::ErrnoError(errno, absl::StrCat("creating ", marker));
+  Failpoint("devmapper_after_put_queued");
+  absl::MutexLock l(&reaper_mu_);
+  queued_.insert(r.id);
+  return absl::OkStatus();
+}
+
+void DevmapperDriver::CancelDeactivation(const std::string& id) const {
+  {
+    absl::MutexLock l(&reaper_mu_);
+    queued_.erase(id);
+  }
+  std::string marker = DeactivatePath(id);
+  (void)::unlink(marker.c_str());
+}
+
+absl::Status DevmapperDriver::DeactivateQueued(const std::string& id) {
+  std::string mnt = MountPath(id);
+  return refs_.WithLock(id, [&] { return Mounted(mnt); }, [&](int live) -> absl::Status {
+    std::string marker = DeactivatePath(id);
+    // Mounted again, or cancelled by a Get, Mounts or Remove meanwhile.
+    if (live > 0 || ::access(marker.c_str(), F_OK) != 0) return absl::OkStatus();
+    auto r = ReadyRecord(id);
+    if (r.ok()) {
+      ASSIGN_OR_RETURN(bool gone, DeactivateThin(r->thin));
+      (void)gone;  // held open elsewhere: the kernel removes it at last close
+    } else if (r.status().code() != absl::StatusCode::kNotFound) {
+      return r.status();  // the marker stays: the next open retries
+    }
+    if (::unlink(marker.c_str()) != 0 && errno != ENOENT) {
+      return base::ErrnoError(errno, absl::StrCat("removing ", marker));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status DevmapperDriver::RecoverDeactivations() {
+  const std::string dir = absl::StrCat(root_, "/deactivate");
+  RETURN_IF_ERROR(MkdirP(dir, 0700));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(dir));
+  for (const std::string& id : ids) {
+    if (!ValidateLayerId(id).ok()) continue;
+    RETURN_IF_ERROR(base::Annotate(DeactivateQueued(id),
+                                   absl::StrCat("devicemapper: deactivating layer ", id, " after its last Put")));
+  }
+  return absl::OkStatus();
+}
+
+void DevmapperDriver::DrainDeactivations() {
+  if (!reaper_.joinable()) return;
+  absl::MutexLock l(&reaper_mu_);
+  reaper_mu_.Await(absl::Condition(this, &DevmapperDriver::ReaperIdle));
 }
 
 absl::Status DevmapperDriver::FinishRemoval(Record r) {
@@ -939,14 +1034,27 @@ void DevmapperDriver::ReapDeferred() {
   }
 }
 
+// Wakes for a queued deactivation (at once), the driver's close (after
+// doing what is queued) or every dm.reaper_interval (deferred deletions).
 void DevmapperDriver::ReaperLoop() {
   for (;;) {
+    std::set<std::string> batch;
+    bool stop = false;
     {
       absl::MutexLock l(&reaper_mu_);
-      reaper_mu_.AwaitWithTimeout(absl::Condition(&stop_), config_.reaper_interval);
-      if (stop_) return;
+      reaper_mu_.AwaitWithTimeout(absl::Condition(this, &DevmapperDriver::HasReaperWork),
+                                  config_.reaper_interval);
+      batch.swap(queued_);
+      stop = stop_;
+      deactivating_ = !batch.empty();
     }
-    ReapDeferred();
+    for (const std::string& id : batch) (void)DeactivateQueued(id);
+    {
+      absl::MutexLock l(&reaper_mu_);
+      deactivating_ = false;
+      if (stop_ && queued_.empty()) return;
+    }
+    if (batch.empty() && !stop) ReapDeferred();
   }
 }
 
@@ -1020,6 +1128,9 @@ absl::Status DevmapperDriver::Remove(const std::string& id) {
   if (r.state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
   Failpoint("devmapper_after_remove_mark");
   std::string mnt = MountPath(id);
+  // A deactivation queued by the last Put: FinishRemoval deactivates now;
+  // one the reaper is doing holds the mount-count lock, which Reset waits for.
+  CancelDeactivation(id);
   absl::Status unmounted = refs_.Reset(id, [&] { return Unmount(mnt); });
   if (unmounted.ok() && Mounted(mnt)) unmounted = Unmount(mnt);
   if (!unmounted.ok()) {
@@ -1118,7 +1229,15 @@ absl::StatusOr<std::vector<MountSpec>> DevmapperDriver::Mounts(const std::string
         "devicemapper: layer ", id, " lives under rootfs/ of its filesystem (a store made by an earlier "
         "version), which a mount of the device cannot name; use Get"));
   }
-  ASSIGN_OR_RETURN(thinpool::ThinInfo info, ActivateLayer(r));
+  // Under the mount-count lock, as a Get's mount: a deactivation queued by
+  // the last Put must not take the device from the caller.
+  thinpool::ThinInfo info;
+  std::string mnt = MountPath(id);
+  RETURN_IF_ERROR(refs_.WithLock(id, [&] { return Mounted(mnt); }, [&](int) -> absl::Status {
+    CancelDeactivation(id);
+    ASSIGN_OR_RETURN(info, ActivateLayer(r));
+    return absl::OkStatus();
+  }));
   MountSpec m;
   m.type = "ext4";
   m.source = info.device;
@@ -1141,6 +1260,7 @@ absl::Status DevmapperDriver::Committed(const std::string& id) {
 }
 
 absl::Status DevmapperDriver::Cleanup() {
+  DrainDeactivations();
   absl::Status first;
   auto keep = [&](const absl::Status& s) {
     if (first.ok() && !s.ok()) first = s;

@@ -17,6 +17,8 @@
 //   <root>/tmp/              temporaries of atomic writes (cleared on open)
 //   <root>/deferred/<thin>   a removed layer's thin whose device is still
 //                            held open; the reaper deletes it later
+//   <root>/deactivate/<id>   a layer whose last Put left its device active
+//                            for the reaper to deactivate (empty file)
 //   <root>/mnt/<id>          mount point of the layer's filesystem (Get),
 //                            whose root is the layer's tree (the base has
 //                            no lost+found); bases made by earlier versions
@@ -59,6 +61,18 @@
 // thinpool overlaps with the snapshot's commit; Get then only mounts. Image
 // layers stay inactive until mounted.
 //
+// Put off the caller's path: the last Put unmounts (synchronously: the
+// caller may remove the mount point's parent or mount the device itself
+// next) and queues the device's deactivation (DM_DEV_REMOVE waits for two
+// RCU grace periods) for the reaper thread, which does it at once, under
+// the layer's mount-count lock and only if nothing mounted the layer again.
+// A Get (or Mounts) of the layer meanwhile cancels it and uses the device
+// as it is (or waits, on that lock, for a deactivation under way); Remove
+// cancels it and deactivates itself; closing the driver (and Cleanup)
+// drains the queue. The queue's marker, <root>/deactivate/<id>, lets the
+// next open deactivate what a crash left queued. With dm.reaper_interval=0
+// (no thread) Put deactivates before it returns.
+//
 // Busy devices: a mount leaked into another mount namespace (a container
 // that pivot_root'ed into the layer, a bind mount of it) or an open file
 // keeps the thin device open. (A copy left on the layer's own mount point is
@@ -96,7 +110,8 @@
 //                             pool's registry and metadata are always
 //                             synchronous)
 //   dm.reaper_interval=DURATION    background reaper period ("30s", "200ms";
-//                             "0" = no thread, reap only at Create/Remove)
+//                             "0" = no thread, reap only at Create/Remove,
+//                             and Put deactivates on the caller's path)
 // Without dm.thinpooldev, dm.loopback or a pool already made under the root,
 // the probe answers Unsupported::kConfiguration.
 #ifndef DMTHIN_GRAPH_DRIVERS_DEVMAPPER_H_

@@ -118,6 +118,18 @@ absl::Status MountRefs::Reset(const std::string& id, const std::function<absl::S
   return absl::OkStatus();
 }
 
+absl::Status MountRefs::WithLock(const std::string& id, const std::function<bool()>& is_mounted,
+                                 const std::function<absl::Status(int live)>& fn) {
+  absl::StatusOr<Locked> l = Lock(dir_, id, false);
+  if (!l.ok()) {
+    if (base::HasErrno(l.status(), ENOENT)) return fn(0);
+    return l.status();
+  }
+  int live = l->count;
+  if (live > 0 && !is_mounted()) live = 0;
+  return fn(live);
+}
+
 absl::Status MountRefs::Prepare(const std::string& id) {
   ASSIGN_OR_RETURN(Locked l, Lock(dir_, id, true));
   return absl::OkStatus();

@@ -40,6 +40,15 @@ class MountRefs {
   // (Remove, Cleanup).
   absl::Status Reset(const std::string& id, const std::function<absl::Status()>& unmount);
 
+  // Runs `fn(live)` under `id`'s lock without changing the count, `live`
+  // being the count as Acquire would see it (0 when its mount is gone). A
+  // missing count file (no Get since the layer was made or Reset) is a count
+  // of 0: `fn(0)` runs without a lock. For work that must not interleave
+  // with a mount or an unmount of the layer (devicemapper's deferred
+  // deactivation after the last Put).
+  absl::Status WithLock(const std::string& id, const std::function<bool()>& is_mounted,
+                        const std::function<absl::Status(int live)>& fn);
+
   absl::StatusOr<int> Count(const std::string& id) const;
 
   // Count, but 0 when `is_mounted()` says a positive count is stale (its

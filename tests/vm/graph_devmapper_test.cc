@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <cstdlib>
@@ -517,7 +518,13 @@ TEST_F(DevmapperTest, BusyRemovalIsDeferredAndReaped) {
   ASSERT_TRUE(name.ok());
 
   ASSERT_TRUE(driver_->Put("busy").ok()) << "Put on a device held elsewhere defers its removal";
+  // The reaper thread deactivates after Put: wait for it.
   auto info = (*dm)->Find(*name);
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       info.ok() && info->has_value() && !(*info)->deferred_remove() && std::chrono::steady_clock::now() < until;
+       info = (*dm)->Find(*name)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   ASSERT_TRUE(info.ok());
   ASSERT_TRUE(info->has_value()) << "still held by the other namespace";
   EXPECT_GT((*info)->open_count, 0);
@@ -683,8 +690,8 @@ TEST(DevmapperCrashHelper, Run) {
   const char* point = getenv("DMTHIN_DM_CRASH_POINT");
   if (base == nullptr || op == nullptr || point == nullptr) GTEST_SKIP() << "helper for CrashTest";
   auto o = BaseOptions();
-  o["dm.reaper_interval"] = "0";
   std::string what = op;
+  if (what != "put") o["dm.reaper_interval"] = "0";
   if (what == "open") setenv("DMTHIN_FAILPOINT", point, 1);
   auto d = OpenDriver("devicemapper", base, o);
   ASSERT_TRUE(d.ok()) << d.status();
@@ -695,6 +702,10 @@ TEST(DevmapperCrashHelper, Run) {
   } else if (what == "remove") {
     setenv("DMTHIN_FAILPOINT", point, 1);
     ASSERT_TRUE((*d)->Remove("victim").ok());
+  } else if (what == "put") {
+    ASSERT_TRUE((*d)->Get("victim", "").ok());
+    setenv("DMTHIN_FAILPOINT", point, 1);
+    ASSERT_TRUE((*d)->Put("victim").ok());
   }
   _exit(0);  // the failpoint was not reached
 }
@@ -739,6 +750,15 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
     ASSERT_OK(driver_->Put("child2"));
   } else if (c.op == "remove") {
     EXPECT_FALSE(driver_->Exists("victim")) << "a removal once started is finished on open";
+  } else if (c.op == "put") {
+    // Died after the umount with the deactivation queued: open did it.
+    for (const auto& t : DriverThins(*driver_)) {
+      if (!absl::EndsWith(t.name, "+base")) {
+        EXPECT_FALSE(t.active) << t.name << " left active";
+      }
+    }
+    EXPECT_TRUE(fs::is_empty(root_ + "/deactivate"));
+    EXPECT_TRUE(driver_->Exists("victim"));
   }
   {
     auto records = LayerRecords::Open(root_ + "/records.db");
@@ -773,7 +793,8 @@ INSTANTIATE_TEST_SUITE_P(
                       CrashCase{"create", "after_set_txid"}, CrashCase{"create", "devmapper_after_snapshot"},
                       CrashCase{"remove", "devmapper_after_remove_mark"}, CrashCase{"remove", "after_intent"},
                       CrashCase{"remove", "after_message"}, CrashCase{"remove", "after_set_txid"},
-                      CrashCase{"remove", "devmapper_after_delete"}),
+                      CrashCase{"remove", "devmapper_after_delete"},
+                      CrashCase{"put", "devmapper_after_put_queued"}),
     [](const ::testing::TestParamInfo<CrashCase>& info) { return info.param.op + "_" + info.param.point; });
 
 }  // namespace
@@ -1030,6 +1051,153 @@ TEST_F(DevmapperStoreTest, CrashAtEveryStepIsRepaired) {
   ExpectClean(*store);
   ExpectWorks(*store, base);
   ASSERT_OK(store->driver().Cleanup());
+}
+
+// Put off the caller's path: the last Put unmounts and leaves the device's
+// deactivation to the reaper thread; Get, Remove and close join or cancel it.
+class DevmapperPutTest : public DevmapperTest {
+ protected:
+  static CreateOptions RwLayer() {
+    CreateOptions o;
+    o.read_write = true;
+    return o;
+  }
+  // Thins of the driver's layers (not the base) whose device is active.
+  std::vector<std::string> ActiveLayerThins() {
+    std::vector<std::string> out;
+    for (const auto& t : DriverThins(*driver_)) {
+      if (!absl::EndsWith(t.name, "+base") && t.active) out.push_back(t.name);
+    }
+    return out;
+  }
+  bool WaitNoActiveLayer() {
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+         std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
+      if (ActiveLayerThins().empty()) return true;
+    }
+    return ActiveLayerThins().empty();
+  }
+  // dm devices of this driver's layers, by the dm name's tag (after close).
+  int DmDevicesWithTag(const std::string& tag) {
+    auto dm = dm::Control::Open();
+    EXPECT_TRUE(dm.ok());
+    auto list = (*dm)->List();
+    EXPECT_TRUE(list.ok()) << list.status();
+    int n = 0;
+    for (const auto& d : *list) {
+      const std::string& name = d.name;
+      // dmthin-<pool>-<tag>-<id>: the pool's own name ends with the tag.
+      if (absl::StrContains(name, absl::StrCat(tag, "-")) && !absl::EndsWith(name, "+base")) {
+        ADD_FAILURE() << "active: " << name;
+        ++n;
+      }
+    }
+    return n;
+  }
+  std::vector<std::string> Markers() {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root_ + "/deactivate", ec)) out.push_back(e.path().filename());
+    return out;
+  }
+};
+
+TEST_F(DevmapperPutTest, PutThenImmediateGetKeepsTheDevice) {
+  Open();
+  ASSERT_OK(driver_->Create("c", "", RwLayer()));
+  WriteAll(MustGet("c") + "/f", "one");
+  ASSERT_OK(driver_->Put("c"));
+  // At once: the queued deactivation is cancelled or joined.
+  std::string dir = MustGet("c");
+  EXPECT_EQ(ReadAll(dir + "/f"), "one");
+  WriteAll(dir + "/g", "two");
+  auto n = driver_->MountCount("c");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(ActiveLayerThins().size(), 1u);
+  ASSERT_OK(driver_->Put("c"));
+  EXPECT_TRUE(WaitNoActiveLayer()) << "the reaper deactivates after the last Put";
+  EXPECT_TRUE(Markers().empty());
+  EXPECT_EQ(ReadAll(MustGet("c") + "/g"), "two");
+  ASSERT_OK(driver_->Put("c"));
+}
+
+TEST_F(DevmapperPutTest, PutThenRemove) {
+  Open();
+  ASSERT_OK(driver_->Create("c", "", {}));
+  WriteAll(MustGet("c") + "/f", "x");
+  ASSERT_OK(driver_->Put("c"));
+  ASSERT_OK(driver_->Remove("c"));
+  EXPECT_FALSE(driver_->Exists("c"));
+  EXPECT_EQ(DriverThins(*driver_).size(), 1u) << "only the base is left";
+  EXPECT_TRUE(Markers().empty());
+  ExpectNoOrphans();
+}
+
+TEST_F(DevmapperPutTest, PutThenCloseLeavesNoDevice) {
+  auto o = BaseOptions();
+  o["dm.reaper_interval"] = "1h";  // the queue wakes the reaper, not the period
+  Open(o);
+  std::string tag = StatusValue(*driver_, "Thin Prefix");
+  ASSERT_OK(driver_->Create("c", "", RwLayer()));
+  ASSERT_OK(driver_->Create("ro", "c", {}));
+  MustGet("c");
+  MustGet("ro");
+  ASSERT_OK(driver_->Put("ro"));
+  ASSERT_OK(driver_->Put("c"));
+  driver_.reset();  // close: drains the queue
+  EXPECT_EQ(DmDevicesWithTag(tag), 0) << "a layer's device outlived the driver's close";
+  EXPECT_TRUE(Markers().empty());
+  Open(o);
+  EXPECT_TRUE(driver_->Exists("ro"));
+}
+
+TEST_F(DevmapperPutTest, ManyPutGetCyclesFromThreads) {
+  Open();
+  std::string tag = StatusValue(*driver_, "Thin Prefix");
+  constexpr int kThreads = 4;
+  constexpr int kCycles = 8;
+  ASSERT_OK(driver_->Create("shared", "", {}));
+  for (int t = 0; t < kThreads; ++t) ASSERT_OK(driver_->Create(absl::StrCat("own", t), "", {}));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string own = absl::StrCat("own", t);
+      for (int i = 0; i < kCycles; ++i) {
+        for (const std::string& id : {own, std::string("shared")}) {
+          auto dir = driver_->Get(id, "");
+          if (!dir.ok()) {
+            ADD_FAILURE() << "Get " << id << ": " << dir.status();
+            ++failures;
+            continue;
+          }
+          std::string file = absl::StrCat(*dir, "/t", t);
+          WriteAll(file, absl::StrCat(i));
+          if (ReadAll(file) != absl::StrCat(i)) ++failures;
+          absl::Status put = driver_->Put(id);
+          if (!put.ok()) {
+            ADD_FAILURE() << "Put " << id << ": " << put;
+            ++failures;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(ReadAll(MustGet(absl::StrCat("own", t)) + absl::StrCat("/t", t)), absl::StrCat(kCycles - 1));
+    EXPECT_EQ(ReadAll(MustGet("shared") + absl::StrCat("/t", t)), absl::StrCat(kCycles - 1));
+    ASSERT_OK(driver_->Put(absl::StrCat("own", t)));
+    ASSERT_OK(driver_->Put("shared"));
+  }
+  auto n = driver_->MountCount("shared");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0);
+  driver_.reset();
+  EXPECT_EQ(DmDevicesWithTag(tag), 0) << "no device left after close";
+  EXPECT_TRUE(Markers().empty());
 }
 
 }  // namespace
