@@ -24,6 +24,11 @@
 // iodepth 1, psync, O_DIRECT where the filesystem allows), caches dropped
 // before each read job.
 //
+// "devicemapper-direct-syncput" is devicemapper-direct with
+// dm.reaper_interval=0: Put deactivates the device before it returns (as
+// every Put did before the reaper took the deactivation off the caller's
+// path), on a pool of its own; no bare cycle of its own.
+//
 // Prints markdown tables; with --data DIR also writes DIR/ops.dat and
 // DIR/fio.dat (whitespace-separated columns, for gnuplot).
 #include <fcntl.h>
@@ -48,6 +53,7 @@
 #include <vector>
 
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/size.h"
@@ -265,8 +271,10 @@ struct DriverResult {
 class DirectPool {
  public:
   static absl::StatusOr<std::unique_ptr<DirectPool>> Create(const std::string& dir,
-                                                            const std::string& state_dir) {
+                                                            const std::string& state_dir,
+                                                            const std::string& name) {
     auto p = std::unique_ptr<DirectPool>(new DirectPool);
+    p->name_ = name;
     p->dir_ = dir;
     p->state_dir_ = state_dir;
     ::mkdir(dir.c_str(), 0700);
@@ -291,7 +299,7 @@ class DirectPool {
     o.data_device = p->loops_[0]->path();
     o.metadata_device = p->loops_[1]->path();
     o.error_if_no_space = true;
-    auto pool = thinpool::Pool::Create(*p->state_, *p->dm_, "benchdirect", o);
+    auto pool = thinpool::Pool::Create(*p->state_, *p->dm_, name, o);
     if (!pool.ok()) return pool.status();
     p->pool_ = std::move(*pool);
     return p;
@@ -306,11 +314,11 @@ class DirectPool {
     std::filesystem::remove_all(state_dir_);
   }
   std::string state_dir() const { return state_dir_; }
-  std::string pool_name() const { return "benchdirect"; }
+  std::string pool_name() const { return name_; }
 
  private:
   DirectPool() = default;
-  std::string dir_, state_dir_;
+  std::string name_, dir_, state_dir_;
   std::vector<std::unique_ptr<thinpool::LoopDevice>> loops_;
   std::unique_ptr<dm::Control> dm_;
   std::unique_ptr<thinpool::StateDir> state_;
@@ -318,14 +326,15 @@ class DirectPool {
 };
 
 std::map<std::string, std::string> OptionsFor(const std::string& driver, const DirectPool* direct) {
+  // The reaper thread (the driver's default) takes Put's deactivation.
   if (driver == "devicemapper") {
-    return {{"dm.loopdatasize", "12G"}, {"dm.basesize", "4G"}, {"dm.reaper_interval", "0"}};
+    return {{"dm.loopdatasize", "12G"}, {"dm.basesize", "4G"}, {"dm.reaper_interval", "30s"}};
   }
-  if (driver == "devicemapper-direct" && direct != nullptr) {
+  if (absl::StartsWith(driver, "devicemapper-direct") && direct != nullptr) {
     return {{"dm.thinpooldev", direct->pool_name()},
             {"dm.statedir", direct->state_dir()},
             {"dm.basesize", "4G"},
-            {"dm.reaper_interval", "0"}};
+            {"dm.reaper_interval", driver == "devicemapper-direct-syncput" ? "0" : "30s"}};
   }
   // The driver's "auto" takes fsconfig("lowerdir+") for Linux >= 6.8, but
   // kernels whose overlay still uses the legacy fs_context accept any key
@@ -493,14 +502,17 @@ struct Bench {
 absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch) {
   b.result.name = b.name;
   std::string driver = b.name;
-  if (b.name == "devicemapper-direct") {
+  bool syncput = b.name == "devicemapper-direct-syncput";
+  if (b.name == "devicemapper-direct" || syncput) {
     driver = "devicemapper";
-    auto direct = DirectPool::Create(scratch + "/direct-pool", base + "/direct-pool-state");
+    const char* sub = syncput ? "/direct-syncput" : "/direct";
+    auto direct = DirectPool::Create(absl::StrCat(scratch, sub, "-pool"), absl::StrCat(base, sub, "-pool-state"),
+                                     syncput ? "benchsyncput" : "benchdirect");
     if (!direct.ok()) return direct.status();
     b.direct = std::move(*direct);
   }
-  // OpenDriver roots each driver at base/<driver>: keep the two devicemappers apart.
-  std::string root = b.direct ? base + "/direct" : base;
+  // OpenDriver roots each driver at base/<driver>: keep the devicemappers apart.
+  std::string root = b.direct ? base + (syncput ? "/direct-syncput" : "/direct") : base;
   if (b.name == "btrfs") {
     // The driver needs its root on btrfs: a filesystem of its own, made the
     // same way as the others' ext4 (sparse file on the scratch dir → loop).
@@ -526,7 +538,7 @@ absl::Status SetUp(Bench& b, const std::string& base, const std::string& scratch
     parent = id;
   }
   b.top = parent;
-  if (driver == "devicemapper") {
+  if (driver == "devicemapper" && !syncput) {
     // A second client of the driver's pool (as dmthin's tools would be).
     auto bare = BareDm::Open(*b.d, b.top, scratch + "/" + b.name);
     if (!bare.ok()) return bare.status();
