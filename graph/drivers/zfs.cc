@@ -11,13 +11,22 @@
 // sparse file `<root>/zpool.img` (name `dmthin-<8 hex>`, kept in
 // `<root>/zpool.name`), imported again from that file when it is not.
 //
-// Crash safety: a dataset exists whole or not at all (lzc_create and
-// lzc_clone are atomic). A crash between snapshot and clone leaves a
-// snapshot with no clone, which the next Create or Remove of the same id
-// (check --repair reaping the interrupted create) or the removal of the
-// parent destroys; one between clone and the deferred mark
-// leaves the origin snapshot unmarked, which Remove destroys after the clone.
-// Layer names are derived from ids: the driver keeps no records.
+// The layer's record (graph/records.h: the store's registry, or
+// <root>/records.db without a store) holds `dataset` (its full name),
+// `parent` (the parent layer's id), `origin` (the snapshot it was cloned
+// from, empty for a base layer) and `rw`; the driver reads them instead of
+// deriving names from ids or asking ZFS for a layer's origin. Create:
+// record `creating` → snapshot → clone → deferred-destroy mark → `ready`;
+// Remove: `removing` → unmount → destroy → origin snapshot destroyed if
+// still there → record dropped (failpoints zfs_*). A dataset exists whole
+// or not at all (lzc_create and lzc_clone are atomic); a crash anywhere
+// leaves a `creating` or `removing` record, which Remove finishes (the
+// store's check --repair, or the driver itself at open when it has no
+// store): the record names the origin snapshot a create that died before
+// its clone left. Datasets under the parent that no record owns (a store
+// of a release that kept no records) are adopted at open as ready
+// read-write layers, their parent read from their origin, in one
+// transaction.
 //
 // Diff/ApplyDiff/Changes use the naive (tree-compare) path with whiteouts
 // applied as deletions, as Docker's zfs driver does.
@@ -29,6 +38,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -51,8 +62,10 @@
 #include "graph/drivers/make_dirs.h"
 #include "graph/drivers/mountref.h"
 #include "graph/drivers/naive_diff.h"
+#include "graph/drivers/new_driver.h"
 #include "graph/drivers/zfs_lib.h"
 #include "graph/fsutil.h"
+#include "graph/records.h"
 
 namespace graph {
 namespace {
@@ -195,8 +208,9 @@ absl::Status ProbeZfs(const DriverOptions& o) {
 
 class ZfsDriver : public Driver {
  public:
-  ZfsDriver(std::string root, Config config)
-      : root_(std::move(root)), config_(std::move(config)), refs_(absl::StrCat(root_, "/.refs")) {}
+  ZfsDriver(std::string root, Config config, std::shared_ptr<LayerRecords> records, bool own_records)
+      : root_(std::move(root)), config_(std::move(config)), refs_(absl::StrCat(root_, "/.refs")),
+        records_(std::move(records)), own_records_(own_records) {}
 
   absl::Status Init() {
     RETURN_IF_ERROR(MakeDirs(absl::StrCat(root_, "/mnt"), kName));
@@ -219,6 +233,13 @@ class ZfsDriver : public Driver {
     }
     if (type != "filesystem") {
       return absl::InvalidArgumentError(absl::StrCat("zfs: ", parent_, " is a ", type, ", not a filesystem"));
+    }
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, AdoptUnrecorded());
+    if (own_records_) {
+      // Without a store nobody else finishes what a crash interrupted.
+      for (const LayerRecord& r : all) {
+        if (r.state != RecordState::kReady) (void)Remove(r.id);
+      }
     }
     return absl::OkStatus();
   }
@@ -243,88 +264,91 @@ class ZfsDriver : public Driver {
     }
     std::string ds = Dataset(id);
     if (zfs_->Exists(ds)) return absl::AlreadyExistsError(absl::StrCat("zfs: layer ", id, " already exists"));
-    if (parent.empty()) {
-      int rc = zfs_->CreateFilesystem(ds, props);
-      if (rc == EEXIST) return absl::AlreadyExistsError(absl::StrCat("zfs: layer ", id, " already exists"));
-      if (rc != 0) return ZfsError(rc, absl::StrCat("creating ", ds));
-      return absl::OkStatus();
+    std::string snap;
+    if (!parent.empty()) {
+      RETURN_IF_ERROR(ValidateLayerId(parent));
+      absl::StatusOr<std::string> pds = ReadyDataset(parent);
+      if (!pds.ok()) return absl::NotFoundError(absl::StrCat("zfs: parent layer ", parent, " not found"));
+      snap = absl::StrCat(*pds, "@", id);
     }
-    RETURN_IF_ERROR(ValidateLayerId(parent));
-    std::string pds = Dataset(parent);
-    if (!zfs_->Exists(pds)) return absl::NotFoundError(absl::StrCat("zfs: parent layer ", parent, " not found"));
-    std::string snap = absl::StrCat(pds, "@", id);
-    if (zfs_->Exists(snap)) {
-      // Left by a Create of this id that died before its clone: it has no
-      // clone (the clone would be `ds`, which does not exist).
-      int rc = zfs_->Destroy(snap);
-      if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying stale snapshot ", snap));
+    std::map<std::string, std::string> fields = {
+        {"dataset", ds}, {"parent", parent}, {"origin", snap}, {"rw", options.read_write ? "1" : "0"}};
+    RETURN_IF_ERROR(records_->Begin(id, fields));
+    Failpoint("zfs_create_after_intent");
+    absl::Status made = parent.empty() ? MakeFilesystem(ds, props) : MakeClone(ds, snap, props);
+    if (absl::IsAlreadyExists(made)) {
+      // Someone else's dataset (no record owns it): not ours to destroy.
+      (void)records_->Drop(id);
+      return made;
     }
-    int rc = zfs_->Snapshot(snap);
-    if (rc != 0) return ZfsError(rc, absl::StrCat("snapshotting ", snap));
-    Failpoint("zfs_after_snapshot");
-    rc = zfs_->Clone(ds, snap, props);
-    if (rc != 0) {
-      (void)zfs_->Destroy(snap);
-      if (rc == EEXIST) return absl::AlreadyExistsError(absl::StrCat("zfs: layer ", id, " already exists"));
-      return ZfsError(rc, absl::StrCat("cloning ", snap, " to ", ds));
-    }
-    Failpoint("zfs_after_clone");
-    // The snapshot goes when its clone does (Remove destroys it itself when
-    // a crash came before this mark).
-    rc = zfs_->DeferDestroy(snap);
-    if (rc != 0) return ZfsError(rc, absl::StrCat("marking ", snap, " for deferred destruction"));
-    return absl::OkStatus();
+    if (made.ok()) made = records_->Ready(id, fields);
+    if (!made.ok()) (void)Remove(id);
+    return made;
   }
 
+  // Finishes whatever state the record is in (a create or removal a crash
+  // interrupted included); a dataset under the parent no record owns goes
+  // too.
   absl::Status Remove(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    std::string ds = Dataset(id);
-    if (!zfs_->Exists(ds)) {
-      RETURN_IF_ERROR(DestroyUnclonedSnapshot(id));
-      return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
-    }
-    // Children first: a snapshot of this layer with a clone is a child layer.
+    ASSIGN_OR_RETURN(std::optional<LayerRecord> r, records_->Get(id));
+    std::string ds = r ? r->Field("dataset") : Dataset(id);
+    bool exists = zfs_->Exists(ds);
+    if (!r && !exists) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
     std::vector<zfslib::SnapshotInfo> snaps;
     std::string why;
-    int rc = zfs_->ListSnapshots(ds, &snaps, &why);
-    if (rc != 0) return ZfsError(rc, absl::StrCat("listing snapshots of ", ds), why);
-    for (const zfslib::SnapshotInfo& s : snaps) {
-      if (s.clones > 0) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "zfs: layer ", id, " has a child layer (", s.name.substr(s.name.find('@') + 1), ")"));
+    if (exists) {
+      // Children first: a snapshot of this layer with a clone is a child layer.
+      int rc = zfs_->ListSnapshots(ds, &snaps, &why);
+      if (rc != 0) return ZfsError(rc, absl::StrCat("listing snapshots of ", ds), why);
+      for (const zfslib::SnapshotInfo& s : snaps) {
+        if (s.clones > 0) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "zfs: layer ", id, " has a child layer (", s.name.substr(s.name.find('@') + 1), ")"));
+        }
       }
     }
+    bool was_ready = r && r->state == RecordState::kReady;
+    if (r && r->state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
+    Failpoint("zfs_remove_after_intent");
     std::string mnt = MountPath(id);
     RETURN_IF_ERROR(refs_.Reset(id, [&] { return Unmount(mnt); }));
     if (Mounted(mnt)) RETURN_IF_ERROR(Unmount(mnt));
     std::string origin;
-    if (zfs_->GetProperty(ds, "origin", false, &origin, &why) != 0 || origin == "-") origin.clear();
-    // Snapshots whose Create died before its clone.
-    for (const zfslib::SnapshotInfo& s : snaps) {
-      rc = zfs_->Destroy(s.name);
-      if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying ", s.name));
+    if (r) {
+      origin = r->Field("origin");
+    } else if (zfs_->GetProperty(ds, "origin", false, &origin, &why) != 0 || origin == "-") {
+      origin.clear();
     }
-    rc = zfs_->Destroy(ds);
-    if (rc == EBUSY) {
-      // Held open (a process with its cwd there): the mount was detached.
-      return ZfsError(rc, absl::StrCat("destroying ", ds, " (busy)"));
+    if (exists) {
+      // Snapshots whose Create died before its clone.
+      for (const zfslib::SnapshotInfo& s : snaps) {
+        int rc = zfs_->Destroy(s.name);
+        if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying ", s.name));
+      }
+      int rc = zfs_->Destroy(ds);
+      if (rc == EBUSY) {
+        // Held open (a process with its cwd there): the mount was detached,
+        // the dataset is whole.
+        if (was_ready) (void)records_->Restore(id);
+        return ZfsError(rc, absl::StrCat("destroying ", ds, " (busy)"));
+      }
+      if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying ", ds));
+      Failpoint("zfs_after_destroy");
     }
-    if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying ", ds));
-    Failpoint("zfs_after_destroy");
     // Normally gone with its clone (deferred destruction); not when Create
-    // died before marking it.
+    // died before its clone or before marking it.
     if (!origin.empty() && zfs_->Exists(origin)) {
-      rc = zfs_->Destroy(origin);
+      int rc = zfs_->Destroy(origin);
       if (rc != 0 && rc != ENOENT && rc != EBUSY) return ZfsError(rc, absl::StrCat("destroying ", origin));
     }
     ::rmdir(mnt.c_str());
-    return absl::OkStatus();
+    return r ? records_->Drop(id) : absl::OkStatus();
   }
 
   absl::StatusOr<std::string> Get(const std::string& id, const std::string& mount_label) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    std::string ds = Dataset(id);
-    if (!zfs_->Exists(ds)) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    ASSIGN_OR_RETURN(std::string ds, ReadyDataset(id));
     std::string mnt = MountPath(id);
     RETURN_IF_ERROR(refs_.Acquire(id, [&] { return Mounted(mnt); }, [&]() -> absl::Status {
       if (::mkdir(mnt.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -341,7 +365,7 @@ class ZfsDriver : public Driver {
 
   absl::Status Put(const std::string& id) override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!zfs_->Exists(Dataset(id))) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    RETURN_IF_ERROR(ReadyDataset(id).status());
     std::string mnt = MountPath(id);
     return refs_.Release(id, [&] { return Unmount(mnt); });
   }
@@ -352,24 +376,13 @@ class ZfsDriver : public Driver {
     return refs_.Live(id, [&] { return Mounted(mnt); });
   }
 
-  bool Exists(const std::string& id) const override {
-    return ValidateLayerId(id).ok() && zfs_->Exists(Dataset(id));
-  }
+  // A ready record and its dataset.
+  bool Exists(const std::string& id) const override { return ReadyDataset(id).ok(); }
 
+  // Ready layers, and datasets under the parent no record owns (for check).
   absl::StatusOr<std::vector<std::string>> List() const override {
-    std::vector<std::string> names;
-    std::string why;
-    int rc = zfs_->ListFilesystems(parent_, &names, &why);
-    if (rc != 0) return ZfsError(rc, absl::StrCat("listing ", parent_), why);
-    std::vector<std::string> ids;
-    std::string prefix = absl::StrCat(parent_, "/");
-    for (const std::string& n : names) {
-      if (!absl::StartsWith(n, prefix)) continue;
-      std::string id = n.substr(prefix.size());
-      if (ValidateLayerId(id).ok()) ids.push_back(id);
-    }
-    std::sort(ids.begin(), ids.end());
-    return ids;
+    ASSIGN_OR_RETURN(std::vector<std::string> ids, DatasetIds());
+    return records_->ReadyOrUnowned(ids);
   }
 
   // Docker's zfs driver's rows.
@@ -395,8 +408,8 @@ class ZfsDriver : public Driver {
 
   absl::StatusOr<std::map<std::string, std::string>> Metadata(const std::string& id) const override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
-    return std::map<std::string, std::string>{{"Dataset", Dataset(id)}, {"Mountpoint", MountPath(id)}};
+    ASSIGN_OR_RETURN(std::string ds, ReadyDataset(id));
+    return std::map<std::string, std::string>{{"Dataset", ds}, {"Mountpoint", MountPath(id)}};
   }
 
   // Unmounts every layer the driver mounted; the pool stays imported.
@@ -439,22 +452,26 @@ class ZfsDriver : public Driver {
   // Bytes: the dataset's `used` (what it holds apart from its origin:
   // exactly "parents excluded"); inodes: the changed entries.
   absl::StatusOr<DiskUsage> Usage(const std::string& id, const std::string& parent) override {
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    ASSIGN_OR_RETURN(std::string ds, ReadyDataset(id));
     ASSIGN_OR_RETURN(DiskUsage u, Driver::Usage(id, parent));
     std::string used, why;
     int64_t bytes = 0;
-    if (zfs_->GetProperty(Dataset(id), "used", true, &used, &why) == 0 && absl::SimpleAtoi(used, &bytes)) {
+    if (zfs_->GetProperty(ds, "used", true, &used, &why) == 0 && absl::SimpleAtoi(used, &bytes)) {
       u.bytes = bytes;
     }
     return u;
   }
 
   // A mount of the dataset itself (legacy mountpoint), as containerd's zfs
-  // snapshotter describes it.
+  // snapshotter describes it; read-only for a layer made without
+  // read_write (a view).
   absl::StatusOr<std::vector<MountSpec>> Mounts(const std::string& id) const override {
     RETURN_IF_ERROR(ValidateLayerId(id));
-    if (!Exists(id)) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
-    return std::vector<MountSpec>{{"zfs", Dataset(id), "", {"rw"}}};
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    if (!r.ok() || !zfs_->Exists(r->Field("dataset"))) {
+      return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    }
+    return std::vector<MountSpec>{{"zfs", r->Field("dataset"), "", {r->Field("rw") == "1" ? "rw" : "ro"}}};
   }
 
  private:
@@ -462,19 +479,96 @@ class ZfsDriver : public Driver {
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
   std::string PoolFile() const { return absl::StrCat(root_, "/zpool.img"); }
 
-  // A Create of `id` that died between its snapshot and its clone left
-  // `<parent layer>@<id>` with no clone; a Remove of that id (check --repair
-  // reaping the interrupted create) destroys it. Only on this not-found
-  // path: one existence check per layer.
-  absl::Status DestroyUnclonedSnapshot(const std::string& id) {
-    ASSIGN_OR_RETURN(std::vector<std::string> layers, List());
-    for (const std::string& layer : layers) {
-      std::string snap = absl::StrCat(Dataset(layer), "@", id);
-      if (!zfs_->Exists(snap)) continue;
-      int rc = zfs_->Destroy(snap);
-      if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying uncloned snapshot ", snap));
+  // The dataset of `id`'s ready record, if it exists; NotFound otherwise.
+  absl::StatusOr<std::string> ReadyDataset(const std::string& id) const {
+    if (!ValidateLayerId(id).ok()) return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
+    absl::StatusOr<LayerRecord> r = records_->GetReady(id);
+    if (!r.ok() || !zfs_->Exists(r->Field("dataset"))) {
+      return absl::NotFoundError(absl::StrCat("zfs: layer ", id, " not found"));
     }
+    return r->Field("dataset");
+  }
+
+  // The ids of the filesystems under the parent dataset, sorted.
+  absl::StatusOr<std::vector<std::string>> DatasetIds() const {
+    std::vector<std::string> names;
+    std::string why;
+    int rc = zfs_->ListFilesystems(parent_, &names, &why);
+    if (rc != 0) return ZfsError(rc, absl::StrCat("listing ", parent_), why);
+    std::vector<std::string> ids;
+    std::string prefix = absl::StrCat(parent_, "/");
+    for (const std::string& n : names) {
+      if (!absl::StartsWith(n, prefix)) continue;
+      std::string id = n.substr(prefix.size());
+      if (ValidateLayerId(id).ok()) ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  absl::Status MakeFilesystem(const std::string& ds, const zfslib::Props& props) {
+    int rc = zfs_->CreateFilesystem(ds, props);
+    if (rc == EEXIST) return absl::AlreadyExistsError(absl::StrCat("zfs: dataset ", ds, " already exists"));
+    if (rc != 0) return ZfsError(rc, absl::StrCat("creating ", ds));
     return absl::OkStatus();
+  }
+
+  // `ds` as a clone of a new snapshot `snap` of its parent, the snapshot
+  // marked to go with its clone.
+  absl::Status MakeClone(const std::string& ds, const std::string& snap, const zfslib::Props& props) {
+    if (zfs_->Exists(snap)) {
+      // Left by a Create of this id that died before its clone, in a
+      // release without records: it has no clone (that would be `ds`).
+      int rc = zfs_->Destroy(snap);
+      if (rc != 0 && rc != ENOENT) return ZfsError(rc, absl::StrCat("destroying stale snapshot ", snap));
+    }
+    int rc = zfs_->Snapshot(snap);
+    if (rc != 0) return ZfsError(rc, absl::StrCat("snapshotting ", snap));
+    Failpoint("zfs_after_snapshot");
+    rc = zfs_->Clone(ds, snap, props);
+    if (rc == EEXIST) {
+      (void)zfs_->Destroy(snap);
+      return absl::AlreadyExistsError(absl::StrCat("zfs: dataset ", ds, " already exists"));
+    }
+    if (rc != 0) return ZfsError(rc, absl::StrCat("cloning ", snap, " to ", ds));
+    Failpoint("zfs_after_clone");
+    rc = zfs_->DeferDestroy(snap);
+    if (rc != 0) return ZfsError(rc, absl::StrCat("marking ", snap, " for deferred destruction"));
+    return absl::OkStatus();
+  }
+
+  // Datasets under the parent that no record owns (a store of a release
+  // that kept no records) become ready read-write layers, their parent
+  // and origin read from ZFS, in one transaction; records naming datasets
+  // outside the parent are refused (zfs.fsname changed under a store).
+  // Returns the records as they were before.
+  absl::StatusOr<std::vector<LayerRecord>> AdoptUnrecorded() {
+    ASSIGN_OR_RETURN(std::vector<std::string> ids, DatasetIds());
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+    std::set<std::string> recorded;
+    std::string prefix = absl::StrCat(parent_, "/");
+    for (const LayerRecord& r : all) {
+      recorded.insert(r.id);
+      if (!absl::StartsWith(r.Field("dataset"), prefix)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "zfs: layer ", r.id, " is recorded as dataset ", r.Field("dataset"), ", not under the parent dataset ",
+            parent_, " (was zfs.fsname changed?)"));
+      }
+    }
+    std::vector<LayerRecord> found;
+    for (const std::string& id : ids) {
+      if (recorded.count(id) != 0) continue;
+      std::string ds = Dataset(id), origin, why;
+      if (zfs_->GetProperty(ds, "origin", false, &origin, &why) != 0 || origin == "-") origin.clear();
+      std::string parent;
+      if (absl::StartsWith(origin, prefix) && origin.find('@') != std::string::npos) {
+        parent = origin.substr(prefix.size(), origin.find('@') - prefix.size());
+      }
+      found.push_back({id, RecordState::kReady, {{"dataset", ds}, {"parent", parent}, {"origin", origin}, {"rw", "1"}}});
+    }
+    RETURN_IF_ERROR(base::Annotate(records_->Migrate(found), absl::StrCat("zfs: recording the datasets under ",
+                                                                           parent_, " in ", records_->path())));
+    return all;
   }
 
   // The embedded default: a pool on the sparse file <root>/zpool.img, its
@@ -527,6 +621,8 @@ class ZfsDriver : public Driver {
   std::string parent_;  // the dataset holding the layers
   std::unique_ptr<zfslib::Handle> zfs_;
   mutable MountRefs refs_;
+  std::shared_ptr<LayerRecords> records_;
+  bool own_records_;
 };
 
 }  // namespace
@@ -539,9 +635,8 @@ DriverInfo ZfsDriverInfo() {
   info.create = [](const DriverOptions& o) -> absl::StatusOr<std::unique_ptr<Driver>> {
     RETURN_IF_ERROR(ProbeZfs(o));
     ASSIGN_OR_RETURN(Config c, ParseConfig(o));
-    auto d = std::make_unique<ZfsDriver>(o.root, std::move(c));
-    RETURN_IF_ERROR(d->Init());
-    return std::unique_ptr<Driver>(std::move(d));
+    ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
+    return NewInitializedDriver<ZfsDriver>(o.root, std::move(c), std::move(records), o.records == nullptr);
   };
   return info;
 }

@@ -26,11 +26,13 @@
 #include "absl/strings/strip.h"
 #include "base/status.h"
 #include "graph/driver.h"
+#include "graph/records.h"
 #include "gtest/gtest.h"
 #include "tests/support/child_test.h"
 #include "tests/support/graph_conformance.h"
 #include "tests/support/graph_tar.h"
 #include "tests/support/process.h"
+#include "tests/support/zfs_pool.h"
 
 namespace graph {
 namespace {
@@ -67,46 +69,8 @@ std::string Must(const std::vector<std::string>& argv) {
   return Trim(r.out);
 }
 
-std::string WhyNoZfs() {
-  if (geteuid() != 0) return "needs root";
-  if (access("/dev/zfs", F_OK) != 0) {
-    // tests/run-tiers says why it did not load the modules (not built here).
-    const char* why = getenv("DMTHIN_ZFS_SKIP");
-    if (why != nullptr && *why != '\0') return why;
-    return "no /dev/zfs: run inside tests/vm/run --modules zfs";
-  }
-  if (!testsupport::HaveProgram("zpool")) return "zpool not installed (make deps)";
-  return "";
-}
-
-// A pool on a sparse file in the guest's tmpfs; destroyed with the object.
-class ScratchPool {
- public:
-  explicit ScratchPool(uint64_t bytes = 2ull << 30) {
-    name_ = testsupport::UniqueName("dmthinzt");
-    file_ = "/tmp/" + name_ + ".img";
-    int fd = open(file_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      ADD_FAILURE() << "sparse file " << file_ << ": " << strerror(errno);
-    }
-    if (fd >= 0) close(fd);
-    ok_ = testsupport::Run({"zpool", "create", "-O", "mountpoint=legacy", name_, file_}).ok();
-    EXPECT_TRUE(ok_) << "zpool create " << name_;
-  }
-  ~ScratchPool() {
-    if (ok_) {
-      testsupport::RunResult r = testsupport::Run({"zpool", "destroy", "-f", name_});
-      EXPECT_TRUE(r.ok()) << r.Describe() << r.out;
-    }
-    unlink(file_.c_str());
-  }
-  const std::string& name() const { return name_; }
-  bool ok() const { return ok_; }
-
- private:
-  std::string name_, file_;
-  bool ok_ = false;
-};
+using testsupport::ScratchPool;
+using testsupport::WhyNoZfs;
 
 // Destroys the pool a driver made under `driver_root` (its zpool.name).
 void DestroyDriverPool(const std::string& driver_root) {
@@ -265,10 +229,25 @@ class ZfsTest : public ::testing::Test {
   std::string Pool() { return Trim(ReadAll(root_ + "/zpool.name")); }
   // Every dataset under the pool is a layer, every snapshot is the origin
   // of a layer, and every layer's origin snapshot is marked for deferred
-  // destruction.
+  // destruction; every record is ready and names its layer's dataset and
+  // origin.
   void ExpectClean() {
     auto list = driver_->List();
     ASSERT_TRUE(list.ok()) << list.status();
+    auto records = LayerRecords::Open(root_ + "/records.db");
+    ASSERT_TRUE(records.ok()) << records.status();
+    auto recorded = (*records)->List();
+    ASSERT_TRUE(recorded.ok()) << recorded.status();
+    std::vector<std::string> ready;
+    for (const LayerRecord& r : *recorded) {
+      EXPECT_EQ(r.state, RecordState::kReady) << r.id << " is left " << RecordStateName(r.state);
+      EXPECT_EQ(r.Field("dataset"), Pool() + "/" + r.id);
+      if (!r.Field("parent").empty()) {
+        EXPECT_EQ(r.Field("origin"), Pool() + "/" + r.Field("parent") + "@" + r.id);
+      }
+      ready.push_back(r.id);
+    }
+    EXPECT_EQ(ready, *list) << "a record for every layer, a layer for every record";
     std::string all = Must({"zfs", "list", "-H", "-t", "all", "-o", "name,clones,defer_destroy", "-r", Pool()});
     size_t datasets = 0;
     for (absl::string_view line : absl::StrSplit(all, '\n', absl::SkipEmpty())) {
@@ -349,6 +328,10 @@ TEST_F(ZfsTest, LifecycleQuotaStatusAndRemoval) {
   EXPECT_EQ((*mounts)[0].type, "zfs");
   EXPECT_EQ((*mounts)[0].source, Pool() + "/l1");
   EXPECT_EQ(Must({"zfs", "get", "-H", "-o", "value", "mountpoint", Pool() + "/l1"}), "legacy");
+  EXPECT_EQ((*mounts)[0].options, std::vector<std::string>{"rw"});
+  mounts = driver_->Mounts("l0");
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  EXPECT_EQ((*mounts)[0].options, std::vector<std::string>{"ro"}) << "l0 was made without read_write";
 
   auto st = driver_->Status();
   std::map<std::string, std::string> m(st.begin(), st.end());
@@ -396,6 +379,43 @@ TEST_F(ZfsTest, ReopenAndImportKeepLayers) {
   EXPECT_EQ(ReadAll(MustGet("b") + "/data"), "kept");
   ASSERT_OK(driver_->Put("b"));
   ExpectClean();
+}
+
+// A store of a release that kept no records: its datasets are adopted at
+// open (ready, read-write, the parent read from the origin), and the
+// driver works on them as on its own.
+TEST_F(ZfsTest, DatasetsWithoutRecordsAreAdopted) {
+  Open();
+  ASSERT_OK(driver_->Create("base", "", {}));
+  WriteAll(MustGet("base") + "/f", "base");
+  ASSERT_OK(driver_->Put("base"));
+  ASSERT_OK(driver_->Create("child", "base", {}));
+  driver_.reset();
+  ASSERT_EQ(unlink((root_ + "/records.db").c_str()), 0);
+  Open();
+  auto list = driver_->List();
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_EQ(*list, (std::vector<std::string>{"base", "child"}));
+  ExpectClean();
+  auto records = LayerRecords::Open(root_ + "/records.db");
+  ASSERT_TRUE(records.ok()) << records.status();
+  auto child = (*records)->GetReady("child");
+  ASSERT_TRUE(child.ok()) << child.status();
+  EXPECT_EQ(child->Field("parent"), "base");
+  EXPECT_EQ(child->Field("rw"), "1");
+  EXPECT_EQ(ReadAll(MustGet("child") + "/f"), "base");
+  ASSERT_OK(driver_->Put("child"));
+  EXPECT_EQ(driver_->Remove("base").code(), absl::StatusCode::kFailedPrecondition) << "base has a child";
+  ASSERT_OK(driver_->Remove("child"));
+  ASSERT_OK(driver_->Remove("base"));
+  EXPECT_EQ(Must({"zfs", "list", "-H", "-t", "all", "-o", "name", "-r", Pool()}), Pool());
+  // Records name their datasets: another parent dataset is refused.
+  ASSERT_OK(driver_->Create("kept", "", {}));
+  driver_.reset();
+  Must({"zfs", "create", "-o", "mountpoint=legacy", Pool() + "/elsewhere"});
+  auto moved = OpenDriver("zfs", base_, {{"zfs.fsname", Pool() + "/elsewhere"}});
+  EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition) << moved.status();
+  Must({"zfs", "destroy", Pool() + "/elsewhere"});
 }
 
 TEST_F(ZfsTest, OptionsAndProbe) {
@@ -494,8 +514,9 @@ TEST_P(ZfsCrashTest, ReopenLeavesNoHalfLayer) {
 
 INSTANTIATE_TEST_SUITE_P(
     Points, ZfsCrashTest,
-    ::testing::Values(CrashCase{"open", "zfs_before_pool_create"}, CrashCase{"create", "zfs_after_snapshot"},
-                      CrashCase{"create", "zfs_after_clone"}, CrashCase{"remove", "zfs_after_destroy"}),
+    ::testing::Values(CrashCase{"open", "zfs_before_pool_create"}, CrashCase{"create", "zfs_create_after_intent"},
+                      CrashCase{"create", "zfs_after_snapshot"}, CrashCase{"create", "zfs_after_clone"},
+                      CrashCase{"remove", "zfs_remove_after_intent"}, CrashCase{"remove", "zfs_after_destroy"}),
     [](const ::testing::TestParamInfo<CrashCase>& info) { return info.param.op + "_" + info.param.point; });
 
 // --------------------------------------------------------------- graphctl ---
@@ -573,7 +594,8 @@ TEST_F(ZfsTest, GraphctlCrashPointsRepair) {
     std::vector<std::string> args;
     const char* failpoint;
   };
-  for (const Step& step : {Step{create, "zfs_after_snapshot"}, Step{create, "zfs_after_clone"},
+  for (const Step& step : {Step{create, "zfs_create_after_intent"}, Step{create, "zfs_after_snapshot"},
+                           Step{create, "zfs_after_clone"}, Step{{"rm", "ctr"}, "zfs_remove_after_intent"},
                            Step{{"rm", "ctr"}, "zfs_after_destroy"}}) {
     SCOPED_TRACE(step.failpoint);
     if (step.args[0] == "rm") {
@@ -589,6 +611,15 @@ TEST_F(ZfsTest, GraphctlCrashPointsRepair) {
     EXPECT_TRUE(repair.ok()) << repair.Describe() << "\n" << repair.out;
     testsupport::RunResult check = run({"check"});
     EXPECT_TRUE(check.ok()) << check.Describe() << "\n" << check.out;
+    {
+      // The driver's records in the store's registry: none left half-way.
+      auto records = LayerRecords::Open(base_ + "/layers.db");
+      ASSERT_TRUE(records.ok()) << records.status();
+      auto all = (*records)->List();
+      ASSERT_TRUE(all.ok()) << all.status();
+      EXPECT_EQ(all->size(), 1u) << "the image layer's record only";
+      for (const LayerRecord& r : *all) EXPECT_EQ(r.state, RecordState::kReady) << r.id;
+    }
     // The interrupted create or remove was finished or undone: the name is free.
     testsupport::RunResult again = run(create);
     EXPECT_TRUE(again.ok()) << again.Describe();
@@ -600,6 +631,7 @@ TEST_F(ZfsTest, GraphctlCrashPointsRepair) {
     ASSERT_TRUE(layers.ok()) << layers.status();
     EXPECT_EQ(layers->size(), 1u) << "only the image layer is left";
     driver_.reset();
+    unlink((root_ + "/records.db").c_str());  // that driver's own, not the store's
   }
   EXPECT_TRUE(run({"check"}).ok());
 }

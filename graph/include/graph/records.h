@@ -1,6 +1,7 @@
 // graph::LayerRecords — the one home of what a driver must remember about
 // its layers (overlay's short link, lower chain and parent; devicemapper's
-// thin device; vfs's and btrfs's parent and read-write flag).
+// thin device; vfs's and btrfs's parent and read-write flag; zfs's dataset,
+// origin snapshot, parent and read-write flag).
 //
 // Records live in SQLite (base/sqlite.h), table `driver_records`:
 //  - in the layer store's own registry (`<store root>/layers.db`) when the
