@@ -25,6 +25,7 @@ $(GO_SUITE): tests/containerd/snapshotter_suite_test.go $(BUILD)/go/key-$(GO_SUI
 
 $(BUILD)/tests/host/snapshotter_test: | $(BUILD)/bin/dmthin-snapshotter $(GO_SUITE)
 $(BUILD)/tests/host/snapshotter_containerd_test: | $(BUILD)/bin/dmthin-snapshotter
+$(BUILD)/tests/vm/snapshotter_zfs_test: | $(BUILD)/bin/dmthin-snapshotter $(GO_SUITE)
 
 # tests/bench/snapshotter_bench: containerd with the snapshotter, started
 # with the tests' helpers.

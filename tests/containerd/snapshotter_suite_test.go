@@ -9,13 +9,18 @@
 //
 // Environment:
 //   DMTHIN_SNAPSHOTTER   the dmthin-snapshotter binary (required)
-//   DMTHIN_DRIVER        graph driver (overlay, vfs, btrfs, devicemapper)
+//   DMTHIN_DRIVER        graph driver (overlay, vfs, btrfs, devicemapper, zfs)
 //   DMTHIN_STORAGE_OPTS  driver options, KEY=VALUE separated by spaces
+//   DMTHIN_ZFS_PARENT    zfs: a dataset under which every root gets a child
+//                        dataset of its own (`zfs create`), passed as
+//                        zfs.fsname (a zfs driver owns every dataset under
+//                        its parent, so stores never share one)
 package snapshottersuite
 
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"os/exec"
@@ -295,6 +300,19 @@ func (t *timed) Walk(ctx context.Context, fn snapshots.WalkFunc, filters ...stri
 	return t.Snapshotter.Walk(ctx, fn, filters...)
 }
 
+// zfsDataset makes (or, for a restarted server, finds) root's own dataset
+// under parent, named by a hash of root.
+func zfsDataset(parent, root string) (string, error) {
+	h := fnv.New64a()
+	h.Write([]byte(root))
+	ds := fmt.Sprintf("%s/s%x", parent, h.Sum64())
+	out, err := exec.Command("zfs", "create", "-o", "mountpoint=legacy", ds).CombinedOutput()
+	if err != nil && exec.Command("zfs", "list", "-H", "-o", "name", ds).Run() != nil {
+		return "", fmt.Errorf("zfs create %s: %v: %s", ds, err, out)
+	}
+	return ds, nil
+}
+
 // killable is a snapshotter whose server can be killed (SIGKILL) mid-run.
 type killable struct {
 	snapshots.Snapshotter
@@ -309,6 +327,13 @@ func startProcess(bin, driver, root string) (*killable, func() error, error) {
 	}
 	for _, opt := range strings.Fields(os.Getenv("DMTHIN_STORAGE_OPTS")) {
 		args = append(args, "--storage-opt", opt)
+	}
+	if parent := os.Getenv("DMTHIN_ZFS_PARENT"); parent != "" {
+		ds, err := zfsDataset(parent, root)
+		if err != nil {
+			return nil, nil, err
+		}
+		args = append(args, "--storage-opt", "zfs.fsname="+ds)
 	}
 	began := time.Now()
 	cmd := exec.Command(bin, args...)

@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
   app.add_option("--root", flags.root, "layer store directory")->required();
   app.add_option("--address", flags.address, "unix socket to serve on")->required();
   app.add_option("--driver", flags.driver,
-                 "graph driver (overlay, btrfs, vfs, aufs, devicemapper); default: the store's, or the best "
+                 "graph driver (overlay, btrfs, vfs, aufs, devicemapper, zfs); default: the store's, or the best "
                  "this machine supports");
   app.add_option("--storage-opt", flags.storage_opts, "driver option KEY=VALUE (repeatable)")
       ->expected(1)
