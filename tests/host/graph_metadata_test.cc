@@ -68,11 +68,6 @@ std::vector<std::string> Query(const std::string& db, const std::string& sql) {
   return out;
 }
 
-std::string CheckText(const CheckReport& r) {
-  return absl::StrCat("problems: ", absl::StrJoin(r.problems, " | "), "; repaired: ",
-                      absl::StrJoin(r.repaired, " | "));
-}
-
 class MetadataTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -171,12 +166,8 @@ TEST_P(MetadataTest, HalfWayRecordWithoutALayerIsFinishedByRepair) {
   Query(root + "/layers.db", "INSERT INTO driver_records(id, state, fields) VALUES('gone', 'removing', '')");
   auto found = store->Check(false);
   ASSERT_TRUE(found.ok()) << found.status();
-  EXPECT_EQ(found->problems.size(), 2u) << CheckText(*found);
-  auto repaired = store->Check(true);
-  ASSERT_TRUE(repaired.ok()) << repaired.status();
-  auto after = store->Check(false);
-  ASSERT_TRUE(after.ok()) << after.status();
-  EXPECT_TRUE(after->clean()) << CheckText(*after) << " after repair: " << CheckText(*repaired);
+  EXPECT_EQ(found->problems.size(), 2u) << testsupport::CheckReportText(*found);
+  EXPECT_TRUE(testsupport::RepairLeavesStoreClean(*store));
   EXPECT_TRUE(Query(root + "/layers.db", "SELECT id FROM driver_records WHERE id IN ('stray', 'gone')").empty());
   ExpectWorks(*store, "ctr");
   EXPECT_TRUE(store->driver().Cleanup().ok());
@@ -223,19 +214,19 @@ TEST_P(MetadataTest, OverlayDerivedFilesAreRebuiltByRepair) {
   auto found = store->Check(false);
   ASSERT_TRUE(found.ok()) << found.status();
   EXPECT_FALSE(found->clean());
-  EXPECT_GE(found->problems.size(), 5u) << CheckText(*found);  // 3 links + 2 link files
+  EXPECT_GE(found->problems.size(), 5u) << testsupport::CheckReportText(*found);  // 3 links + 2 link files
   auto repaired = store->Check(true);
   ASSERT_TRUE(repaired.ok()) << repaired.status();
-  EXPECT_GE(repaired->repaired.size(), 5u) << CheckText(*repaired);
+  EXPECT_GE(repaired->repaired.size(), 5u) << testsupport::CheckReportText(*repaired);
   auto after = store->Check(false);
   ASSERT_TRUE(after.ok());
-  EXPECT_TRUE(after->clean()) << CheckText(*after);
+  EXPECT_TRUE(after->clean()) << testsupport::CheckReportText(*after);
   ExpectWorks(*store, "ctr");
   // A link no record owns is removed by repair.
   ASSERT_EQ(::symlink("../nosuch/diff", (droot + "/l/ZZZZ").c_str()), 0);
   auto stray = store->Check(true);
   ASSERT_TRUE(stray.ok());
-  EXPECT_FALSE(PathExists(droot + "/l/ZZZZ")) << CheckText(*stray);
+  EXPECT_FALSE(PathExists(droot + "/l/ZZZZ")) << testsupport::CheckReportText(*stray);
   EXPECT_TRUE(store->driver().Cleanup().ok());
 }
 
@@ -299,7 +290,7 @@ TEST_P(MetadataTest, PreviousReleaseStoreIsMigratedAtOpen) {
   }
   auto check = store->Check(false);
   ASSERT_TRUE(check.ok()) << check.status();
-  EXPECT_TRUE(check->clean()) << CheckText(*check);
+  EXPECT_TRUE(check->clean()) << testsupport::CheckReportText(*check);
   ExpectWorks(*store, "ctr");
   ExpectWorks(*store, "view");
   ExpectWorks(*store, base);
@@ -367,11 +358,7 @@ TEST_P(MetadataTest, CrashAtEveryStepLeavesARepairableStore) {
 
     auto store = Open(root);
     ASSERT_TRUE(store);
-    auto repaired = store->Check(true);
-    ASSERT_TRUE(repaired.ok()) << repaired.status();
-    auto after = store->Check(false);
-    ASSERT_TRUE(after.ok()) << after.status();
-    EXPECT_TRUE(after->clean()) << CheckText(*after) << " after repair: " << CheckText(*repaired);
+    EXPECT_TRUE(testsupport::RepairLeavesStoreClean(*store));
     // Nothing half-made or half-removed is left in the registry.
     EXPECT_TRUE(Query(root + "/layers.db", "SELECT id FROM driver_records WHERE state != 'ready'").empty());
     EXPECT_TRUE(Query(root + "/layers.db", "SELECT cache_id FROM layers WHERE state != 'ready'").empty());
@@ -394,7 +381,7 @@ TEST_P(MetadataTest, CrashAtEveryStepLeavesARepairableStore) {
     EXPECT_TRUE(store->Remove("ctr2").ok());
     auto last = store->Check(false);
     ASSERT_TRUE(last.ok());
-    EXPECT_TRUE(last->clean()) << CheckText(*last);
+    EXPECT_TRUE(last->clean()) << testsupport::CheckReportText(*last);
     EXPECT_TRUE(store->driver().Cleanup().ok());
   }
 }

@@ -4,7 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "graph/store.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "graph/stream.h"
 #include "tests/support/graph_tar.h"
 
@@ -35,6 +36,23 @@ int RunStoreOpUntilFailpoint(const std::string& root, const std::string& driver,
   int wstatus = 0;
   if (::waitpid(pid, &wstatus, 0) != pid || !WIFEXITED(wstatus)) return -1;
   return WEXITSTATUS(wstatus);
+}
+
+std::string CheckReportText(const graph::CheckReport& report) {
+  return absl::StrCat("problems: ", absl::StrJoin(report.problems, " | "), "; repaired: ",
+                      absl::StrJoin(report.repaired, " | "));
+}
+
+::testing::AssertionResult RepairLeavesStoreClean(graph::LayerStore& store) {
+  absl::StatusOr<graph::CheckReport> repaired = store.Check(true);
+  if (!repaired.ok()) return ::testing::AssertionFailure() << "check --repair: " << repaired.status();
+  absl::StatusOr<graph::CheckReport> after = store.Check(false);
+  if (!after.ok()) return ::testing::AssertionFailure() << "check after repair: " << after.status();
+  if (!after->clean()) {
+    return ::testing::AssertionFailure() << CheckReportText(*after)
+                                         << " after repair: " << CheckReportText(*repaired);
+  }
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace testsupport

@@ -1,12 +1,15 @@
 // Test support: one layer store operation in a forked child that an armed
 // failpoint (base/failpoint.h) ends — the store crash tests' child, shared
 // by the host drivers' (graph_metadata_test) and devicemapper's
-// (graph_devmapper_test).
+// (graph_devmapper_test), and the repair-then-check they end with.
 #ifndef DMTHIN_TESTS_SUPPORT_STORE_CRASH_H_
 #define DMTHIN_TESTS_SUPPORT_STORE_CRASH_H_
 
 #include <map>
 #include <string>
+
+#include "graph/store.h"
+#include "gtest/gtest.h"
 
 namespace testsupport {
 
@@ -21,6 +24,13 @@ enum class StoreOp { kCreate, kCommit, kRemove, kImport };
 int RunStoreOpUntilFailpoint(const std::string& root, const std::string& driver,
                              const std::map<std::string, std::string>& options, const std::string& failpoint,
                              StoreOp op, const std::string& base);
+
+// A check's findings and repairs, for a failure message.
+std::string CheckReportText(const graph::CheckReport& report);
+
+// What every crash test asks after the crash: `check --repair`, then a
+// check that finds nothing (the failure names both reports, or the error).
+::testing::AssertionResult RepairLeavesStoreClean(graph::LayerStore& store);
 
 }  // namespace testsupport
 
