@@ -46,6 +46,11 @@ endif
 
 CXX      ?= g++
 CC       ?= gcc
+# Compiles go through ccache when it is installed (`make deps` installs it):
+# CI builds a fresh clone every time, and the object files of an unchanged
+# source are then hits (~13 of the ~30 minutes of a cold .ci/run). CCACHE=
+# turns it off.
+CCACHE   ?= $(shell command -v ccache 2>/dev/null)
 OPT      ?= -O2 -g
 PKGS     := absl_status absl_statusor absl_strings absl_str_format absl_time \
             absl_synchronization absl_flat_hash_map blkid libudev ext2fs \
@@ -56,9 +61,12 @@ pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 CPPFLAGS += -I. -Ibase/include -Ilibdm/include -Ithinpool/include -Igraph/include -Ivolume/include -MMD -MP
-CXXFLAGS += -std=c++20 -Wall -Wextra -Werror $(OPT) -fPIC $(SANFLAGS) \
+# -fdebug-prefix-map: the debug info names sources relative to the tree, so
+# the objects (and ccache's hash of them) do not depend on where it is cloned.
+PREFIX_MAP := -fdebug-prefix-map=$(CURDIR)=.
+CXXFLAGS += -std=c++20 -Wall -Wextra -Werror $(OPT) -fPIC $(SANFLAGS) $(PREFIX_MAP) \
             $(call pkgcflags,$(PKGS))
-CFLAGS   += -std=c11 -Wall -Wextra -Werror $(OPT) $(SANFLAGS)
+CFLAGS   += -std=c11 -Wall -Wextra -Werror $(OPT) $(SANFLAGS) $(PREFIX_MAP)
 LDFLAGS  += $(SANFLAGS)
 LDLIBS   += $(call pkglibs,$(PKGS)) -lpthread
 TEST_LDLIBS := $(call pkglibs,gmock gtest_main gtest)
@@ -92,12 +100,12 @@ objs = $(patsubst %.cc,$(BUILD)/obj/%.o,$(filter %.cc,$(1))) \
 $(BUILD)/obj/%.o: %.cc
 	@mkdir -p $(@D)
 	$(call say,CXX,$<)
-	$(Q)$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+	$(Q)$(CCACHE) $(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(call say,CC,$<)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(Q)$(CCACHE) $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 # Library objects export only their public headers' declarations
 # (base/export.h; graph.h for the C ABI); each .so resolves every symbol

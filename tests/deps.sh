@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # build
   g++ clang lld make pkg-config
+  ccache                         # Makefile: compiles of unchanged sources are cache hits
   libabsl-dev libblkid-dev libudev-dev libext2fs-dev libarchive-dev
   libsqlite3-dev libssl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   zlib1g-dev                     # gzip layers: zlib checks CRC-32 and length (libarchive does not)
