@@ -17,7 +17,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcli11-dev
   golang-github-containerd-containerd-dev
   # containerd's snapshotter suite (Go, built offline) and the end-to-end tests
-  golang-go containerd runc skopeo umoci
+  golang-go containerd runc umoci
   # dmthin-docker-plugin: HTTP on a unix socket; its tests run a real dockerd
   libcpp-httplib-dev docker.io
   # its VolumeDriver role is also tested with podman (containers.conf volume_plugins)

@@ -1,6 +1,6 @@
 // A real dockerd (Debian's docker.io) on dmthin-docker-plugin, on overlay, vfs
 // and btrfs (loop-mounted): the scenario of tests/support/docker_scenario —
-// docker load of an image the test builds (umoci + skopeo, busybox-static
+// docker load of an image the test builds (umoci, busybox-static
 // inside), a run that writes, deletes and changes, exact docker diff, the
 // stopped container's layer mounted read-only with graphctl from what docker
 // inspect says, commit, export compared entry by entry with the same

@@ -1,6 +1,6 @@
 // Test support for Docker: a dockerd started by the test with its own data
 // root, exec root, pid file, API socket and CLI config under one directory
-// (so runs never share state), and small images built with umoci + skopeo.
+// (so runs never share state), and small images built with umoci and written as docker-archive tars here.
 // Used by tests/host/docker_dockerd_test and tests/bench/docker_bench.
 #ifndef DMTHIN_TESTS_SUPPORT_DOCKERD_H_
 #define DMTHIN_TESTS_SUPPORT_DOCKERD_H_
@@ -57,7 +57,7 @@ class Dockerd {
 // busybox-static (/bin/busybox and the `applets` as symlinks to it) and
 // `files` (path in the image → content), then one layer per
 // `extra_layers` entry (a host directory copied to a path in the image).
-// Made with umoci (OCI layout in DIR/oci) and skopeo.
+// Made with umoci (OCI layout in DIR/oci), written as a docker-archive here.
 absl::StatusOr<std::string> BuildBusyboxImage(
     const std::string& dir, const std::string& ref, const std::vector<std::string>& applets,
     const std::map<std::string, std::string>& files,
@@ -70,7 +70,7 @@ absl::StatusOr<std::string> BuildRootfsImage(
     const std::string& dir, const std::string& ref, const std::string& rootfs_tar,
     const std::vector<std::pair<std::string, std::string>>& extra_layers);
 
-// "" if dockerd, docker, skopeo, umoci and busybox are all here, else what
+// "" if dockerd, docker, umoci and busybox are all here, else what
 // is missing.
 std::string MissingDockerTools();
 

@@ -23,6 +23,11 @@ namespace testsupport {
 // step that failed.
 std::string MakeTestImage(const std::string& dir, const std::string& name);
 
+// The OCI image layout at `layout` (umoci's; its index's first manifest) as
+// the tar `docker load` takes (docker save's manifest.json + the blobs),
+// tagged `ref` (name:tag). Throws std::runtime_error on a malformed layout.
+std::string DockerArchive(const std::string& layout, const std::string& ref);
+
 }  // namespace testsupport
 
 #endif  // DMTHIN_TESTS_SUPPORT_OCI_IMAGE_H_
