@@ -520,7 +520,8 @@ absl::Status Pool::ActivateLocked() {
           existing->uuid, "', expected '", dm_uuid(), "')"));
     }
     if (existing->live_table()) {
-      RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/true));
+      RETURN_IF_ERROR(ResumeIfLeftSuspended(*existing, dm_name(), "the pool device"));
+      RETURN_IF_ERROR(ResumeThinsLeftSuspended());
       RETURN_IF_ERROR(ReconcileLocked().status());
       return CleanUpQuarantined();
     }
@@ -886,7 +887,8 @@ absl::Status Pool::SetTransactionId(uint64_t old_txid, uint64_t new_txid) const 
 
 absl::StatusOr<std::string> Pool::Reconcile() {
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
-  RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/true));
+  RETURN_IF_ERROR(ActivePoolDeviceLocked().status());
+  RETURN_IF_ERROR(ResumeThinsLeftSuspended());
   ASSIGN_OR_RETURN(std::string done, ReconcileLocked());
   RETURN_IF_ERROR(CleanUpQuarantined());
   if (!done.empty()) recovered_.push_back(done);
@@ -903,30 +905,56 @@ std::vector<std::string> Pool::TakeRecovered() {
 // happens under the pool lock and is resumed before the lock is released,
 // so whatever is still suspended when we hold the lock was left by a process
 // that died in between (kill -9), and all I/O to it hangs until it is
-// resumed. The pool device always; its thins when `thins` (all entry
-// points, and an operation while a snapshot is pending: the only time thins
-// are suspended): one DM_DEV_STATUS each.
-absl::Status Pool::ResumeLeftSuspended(bool thins) {
-  auto resume = [&](const std::string& dm_name, absl::string_view what) -> absl::Status {
-    ASSIGN_OR_RETURN(dm::Name n, DmName(dm_name));
-    ASSIGN_OR_RETURN(auto info, dm_.Find(n));
-    if (!info.has_value() || !info->live_table() || !info->suspended()) return absl::OkStatus();
-    // A pool suspended while growing has its grown table loaded: resuming
-    // puts it live, as the registry already records.
-    auto resumed = dm_.Resume(n);
-    if (!resumed.ok()) {
-      return base::Annotate(resumed.status(),
-                            absl::StrCat("resuming ", what, " ", dm_name, ", left suspended"));
-    }
-    recovered_.push_back(absl::StrCat("resumed ", what, " ", dm_name,
-                                      ", left suspended by a process that died"));
-    return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(resume(dm_name(), "the pool device"));
-  if (!thins) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::vector<std::string> active, ActiveThinDmNames());
-  for (const auto& t : active) RETURN_IF_ERROR(resume(t, "thin device"));
+// resumed. The pool device always (every operation looks it up anyway, in
+// PoolDeviceLocked); its thins when `thins` (all entry points, and an
+// operation while a snapshot is pending: the only time thins are
+// suspended): one DM_DEV_STATUS each.
+absl::Status Pool::ResumeIfLeftSuspended(const dm::DeviceInfo& info, const std::string& dm_name,
+                                         absl::string_view what) {
+  if (!info.live_table() || !info.suspended()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(dm::Name n, DmName(dm_name));
+  // A pool suspended while growing has its grown table loaded: resuming
+  // puts it live, as the registry already records.
+  auto resumed = dm_.Resume(n);
+  if (!resumed.ok()) {
+    return base::Annotate(resumed.status(),
+                          absl::StrCat("resuming ", what, " ", dm_name, ", left suspended"));
+  }
+  recovered_.push_back(absl::StrCat("resumed ", what, " ", dm_name,
+                                    ", left suspended by a process that died"));
   return absl::OkStatus();
+}
+
+absl::Status Pool::ResumeThinsLeftSuspended() {
+  ASSIGN_OR_RETURN(std::vector<std::string> active, ActiveThinDmNames());
+  for (const auto& t : active) {
+    ASSIGN_OR_RETURN(dm::Name n, DmName(t));
+    ASSIGN_OR_RETURN(auto info, dm_.Find(n));
+    if (info.has_value()) RETURN_IF_ERROR(ResumeIfLeftSuspended(*info, t, "thin device"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pool::ResumeLeftSuspended(bool thins) {
+  RETURN_IF_ERROR(PoolDeviceLocked().status());
+  if (!thins) return absl::OkStatus();
+  return ResumeThinsLeftSuspended();
+}
+
+absl::StatusOr<std::optional<dm::DeviceInfo>> Pool::PoolDeviceLocked() {
+  ASSIGN_OR_RETURN(dm::Name n, DmName(dm_name()));
+  ASSIGN_OR_RETURN(std::optional<dm::DeviceInfo> info, dm_.Find(n));
+  if (!info.has_value() || !info->live_table()) return std::optional<dm::DeviceInfo>();
+  RETURN_IF_ERROR(ResumeIfLeftSuspended(*info, dm_name(), "the pool device"));
+  return info;
+}
+
+absl::StatusOr<dm::DeviceInfo> Pool::ActivePoolDeviceLocked() {
+  ASSIGN_OR_RETURN(std::optional<dm::DeviceInfo> info, PoolDeviceLocked());
+  if (!info.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
+  }
+  return *info;
 }
 
 // Quarantined ids are never handed out again, but a device the kernel still
@@ -946,23 +974,64 @@ absl::Status Pool::CleanUpQuarantined() {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status PoolFailedError(absl::string_view pool, absl::string_view metadata_path) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "pool '", pool, "' has failed in the kernel; deactivate it and run "
+      "thin_check on ", metadata_path));
+}
+
+absl::Status DisagreeError(absl::string_view pool, uint64_t registry_txid, uint64_t kernel_txid) {
+  return absl::DataLossError(absl::StrCat(
+      "pool '", pool, "': registry is at transaction ", registry_txid,
+      " but the pool metadata at ", kernel_txid,
+      " with no operation pending; the registry and the pool disagree"));
+}
+
+}  // namespace
+
+absl::StatusOr<bool> Pool::PrepareLocked() {
+  ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
+  if (!pending.has_value()) return false;
+  RETURN_IF_ERROR(ReconcileLocked().status());
+  return true;
+}
+
+absl::Status Pool::CheckIntentLocked(const PendingOp& op, bool reconciled) {
+  // Reconciled under this same lock: the kernel is where the registry is.
+  if (reconciled) return absl::OkStatus();
+  absl::Status disagree;
+  absl::StatusOr<dm::ThinPoolStatus> k = KernelStatus();
+  if (!k.ok()) {
+    disagree = k.status();
+  } else if (!k->ok()) {
+    auto rec = Record();
+    disagree = PoolFailedError(name_, rec.ok() ? rec->metadata_path : std::string("its metadata"));
+  } else if (k->transaction_id != op.old_txid) {
+    disagree = DisagreeError(name_, op.old_txid, k->transaction_id);
+  }
+  if (disagree.ok()) return absl::OkStatus();
+  // Nothing was sent: withdraw the intent, as if it had never been made.
+  absl::Status withdrawn = state_.registry().AbortOp(op, std::nullopt);
+  if (!withdrawn.ok()) {
+    return base::Annotate(disagree, absl::StrCat("(withdrawing the intent failed: ",
+                                                 withdrawn.message(), ")"));
+  }
+  return disagree;
+}
+
 absl::StatusOr<std::string> Pool::ReconcileLocked() {
   ASSIGN_OR_RETURN(PoolRecord rec, Record());
   ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
-  if (!k.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", name_, "' has failed in the kernel; deactivate it and run "
-        "thin_check on ", rec.metadata_path));
-  }
+  if (!k.ok()) return PoolFailedError(name_, rec.metadata_path);
   ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
-  RETURN_IF_ERROR(ResumeLeftSuspended(
-      /*thins=*/pending.has_value() && pending->kind == OpKind::kCreateSnap));
+  if (pending.has_value() && pending->kind == OpKind::kCreateSnap) {
+    RETURN_IF_ERROR(ResumeThinsLeftSuspended());
+  }
   if (!pending.has_value()) {
     if (k.transaction_id != rec.transaction_id) {
-      return absl::DataLossError(absl::StrCat(
-          "pool '", name_, "': registry is at transaction ", rec.transaction_id,
-          " but the pool metadata at ", k.transaction_id,
-          " with no operation pending; the registry and the pool disagree"));
+      return DisagreeError(name_, rec.transaction_id, k.transaction_id);
     }
     return std::string();
   }
@@ -1027,7 +1096,7 @@ absl::StatusOr<ThinInfo> Pool::CreateThin(absl::string_view name, uint64_t size_
         absl::StrCat("thin device size ", size_bytes, " bytes is too large"));
   }
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
-  return CreateLocked(name, size_bytes, std::nullopt, activate);
+  return CreateLocked(name, size_bytes, /*origin=*/std::nullopt, activate);
 }
 
 absl::StatusOr<ThinInfo> Pool::Snapshot(absl::string_view origin, absl::string_view name,
@@ -1040,26 +1109,23 @@ absl::StatusOr<ThinInfo> Pool::Snapshot(absl::string_view origin, absl::string_v
     return absl::FailedPreconditionError(absl::StrCat(
         "origin '", origin, "' is ", ThinStateName(o.state)));
   }
-  return CreateLocked(name, o.size_bytes, o.dev_id, activate);
+  return CreateLocked(name, o.size_bytes, o, activate);
 }
 
 absl::StatusOr<ThinInfo> Pool::CreateLocked(absl::string_view name, uint64_t size,
-                                            std::optional<uint32_t> origin_id,
+                                            const std::optional<ThinRecord>& origin,
                                             bool activate) {
-  ASSIGN_OR_RETURN(bool active, IsActive());
-  if (!active) {
-    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
-  }
-  RETURN_IF_ERROR(ReconcileLocked().status());
-  std::optional<ThinRecord> origin;
-  if (origin_id) {
-    ASSIGN_OR_RETURN(origin, state_.registry().GetThinById(name_, *origin_id));
-  }
+  // One DM_DEV_STATUS of the pool: active, not left suspended, its devnum.
+  ASSIGN_OR_RETURN(dm::DeviceInfo pool_dev, ActivePoolDeviceLocked());
+  ASSIGN_OR_RETURN(bool reconciled, PrepareLocked());
+  std::optional<uint32_t> origin_id;
+  if (origin) origin_id = origin->dev_id;
   // A fresh id the kernel already has (an orphan from outside the registry)
   // is quarantined and the next id tried.
   for (int attempt = 0;; ++attempt) {
     ASSIGN_OR_RETURN(PendingOp op,
                      state_.registry().BeginCreate(name_, name, size, origin_id));
+    RETURN_IF_ERROR(CheckIntentLocked(op, reconciled));
     Failpoint("after_intent");
     absl::Status sent;
     if (origin) {
@@ -1109,14 +1175,17 @@ absl::StatusOr<ThinInfo> Pool::CreateLocked(absl::string_view name, uint64_t siz
     // set_transaction_id message for a metadata commit, so the two overlap.
     // (libdm's Control and the registry may be used from two threads.) If
     // the process dies meanwhile, a rollback deactivates it first.
-    std::future<absl::Status> activation;
+    ThinRecord made;
+    made.pool = name_;
+    made.name = std::string(name);
+    made.dev_id = op.dev_id;
+    made.size_bytes = size;
+    made.parent_id = origin_id;
+    std::future<absl::StatusOr<dm::DeviceInfo>> activation;
     if (activate) {
-      ThinRecord pending;
-      pending.name = std::string(name);
-      pending.dev_id = op.dev_id;
-      pending.size_bytes = size;
-      activation = std::async(std::launch::async,
-                              [this, pending] { return ActivateDevice(pending); });
+      activation = std::async(std::launch::async, [this, made, pool = pool_dev.dev] {
+        return ActivateDevice(made, pool);
+      });
       // For the crash tests: die with the device active, before the commit.
       if (FailpointIs("activated_before_txid")) {
         activation.wait();
@@ -1131,29 +1200,35 @@ absl::StatusOr<ThinInfo> Pool::CreateLocked(absl::string_view name, uint64_t siz
     }
     Failpoint("after_set_txid");
     absl::Status committed = state_.registry().CommitOp(op);
-    absl::Status activated = activation.valid() ? activation.get() : absl::OkStatus();
+    std::optional<absl::StatusOr<dm::DeviceInfo>> activated;
+    if (activation.valid()) activated = activation.get();
     RETURN_IF_ERROR(committed);
-    ASSIGN_OR_RETURN(ThinRecord rec, state_.registry().GetThinById(name_, op.dev_id));
-    if (!activated.ok()) {
-      return base::Annotate(activated, absl::StrCat("thin device '", name,
-                                                    "' was created but not activated"));
+    // The registry's row is `made`, ready (CommitOp checked the pending op).
+    made.state = ThinState::kReady;
+    ThinInfo info = RecordInfo(made);
+    if (origin) info.parent_name = origin->name;
+    if (!activated.has_value()) return info;  // not asked to activate: inactive
+    if (!activated->ok()) {
+      return base::Annotate(activated->status(), absl::StrCat("thin device '", name,
+                                                              "' was created but not activated"));
     }
-    if (activate) Failpoint("after_activate");
-    return Describe(rec);
+    Failpoint("after_activate");
+    return WithDevice(std::move(info), **activated);
   }
 }
 
 absl::Status Pool::DeleteThin(absl::string_view name, const DeleteOptions& options) {
   RETURN_IF_ERROR(ValidateThinName(name));
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
-  ASSIGN_OR_RETURN(bool active, IsActive());
-  if (!active) {
-    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
-  }
-  RETURN_IF_ERROR(ReconcileLocked().status());
+  ASSIGN_OR_RETURN(dm::DeviceInfo pool_dev, ActivePoolDeviceLocked());
+  ASSIGN_OR_RETURN(bool reconciled, PrepareLocked());
   ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
   if (options.discard) {
-    ASSIGN_OR_RETURN(ThinInfo info, ActivateThinLocked(thin));
+    // Discarding destroys the data before the intent exists: the kernel
+    // must be seen to agree with the registry first.
+    if (!reconciled) RETURN_IF_ERROR(ReconcileLocked().status());
+    reconciled = true;
+    ASSIGN_OR_RETURN(ThinInfo info, ActivateThinLocked(thin, pool_dev.dev));
     int fd = ::open(info.device.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", info.device));
     base::UniqueFd f(fd);
@@ -1164,6 +1239,7 @@ absl::Status Pool::DeleteThin(absl::string_view name, const DeleteOptions& optio
   }
   RETURN_IF_ERROR(DeactivateThinLocked(thin));
   ASSIGN_OR_RETURN(PendingOp op, state_.registry().BeginDelete(name_, name));
+  RETURN_IF_ERROR(CheckIntentLocked(op, reconciled));
   Failpoint("after_intent");
   absl::Status sent = SendMessage(dm::thin_msg::Delete{op.dev_id});
   if (!sent.ok() && !base::HasErrno(sent, ENODATA)) {
@@ -1240,12 +1316,14 @@ absl::StatusOr<ThinInfo> Pool::ActivateThin(absl::string_view name) {
   return ActivateThinLocked(thin);
 }
 
-absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin) {
-  RETURN_IF_ERROR(ActivateDevice(thin));
-  return Describe(thin);
+absl::StatusOr<ThinInfo> Pool::ActivateThinLocked(const ThinRecord& thin,
+                                                 std::optional<dm::DevNum> pool_dev) {
+  ASSIGN_OR_RETURN(dm::DeviceInfo dev, ActivateDevice(thin, pool_dev));
+  return Describe(thin, dev);
 }
 
-absl::Status Pool::ActivateDevice(const ThinRecord& thin) const {
+absl::StatusOr<dm::DeviceInfo> Pool::ActivateDevice(const ThinRecord& thin,
+                                                    std::optional<dm::DevNum> pool_dev) const {
   ASSIGN_OR_RETURN(dm::Name n, DmName(ThinDmName(thin.name)));
   ASSIGN_OR_RETURN(auto existing, dm_.Find(n));
   if (existing.has_value() && existing->live_table()) {
@@ -1254,16 +1332,19 @@ absl::Status Pool::ActivateDevice(const ThinRecord& thin) const {
           "device-mapper device ", ThinDmName(thin.name), " exists with uuid '",
           existing->uuid, "', expected '", ThinDmUuid(thin.dev_id), "'"));
     }
-    return absl::OkStatus();
+    return *existing;
   }
   if (existing.has_value()) RETURN_IF_ERROR(dm_.Remove(n).status());
-  ASSIGN_OR_RETURN(dm::Name pool_name, DmName(dm_name()));
-  ASSIGN_OR_RETURN(auto pool_dev, dm_.Find(pool_name));
-  if (!pool_dev.has_value() || !pool_dev->live_table()) {
-    return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
+  if (!pool_dev.has_value()) {
+    ASSIGN_OR_RETURN(dm::Name pool_name, DmName(dm_name()));
+    ASSIGN_OR_RETURN(auto pool_info, dm_.Find(pool_name));
+    if (!pool_info.has_value() || !pool_info->live_table()) {
+      return absl::FailedPreconditionError(absl::StrCat("pool '", name_, "' is not active"));
+    }
+    pool_dev = pool_info->dev;
   }
   dm::ThinTarget target;
-  target.pool = pool_dev->dev;
+  target.pool = *pool_dev;
   target.device_id = thin.dev_id;
   dm::Table table = dm::Table::Single(dm::Sectors(thin.size_bytes / kSector), target);
   dm::CreateOptions create;
@@ -1274,7 +1355,7 @@ absl::Status Pool::ActivateDevice(const ThinRecord& thin) const {
     return base::Annotate(created.status(),
                           absl::StrCat("activating thin device '", thin.name, "'"));
   }
-  return absl::OkStatus();
+  return *created;
 }
 
 absl::Status Pool::DeactivateThin(absl::string_view name) {
@@ -1314,19 +1395,28 @@ ThinInfo Pool::RecordInfo(const ThinRecord& thin) const {
   return info;
 }
 
-absl::StatusOr<ThinInfo> Pool::Describe(const ThinRecord& thin) const {
+absl::StatusOr<ThinInfo> Pool::Describe(const ThinRecord& thin,
+                                        std::optional<dm::DeviceInfo> live) const {
   ThinInfo info = RecordInfo(thin);
   if (thin.parent_id) {
     auto parent = state_.registry().GetThinById(name_, *thin.parent_id);
     if (parent.ok()) info.parent_name = parent->name;
   }
-  ASSIGN_OR_RETURN(dm::Name n, DmName(info.dm_name));
-  ASSIGN_OR_RETURN(auto dev, dm_.Find(n));
-  if (dev.has_value() && dev->live_table()) {
-    info.active = true;
-    info.devnum = dev->dev;
-    info.device = NodeFor(dm_, info.dm_name, dev->dev);
-    auto st = dm_.GetThinStatus(n);
+  if (!live.has_value()) {
+    ASSIGN_OR_RETURN(dm::Name n, DmName(info.dm_name));
+    ASSIGN_OR_RETURN(live, dm_.Find(n));
+  }
+  if (live.has_value() && live->live_table()) return WithDevice(std::move(info), *live);
+  return info;
+}
+
+ThinInfo Pool::WithDevice(ThinInfo info, const dm::DeviceInfo& dev) const {
+  info.active = true;
+  info.devnum = dev.dev;
+  info.device = NodeFor(dm_, info.dm_name, dev.dev);
+  auto n = DmName(info.dm_name);
+  if (n.ok()) {
+    auto st = dm_.GetThinStatus(*n);
     if (st.ok() && st->ok()) info.mapped_bytes = dm::BytesOf(st->mapped);
   }
   return info;

@@ -54,7 +54,10 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
   CheckReport report;
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
   ASSIGN_OR_RETURN(PoolRecord rec, Record());
-  ASSIGN_OR_RETURN(bool active, IsActive());
+  // Resumes the pool device if a dead process left it suspended (reported
+  // below with the other actions).
+  ASSIGN_OR_RETURN(std::optional<dm::DeviceInfo> pool_dev, PoolDeviceLocked());
+  const bool active = pool_dev.has_value();
   ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
   const auto thin_dump = FindProgram("thin_dump");
 
@@ -70,7 +73,7 @@ absl::StatusOr<CheckReport> Pool::Check(bool repair) {
   if (active) {
     // Devices a dead process left suspended are resumed whether or not
     // asked to repair (they hang all I/O); reported with what Open resumed.
-    RETURN_IF_ERROR(ResumeLeftSuspended(/*thins=*/true));
+    RETURN_IF_ERROR(ResumeThinsLeftSuspended());
     for (std::string& done : TakeRecovered()) report.actions.push_back(std::move(done));
     ASSIGN_OR_RETURN(dm::ThinPoolStatus k, KernelStatus());
     if (!k.ok()) {

@@ -276,8 +276,31 @@ class Pool {
 
   absl::Status ActivateLocked();
   absl::Status DeactivateLocked(bool force);
+  // Under the pool lock: the pool device as one DM_DEV_STATUS tells it
+  // (live table, devnum), resumed first if a dead process left it
+  // suspended; nullopt when it has no live table.
+  absl::StatusOr<std::optional<dm::DeviceInfo>> PoolDeviceLocked();
+  // The same, FailedPrecondition when the pool is not active.
+  absl::StatusOr<dm::DeviceInfo> ActivePoolDeviceLocked();
+  // Compares the kernel with the registry and finishes or undoes a pending
+  // operation; resumes the thins when a snapshot is pending. The pool
+  // device must be active (PoolDeviceLocked).
   absl::StatusOr<std::string> ReconcileLocked();
+  // Before an operation, under the pool lock: with an operation pending (a
+  // process died), a full ReconcileLocked, and true. Otherwise false: the
+  // kernel is compared with the registry by CheckIntentLocked once the
+  // intent is recorded, whose transaction gives the registry's id (one
+  // registry read fewer).
+  absl::StatusOr<bool> PrepareLocked();
+  // After the intent `op` is recorded, before any message (unless
+  // PrepareLocked `reconciled`): the kernel must be healthy and at
+  // op.old_txid, as ReconcileLocked requires; otherwise the intent is
+  // withdrawn and the error returned, nothing sent.
+  absl::Status CheckIntentLocked(const PendingOp& op, bool reconciled);
   absl::Status ResumeLeftSuspended(bool thins);
+  absl::Status ResumeThinsLeftSuspended();
+  absl::Status ResumeIfLeftSuspended(const dm::DeviceInfo& info, const std::string& dm_name,
+                                     absl::string_view what);
   absl::StatusOr<dm::ThinPoolStatus> KernelStatus(bool commit = false) const;
   absl::Status CleanUpQuarantined();
   absl::StatusOr<dm::Table> PoolTable(const PoolRecord& record, dm::DevNum meta,
@@ -288,16 +311,23 @@ class Pool {
   absl::Status FinishDelete(const PendingOp& op);
   absl::Status RepairMetadataFile(const PoolRecord& rec, CheckReport* report);
   absl::StatusOr<ThinInfo> CreateLocked(absl::string_view name, uint64_t size,
-                                        std::optional<uint32_t> origin_id,
+                                        const std::optional<ThinRecord>& origin,
                                         bool activate);
-  absl::StatusOr<ThinInfo> ActivateThinLocked(const ThinRecord& thin);
-  // Makes the thin's dm device (or checks the one there); ActivateThinLocked
-  // without the description. Safe to run beside other pool calls.
-  absl::Status ActivateDevice(const ThinRecord& thin) const;
+  absl::StatusOr<ThinInfo> ActivateThinLocked(const ThinRecord& thin,
+                                              std::optional<dm::DevNum> pool_dev = std::nullopt);
+  // Makes the thin's dm device (or checks the one there) and returns it live;
+  // ActivateThinLocked without the description. The pool's devnum when the
+  // caller knows it (else looked up). Safe to run beside other pool calls.
+  absl::StatusOr<dm::DeviceInfo> ActivateDevice(const ThinRecord& thin,
+                                                std::optional<dm::DevNum> pool_dev) const;
   absl::Status DeactivateThinLocked(const ThinRecord& thin);
   // The registry's fields of a thin; Describe adds the kernel's.
   ThinInfo RecordInfo(const ThinRecord& thin) const;
-  absl::StatusOr<ThinInfo> Describe(const ThinRecord& thin) const;
+  // `live`: the thin's device when the caller has it (else looked up).
+  absl::StatusOr<ThinInfo> Describe(const ThinRecord& thin,
+                                    std::optional<dm::DeviceInfo> live = std::nullopt) const;
+  // `info` with the kernel's view of its live device `dev`.
+  ThinInfo WithDevice(ThinInfo info, const dm::DeviceInfo& dev) const;
   // Names of this pool's active thin dm devices.
   absl::StatusOr<std::vector<std::string>> ActiveThinDmNames() const;
   std::string ThinDmName(absl::string_view thin) const;
