@@ -615,6 +615,37 @@ TEST_F(PoolTest, CrashPointMatrix) {
   ExpectKernelMatchesRegistry(*pool);
 }
 
+// With nothing pending, an operation compares the kernel's transaction id
+// with its intent's (no separate read before): a kernel moved outside the
+// protocol refuses create, snapshot and delete with DataLoss, the intent
+// withdrawn and no message sent; once they agree again, business as usual.
+TEST_F(PoolTest, KernelMovedOutsideTheProtocolRefusesAndTouchesNothing) {
+  auto pool = MakePool(64 * kMiB);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->CreateThin("keep", 16 * kMiB).ok());
+  auto rec = pool->Record();
+  ASSERT_TRUE(rec.ok());
+  const uint64_t txid = rec->transaction_id;
+  auto dmname = dm::Name::Create(pool->dm_name());
+  ASSERT_TRUE(dmname.ok());
+  ASSERT_TRUE(dm_->SendThinPoolMessage(*dmname, dm::thin_msg::SetTransactionId{txid, txid + 5}).ok());
+  auto created = pool->CreateThin("new", 16 * kMiB);
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kDataLoss) << created.status();
+  auto snap = pool->Snapshot("keep", "snap");
+  EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss) << snap.status();
+  absl::Status deleted = pool->DeleteThin("keep");
+  EXPECT_EQ(deleted.code(), absl::StatusCode::kDataLoss) << deleted;
+  EXPECT_FALSE(state_->registry().GetPending(pool->name())->has_value());
+  EXPECT_EQ(state_->registry().ListThins(pool->name())->size(), 1u);
+  auto keep = pool->GetThinInfo("keep");
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  EXPECT_EQ(keep->state, ThinState::kReady);
+  ASSERT_TRUE(dm_->SendThinPoolMessage(*dmname, dm::thin_msg::SetTransactionId{txid + 5, txid}).ok());
+  ExpectKernelMatchesRegistry(*pool);  // the kernel has "keep" alone
+  ASSERT_TRUE(pool->Snapshot("keep", "snap").ok());
+  ASSERT_TRUE(pool->DeleteThin("snap").ok());
+}
+
 // Issue 11, item 6: kill -9 between a suspend and its resume (a snapshot of
 // a mounted origin, a pool growing) left the device suspended, all I/O to it
 // hanging, until some later command silently resumed it (and a Resize's
