@@ -31,6 +31,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -73,17 +74,27 @@ std::string Quote(absl::string_view s) {
   return absl::StrCat("\"", absl::CHexEscape(s), "\"");
 }
 
-// An uninitialised heap buffer: std::vector<char> would zero (and fault in)
-// 7 MiB of blocks for every layer, however small.
+// An uninitialised, page-aligned heap buffer: std::vector<char> would zero
+// (and fault in) 7 MiB of blocks for every layer, however small. Page
+// alignment matters for speed: a 1 MiB `new char[]` is a fresh mmap whose
+// data starts 16 bytes into the page, so every read() copied page-cache pages
+// to an address 16 bytes past a page boundary (4K aliasing in the kernel's
+// rep movsb: the first import in a process read 210 MB ~4x slower, ~85 ms of
+// CPU, than a later one whose buffers happened to land elsewhere). GNU tar
+// page-aligns its record buffer for the same reason.
 class RawBuffer {
  public:
-  explicit RawBuffer(size_t n) : data_(new char[n]), size_(n) {}
+  static constexpr std::align_val_t kAlign{4096};
+  explicit RawBuffer(size_t n) : data_(static_cast<char*>(::operator new[](n, kAlign))), size_(n) {}
   char* data() { return data_.get(); }
   const char* data() const { return data_.get(); }
   size_t size() const { return size_; }
 
  private:
-  std::unique_ptr<char[]> data_;
+  struct Free {
+    void operator()(char* p) const { ::operator delete[](p, kAlign); }
+  };
+  std::unique_ptr<char[], Free> data_;
   size_t size_;
 };
 
