@@ -1,17 +1,21 @@
 // graph::LayerRecords: drivers' per-layer records in SQLite.
 #include "graph/records.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "base/sqlite.h"
 #include "base/sqlite_shared.h"
 #include "base/status.h"
+#include "base/unique_fd.h"
 
 namespace graph {
 
@@ -41,6 +45,11 @@ std::string LayerRecord::Field(const std::string& key) const {
   return it == fields.end() ? std::string() : it->second;
 }
 
+std::string DriverEntry::Field(const std::string& key) const {
+  auto it = fields.find(key);
+  return it == fields.end() ? std::string() : it->second;
+}
+
 namespace {
 
 constexpr char kSchema[] = R"sql(
@@ -48,6 +57,11 @@ CREATE TABLE IF NOT EXISTS driver_records(
   id TEXT PRIMARY KEY,
   state TEXT NOT NULL CHECK(state IN ('creating', 'ready', 'removing')),
   fields TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS driver_entries(
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  fields TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(kind, name));
 )sql";
 
 // "key=value" lines, both C-escaped (a value may hold '\n').
@@ -71,6 +85,32 @@ absl::StatusOr<std::map<std::string, std::string>> DecodeFields(const std::strin
   return out;
 }
 
+absl::StatusOr<DriverEntry> ReadEntry(const Stmt& s) {
+  DriverEntry e;
+  e.kind = s.Text(0);
+  e.name = s.Text(1);
+  ASSIGN_OR_RETURN(e.fields, DecodeFields(absl::StrCat(e.kind, " entry ", e.name), s.Text(2)));
+  return e;
+}
+
+absl::Status InsertEntry(Db& db, const DriverEntry& e, const char* verb) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare(absl::StrCat(verb, " INTO driver_entries(kind, name, fields) VALUES(?, ?, ?)")));
+  return s.Bind(1, e.kind).Bind(2, e.name).Bind(3, EncodeFields(e.fields)).Run();
+}
+
+absl::Status MakeRoot(const std::string& root) {
+  std::string cur;
+  for (absl::string_view part : absl::StrSplit(root, '/', absl::SkipEmpty())) {
+    cur = (root[0] == '/' || !cur.empty()) ? absl::StrCat(cur, "/", part) : std::string(part);
+    if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::ErrnoError(errno, absl::StrCat("creating ", cur));
+    }
+  }
+  return absl::OkStatus();
+}
+
+const char* HomeName(bool own) { return own ? "own" : "store"; }
+
 absl::StatusOr<LayerRecord> ReadRecord(const Stmt& s) {
   LayerRecord r;
   r.id = s.Text(0);
@@ -85,6 +125,47 @@ absl::StatusOr<LayerRecord> ReadRecord(const Stmt& s) {
 
 const char* LayerRecords::Schema() { return kSchema; }
 
+std::vector<std::string> LayerRecords::SchemaTables() { return {"driver_records", "driver_entries"}; }
+
+absl::Status LayerRecords::ClaimHome(const std::string& root, bool own, absl::string_view driver) {
+  const std::string path = absl::StrCat(root, "/records-home");
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd) {
+    char buf[64];
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) return base::ErrnoError(errno, absl::StrCat("reading ", path));
+    std::string have(absl::StripAsciiWhitespace(absl::string_view(buf, static_cast<size_t>(n))));
+    if (have == HomeName(own)) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        driver, ": the layer records of ", root, " are ",
+        have == "store" ? "in the layer store that made it (open the store, not the driver alone)"
+                        : "in its own records.db (it was made without a layer store; open the driver alone)",
+        "; opened the other way its layers would look like orphans"));
+  }
+  if (errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+  RETURN_IF_ERROR(MakeRoot(root));
+  // Written whole or not at all: a temporary, synced, renamed into place.
+  const std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  const std::string text = absl::StrCat(HomeName(own), "\n");
+  base::UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!out) return base::ErrnoError(errno, absl::StrCat("creating ", tmp));
+  absl::Status s;
+  if (::write(out.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    s = base::ErrnoError(errno, absl::StrCat("writing ", tmp));
+  } else if (::fsync(out.get()) != 0) {
+    s = base::ErrnoError(errno, absl::StrCat("fsync ", tmp));
+  } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = base::ErrnoError(errno, absl::StrCat("renaming ", tmp, " to ", path));
+  }
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  base::UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir || ::fsync(dir.get()) != 0) return base::ErrnoError(errno, absl::StrCat("fsync ", root));
+  return absl::OkStatus();
+}
+
 LayerRecords::LayerRecords(std::string path, std::shared_ptr<SharedDb> conn, bool staged)
     : path_(std::move(path)), conn_(std::move(conn)), staged_(staged) {}
 
@@ -92,12 +173,14 @@ LayerRecords::~LayerRecords() = default;
 
 absl::StatusOr<std::shared_ptr<LayerRecords>> LayerRecords::Open(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(path, /*create=*/true));
-  // Only a database without the table is written to (opening must work on
+  // Only a database without a table is written to (opening must work on
   // a full filesystem).
   {
-    ASSIGN_OR_RETURN(Stmt have, db->Prepare("SELECT 1 FROM sqlite_master WHERE name = 'driver_records'"));
-    ASSIGN_OR_RETURN(bool present, have.Step());
-    if (!present) RETURN_IF_ERROR(db->Exec(kSchema));
+    ASSIGN_OR_RETURN(Stmt have, db->Prepare(
+                                    "SELECT count(*) FROM sqlite_master WHERE name IN "
+                                    "('driver_records', 'driver_entries')"));
+    ASSIGN_OR_RETURN(bool row, have.Step());
+    if (!row || have.Int(0) != 2) RETURN_IF_ERROR(db->Exec(kSchema));
   }
   return std::shared_ptr<LayerRecords>(
       new LayerRecords(path, std::make_shared<SharedDb>(std::move(db)), /*staged=*/false));
@@ -110,13 +193,7 @@ std::shared_ptr<LayerRecords> LayerRecords::InStore(const std::string& path, std
 absl::StatusOr<std::shared_ptr<LayerRecords>> LayerRecords::ForDriver(
     const std::string& root, const std::shared_ptr<LayerRecords>& given) {
   if (given != nullptr) return given;
-  std::string cur;
-  for (absl::string_view part : absl::StrSplit(root, '/', absl::SkipEmpty())) {
-    cur = (root[0] == '/' || !cur.empty()) ? absl::StrCat(cur, "/", part) : std::string(part);
-    if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
-      return base::ErrnoError(errno, absl::StrCat("creating ", cur));
-    }
-  }
+  RETURN_IF_ERROR(MakeRoot(root));
   return Open(absl::StrCat(root, "/records.db"));
 }
 
@@ -284,8 +361,9 @@ absl::StatusOr<std::vector<std::string>> LayerRecords::ReadyOrUnowned(const std:
   return out;
 }
 
-absl::Status LayerRecords::Migrate(const std::vector<LayerRecord>& records) {
-  if (records.empty()) return absl::OkStatus();
+absl::Status LayerRecords::Migrate(const std::vector<LayerRecord>& records,
+                                   const std::vector<DriverEntry>& entries) {
+  if (records.empty() && entries.empty()) return absl::OkStatus();
   RETURN_IF_ERROR(Reentered("Migrate"));
   ASSIGN_OR_RETURN(Writer w, conn_->Write());
   for (const LayerRecord& r : records) {
@@ -293,6 +371,63 @@ absl::Status LayerRecords::Migrate(const std::vector<LayerRecord>& records) {
                                  "INSERT OR IGNORE INTO driver_records(id, state, fields) VALUES(?, ?, ?)"));
     RETURN_IF_ERROR(s.Bind(1, r.id).Bind(2, RecordStateName(r.state)).Bind(3, EncodeFields(r.fields)).Run());
   }
+  for (const DriverEntry& e : entries) RETURN_IF_ERROR(InsertEntry(w.db(), e, "INSERT OR IGNORE"));
+  return w.Commit();
+}
+
+absl::Status LayerRecords::PutEntry(const DriverEntry& entry, bool relaxed) {
+  RETURN_IF_ERROR(Reentered("PutEntry"));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(relaxed));
+  RETURN_IF_ERROR(InsertEntry(w.db(), entry, "INSERT OR REPLACE"));
+  return w.Commit();
+}
+
+absl::Status LayerRecords::DeleteEntry(const std::string& kind, const std::string& name) {
+  RETURN_IF_ERROR(Reentered("DeleteEntry"));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/true));
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("DELETE FROM driver_entries WHERE kind = ? AND name = ?"));
+  RETURN_IF_ERROR(s.Bind(1, kind).Bind(2, name).Run());
+  return w.Commit();
+}
+
+absl::StatusOr<std::optional<DriverEntry>> LayerRecords::GetEntry(const std::string& kind,
+                                                                  const std::string& name) const {
+  RETURN_IF_ERROR(Reentered("GetEntry"));
+  auto l = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare(
+                               "SELECT kind, name, fields FROM driver_entries WHERE kind = ? AND name = ?"));
+  ASSIGN_OR_RETURN(bool row, s.Bind(1, kind).Bind(2, name).Step());
+  if (!row) return std::optional<DriverEntry>();
+  ASSIGN_OR_RETURN(DriverEntry e, ReadEntry(s));
+  return std::optional<DriverEntry>(std::move(e));
+}
+
+absl::StatusOr<std::vector<DriverEntry>> LayerRecords::Entries(const std::string& kind) const {
+  RETURN_IF_ERROR(Reentered("Entries"));
+  std::vector<DriverEntry> out;
+  auto l = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare(
+                               "SELECT kind, name, fields FROM driver_entries WHERE kind = ? ORDER BY name"));
+  s.Bind(1, kind);
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(DriverEntry e, ReadEntry(s));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::Status LayerRecords::DropWithEntry(const std::string& id, const DriverEntry& entry) {
+  RETURN_IF_ERROR(Reentered("DropWithEntry"));
+  {
+    std::lock_guard<std::mutex> l(staged_mu_);
+    staged_ready_.erase(id);
+  }
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_));
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("DELETE FROM driver_records WHERE id = ?"));
+  RETURN_IF_ERROR(s.Bind(1, id).Run());
+  RETURN_IF_ERROR(InsertEntry(w.db(), entry, "INSERT OR REPLACE"));
   return w.Commit();
 }
 

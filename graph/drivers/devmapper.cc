@@ -78,7 +78,6 @@ struct Config {
   bool blkdiscard = false;
   bool deferred_removal = true;
   bool deferred_deletion = true;
-  bool sync_metadata = false;
   absl::Duration reaper_interval = absl::Seconds(30);
 };
 
@@ -161,7 +160,9 @@ absl::StatusOr<Config> ParseConfig(const DriverOptions& o) {
     } else if (key == "dm.use_deferred_deletion") {
       ASSIGN_OR_RETURN(c.deferred_deletion, ParseBool(key, value));
     } else if (key == "dm.sync_metadata") {
-      ASSIGN_OR_RETURN(c.sync_metadata, ParseBool(key, value));
+      // Docker's option, accepted and checked; nothing left to sync: the
+      // deferred deletions it synced are entries in the records now.
+      RETURN_IF_ERROR(ParseBool(key, value).status());
     } else if (key == "dm.reaper_interval") {
       if (!absl::ParseDuration(value, &c.reaper_interval) || c.reaper_interval < absl::ZeroDuration()) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -340,23 +341,29 @@ std::optional<LayerRecord> ParseRecordFile(const std::string& id, const std::str
   return r;
 }
 
-// <root>/records-home says where the layer records are: "store" (the layer
-// store's registry) or "own" (<root>/records.db). Opened the other way the
-// driver would see none of its layers and take their thins for orphans:
-// refused before anything is made or opened.
-std::string RecordsHomePath(const std::string& root) { return absl::StrCat(root, "/records-home"); }
-const char* RecordsHome(bool own_records) { return own_records ? "own" : "store"; }
+// Driver-wide entries (LayerRecords::PutEntry), by kind:
+//   base        "base": the base device (thin, state creating|ready, layout)
+//   deferred    <thin>: a removed layer's thin whose device is still held
+//               open (field id: the layer it was); the reaper deletes it
+//   deactivate  <id>: a layer whose last Put left its device active for the
+//               reaper to deactivate
+constexpr char kBaseKind[] = "base";
+constexpr char kBaseName[] = "base";
+constexpr char kDeferredKind[] = "deferred";
+constexpr char kDeactivateKind[] = "deactivate";
 
-absl::Status CheckRecordsHome(const std::string& root, bool own_records) {
-  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(RecordsHomePath(root)));
-  if (!text) return absl::OkStatus();
-  std::string have(absl::StripAsciiWhitespace(*text));
-  if (have == RecordsHome(own_records)) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "devicemapper: the layer records of ", root, " are ",
-      have == "store" ? "in the layer store that made it (open the store, not the driver alone)"
-                      : "in its own records.db (it was made without a layer store; open the driver alone)",
-      "; opened the other way its layers would look like orphans"));
+// The base device's entry, or a previous release's <root>/base file
+// ("thin=..\nlayout=root\nstate=creating|ready\n"), read: nullopt if it is
+// not one (malformed).
+std::optional<DriverEntry> BaseEntry(const std::string& thin, const std::map<std::string, std::string>& kv) {
+  auto get = [&](const char* k) {
+    auto it = kv.find(k);
+    return it == kv.end() ? std::string() : it->second;
+  };
+  if (get("thin") != thin || (get("state") != "creating" && get("state") != "ready")) return std::nullopt;
+  DriverEntry e{kBaseKind, kBaseName, {{"thin", thin}, {"state", get("state")}}};
+  if (!get("layout").empty()) e.fields["layout"] = get("layout");
+  return e;
 }
 
 // ----------------------------------------------------------------- driver ---
@@ -427,12 +434,7 @@ class DevmapperDriver : public Driver {
   absl::Status Committed(const std::string& id) override;
 
  private:
-  // A thin whose deletion waits for its device to close (file names the thin).
-  std::string DeferredPath(const std::string& thin) const { return absl::StrCat(root_, "/deferred/", thin); }
   std::string MountPath(const std::string& id) const { return absl::StrCat(root_, "/mnt/", id); }
-  // A layer whose device the last Put left active for the reaper to
-  // deactivate (empty file named by the layer id).
-  std::string DeactivatePath(const std::string& id) const { return absl::StrCat(root_, "/deactivate/", id); }
   std::string TmpDir() const { return absl::StrCat(root_, "/tmp"); }
   std::string BaseThin() const { return absl::StrCat(tag_, "+base"); }
   bool OwnsThin(absl::string_view thin) const {
@@ -442,15 +444,15 @@ class DevmapperDriver : public Driver {
   absl::StatusOr<FileLock> Lock() const { return FileLock::Take(absl::StrCat(root_, "/.lock")); }
 
   absl::StatusOr<std::optional<Record>> ReadRecord(const std::string& id) const;
-  // Drops the record and what hangs off the id (mount point, old pins).
-  absl::Status DropRecord(const std::string& id) const;
+  // Drops the record and what hangs off the id (mount point, old pins);
+  // with `deferred`, writes that entry in the same transaction.
+  absl::Status DropRecord(const std::string& id, const DriverEntry* deferred = nullptr) const;
   // The record of a ready layer; NotFound otherwise.
   absl::StatusOr<Record> ReadyRecord(const std::string& id) const;
 
-  // Writes <root>/records-home if missing.
-  absl::Status WriteRecordsHome();
-  // Earlier releases' <root>/metadata/<id> files into the records.
-  absl::Status MigrateRecordFiles();
+  // Earlier releases' files (<root>/metadata/<id>, deferred/<thin>,
+  // deactivate/<id>, base) into the records, in one transaction.
+  absl::Status MigrateFiles();
   absl::Status OpenPool();
   absl::Status EnsurePoolActive() const;
   absl::Status EnsureBase();
@@ -465,11 +467,12 @@ class DevmapperDriver : public Driver {
   // Put's last reference: unmounts, then queues the device's deactivation
   // for the reaper (or deactivates now when there is no reaper thread).
   absl::Status UnmountLayer(const Record& r);
-  // The deferred deactivation after a Put. Queue: marker file, then the
-  // in-memory queue the reaper thread waits on. Cancel (Get, Mounts,
-  // Remove; under the layer's mount-count lock where a device is wanted
-  // again): drops both. Deactivate (the reaper, under that lock): only if
-  // the marker is still there and nothing mounts the layer.
+  // The deferred deactivation after a Put. Queue: a "deactivate" entry in
+  // the records (relaxed commit), then the in-memory queue the reaper
+  // thread waits on. Cancel (Get, Mounts, Remove; under the layer's
+  // mount-count lock where a device is wanted again, in this process or
+  // another): drops both. Deactivate (the reaper, under that lock): only if
+  // the entry is still there and nothing mounts the layer.
   absl::Status QueueDeactivation(const Record& r);
   void CancelDeactivation(const std::string& id) const;
   absl::Status DeactivateQueued(const std::string& id);
@@ -537,11 +540,11 @@ absl::StatusOr<Record> DevmapperDriver::ReadyRecord(const std::string& id) const
   return FromLayerRecord(lr);
 }
 
-absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
+absl::Status DevmapperDriver::DropRecord(const std::string& id, const DriverEntry* deferred) const {
   // pins/<id>: a mount reference of earlier versions' Mounts().
   std::string pin = absl::StrCat(root_, "/pins/", id);
   if (::unlink(pin.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", pin));
-  RETURN_IF_ERROR(records_->Drop(id));
+  RETURN_IF_ERROR(deferred != nullptr ? records_->DropWithEntry(id, *deferred) : records_->Drop(id));
   std::string mnt = MountPath(id);
   if (::rmdir(mnt.c_str()) != 0 && errno != ENOENT && errno != EBUSY) {
     return base::ErrnoError(errno, absl::StrCat("removing ", mnt));
@@ -552,13 +555,12 @@ absl::Status DevmapperDriver::DropRecord(const std::string& id) const {
 // ------------------------------------------------------------------ open ---
 
 absl::Status DevmapperDriver::Init() {
-  for (const char* sub : {"", "/mnt", "/tmp", "/deferred"}) {
+  for (const char* sub : {"", "/mnt", "/tmp"}) {
     RETURN_IF_ERROR(MkdirP(absl::StrCat(root_, sub), 0700));
   }
   // Leftover temporaries of a crashed writer.
   ASSIGN_OR_RETURN(std::vector<std::string> tmps, ListDir(TmpDir()));
   for (const std::string& t : tmps) (void)RemoveTree(absl::StrCat(TmpDir(), "/", t));
-  RETURN_IF_ERROR(WriteRecordsHome());
 
   std::string instance = absl::StrCat(root_, "/instance");
   ASSIGN_OR_RETURN(std::optional<std::string> tag, ReadSmallFile(instance));
@@ -583,7 +585,7 @@ absl::Status DevmapperDriver::Init() {
 
   {
     ASSIGN_OR_RETURN(FileLock lock, Lock());
-    RETURN_IF_ERROR(MigrateRecordFiles());
+    RETURN_IF_ERROR(MigrateFiles());
     RETURN_IF_ERROR(Recover());
     RETURN_IF_ERROR(RecoverDeactivations());
     RETURN_IF_ERROR(EnsureBase());
@@ -594,37 +596,61 @@ absl::Status DevmapperDriver::Init() {
   return absl::OkStatus();
 }
 
-// Writes <root>/records-home for a root that has none (CheckRecordsHome
-// refused any other).
-absl::Status DevmapperDriver::WriteRecordsHome() {
-  const std::string path = RecordsHomePath(root_);
-  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
-  if (text) return absl::OkStatus();
-  return WriteFileAtomic(TmpDir(), path, absl::StrCat(RecordsHome(own_records_), "\n"), /*durable=*/true);
-}
-
-// Under the lock. Record files of earlier releases (<root>/metadata/<id>)
-// go into the records in one transaction; the files go only after it
-// committed (a crash in between: the next open migrates them again, and
-// records already there win).
-absl::Status DevmapperDriver::MigrateRecordFiles() {
-  const std::string dir = absl::StrCat(root_, "/metadata");
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(dir));
-  std::vector<LayerRecord> found;
+// Under the lock. What earlier releases kept in files goes into the
+// records in one transaction: the layer records (<root>/metadata/<id>),
+// the deferred deletions (deferred/<thin>: "id=<layer>"), the queued
+// deactivations (deactivate/<id>, empty) and the base device (base). The
+// files go only after it committed (a crash in between: the next open
+// migrates them again, and what is already in the records wins). A file
+// that is not what its release wrote is DataLoss, and nothing is moved.
+absl::Status DevmapperDriver::MigrateFiles() {
+  const std::string metadata = absl::StrCat(root_, "/metadata");
+  const std::string deferred = absl::StrCat(root_, "/deferred");
+  const std::string deactivate = absl::StrCat(root_, "/deactivate");
+  const std::string base = absl::StrCat(root_, "/base");
+  auto malformed = [](const std::string& path, absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("devicemapper: ", path, " is malformed (", why,
+                                            "); nothing was moved into the records"));
+  };
+  std::vector<LayerRecord> records;
+  std::vector<DriverEntry> entries;
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(metadata));
   for (const std::string& id : ids) {
-    if (!ValidateLayerId(id).ok()) continue;
-    std::string path = absl::StrCat(dir, "/", id);
+    std::string path = absl::StrCat(metadata, "/", id);
+    if (!ValidateLayerId(id).ok()) return malformed(path, "not a layer id");
     ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
     if (!text) continue;
     std::optional<LayerRecord> r = ParseRecordFile(id, *text);
-    if (!r) return absl::DataLossError(absl::StrCat("devicemapper: layer record ", path, " is malformed"));
-    found.push_back(std::move(*r));
+    if (!r) return malformed(path, "not a layer record");
+    records.push_back(std::move(*r));
   }
-  RETURN_IF_ERROR(base::Annotate(records_->Migrate(found), absl::StrCat("devicemapper: moving the layer records of ",
-                                                                         dir, " into ", records_->path())));
-  return RemoveTree(dir);
+  ASSIGN_OR_RETURN(std::vector<std::string> thins, ListDir(deferred));
+  for (const std::string& thin : thins) {
+    std::string path = absl::StrCat(deferred, "/", thin);
+    if (!OwnsThin(thin) || !thinpool::ValidateThinName(thin).ok()) return malformed(path, "not a thin of this root");
+    ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
+    if (!text) continue;
+    std::string id = ParseKv(*text)["id"];
+    if (!ValidateLayerId(id).ok()) return malformed(path, "no layer id");
+    entries.push_back({kDeferredKind, thin, {{"id", id}}});
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> queued, ListDir(deactivate));
+  for (const std::string& id : queued) {
+    if (!ValidateLayerId(id).ok()) return malformed(absl::StrCat(deactivate, "/", id), "not a layer id");
+    entries.push_back({kDeactivateKind, id, {}});
+  }
+  ASSIGN_OR_RETURN(std::optional<std::string> base_text, ReadSmallFile(base));
+  if (base_text) {
+    std::optional<DriverEntry> e = BaseEntry(BaseThin(), ParseKv(*base_text));
+    if (!e) return malformed(base, absl::StrCat("not the record of base device ", BaseThin()));
+    entries.push_back(std::move(*e));
+  }
+  RETURN_IF_ERROR(base::Annotate(records_->Migrate(records, entries),
+                                 absl::StrCat("devicemapper: moving the files of ", root_, " into ",
+                                              records_->path())));
+  for (const std::string& dir : {metadata, deferred, deactivate}) RETURN_IF_ERROR(RemoveTree(dir));
+  if (::unlink(base.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", base));
+  return absl::OkStatus();
 }
 
 absl::Status DevmapperDriver::OpenPool() {
@@ -674,22 +700,26 @@ absl::Status DevmapperDriver::EnsurePoolActive() const {
 // a complete one exists; an incomplete one (crash) is deleted and made again.
 // A base of earlier versions (no layout=root) keeps layers under rootfs/.
 absl::Status DevmapperDriver::EnsureBase() {
-  const std::string path = absl::StrCat(root_, "/base");
-  ASSIGN_OR_RETURN(std::optional<std::string> text, ReadSmallFile(path));
-  auto kv = text ? ParseKv(*text) : std::map<std::string, std::string>{};
+  ASSIGN_OR_RETURN(std::optional<DriverEntry> entry, records_->GetEntry(kBaseKind, kBaseName));
+  if (entry && !BaseEntry(BaseThin(), entry->fields)) {
+    return absl::DataLossError(absl::StrCat("devicemapper: the base device's entry in ", records_->path(),
+                                            " does not name ", BaseThin()));
+  }
   auto info = pool_->GetThinInfo(BaseThin());
   if (!info.ok() && info.status().code() != absl::StatusCode::kNotFound) return info.status();
-  if (kv["state"] == "ready" && info.ok()) {
+  if (entry && entry->Field("state") == "ready" && info.ok()) {
     base_bytes_ = info->size_bytes;
-    rootfs_subdir_ = kv["layout"] != "root";
+    rootfs_subdir_ = entry->Field("layout") != "root";
     return absl::OkStatus();
   }
   if (info.ok()) {
     RETURN_IF_ERROR(DeactivateThin(BaseThin()).status());
     RETURN_IF_ERROR(pool_->DeleteThin(BaseThin()));
   }
-  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), path, absl::StrCat("thin=", BaseThin(), "\nstate=creating\n"),
-                                  /*durable=*/false));
+  // The intent need not reach the disk: the thin made next is in the pool's
+  // registry, and an open that finds it without a ready entry makes it again.
+  RETURN_IF_ERROR(records_->PutEntry({kBaseKind, kBaseName, {{"thin", BaseThin()}, {"state", "creating"}}},
+                                     /*relaxed=*/true));
   ASSIGN_OR_RETURN(thinpool::ThinInfo base, pool_->CreateThin(BaseThin(), config_.base_bytes, /*activate=*/true));
   Failpoint("devmapper_base_after_thin");
   absl::Status made = MakeBaseFilesystem(base.device);
@@ -697,9 +727,8 @@ absl::Status DevmapperDriver::EnsureBase() {
   (void)gone;
   RETURN_IF_ERROR(made);
   Failpoint("devmapper_base_after_mkfs");
-  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), path,
-                                  absl::StrCat("thin=", BaseThin(), "\nlayout=root\nstate=ready\n"),
-                                  /*durable=*/true));
+  RETURN_IF_ERROR(records_->PutEntry(
+      {kBaseKind, kBaseName, {{"thin", BaseThin()}, {"layout", "root"}, {"state", "ready"}}}, /*relaxed=*/false));
   base_bytes_ = base.size_bytes;
   rootfs_subdir_ = false;
   return absl::OkStatus();
@@ -763,11 +792,14 @@ absl::Status DevmapperDriver::Recover() {
       }
     }
   }
-  ASSIGN_OR_RETURN(std::vector<std::string> deferred, ListDir(absl::StrCat(root_, "/deferred")));
-  for (const std::string& thin : deferred) {
-    if (!OwnsThin(thin) || !thinpool::ValidateThinName(thin).ok()) continue;
-    referenced.insert(thin);
-    RETURN_IF_ERROR(ReapThin(thin));
+  ASSIGN_OR_RETURN(std::vector<DriverEntry> deferred, records_->Entries(kDeferredKind));
+  for (const DriverEntry& e : deferred) {
+    if (!OwnsThin(e.name) || !thinpool::ValidateThinName(e.name).ok()) {
+      return absl::DataLossError(absl::StrCat("devicemapper: deferred deletion \"", e.name, "\" in ",
+                                              records_->path(), " names no thin of this root"));
+    }
+    referenced.insert(e.name);
+    RETURN_IF_ERROR(ReapThin(e.name));
   }
   // Orphans: our thins no record names (a record lost, or a thin made by a
   // process that crashed before writing its record). The base is handled by
@@ -911,12 +943,10 @@ absl::Status DevmapperDriver::UnmountLayer(const Record& r) {
 }
 
 absl::Status DevmapperDriver::QueueDeactivation(const Record& r) {
-  // The marker first: a crash after it leaves an active device that the
-  // next open deactivates (RecoverDeactivations). Not synced: a power cut
-  // takes the device with it.
-  std::string marker = DeactivatePath(r.id);
-  base::UniqueFd fd(::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return base::ErrnoError(errno, absl::StrCat("creating ", marker));
+  // The entry first: a crash after it leaves an active device that the
+  // next open deactivates (RecoverDeactivations). Relaxed (no wait for the
+  // disk on the caller's path): a power cut takes the device with it.
+  RETURN_IF_ERROR(records_->PutEntry({kDeactivateKind, r.id, {}}, /*relaxed=*/true));
   Failpoint("devmapper_after_put_queued");
   absl::MutexLock l(&reaper_mu_);
   queued_.insert(r.id);
@@ -928,38 +958,39 @@ void DevmapperDriver::CancelDeactivation(const std::string& id) const {
     absl::MutexLock l(&reaper_mu_);
     queued_.erase(id);
   }
-  std::string marker = DeactivatePath(id);
-  (void)::unlink(marker.c_str());
+  // A read first: a Get with nothing queued (the common case) writes nothing.
+  auto queued = records_->GetEntry(kDeactivateKind, id);
+  if (!queued.ok() || *queued) (void)records_->DeleteEntry(kDeactivateKind, id);
 }
 
 absl::Status DevmapperDriver::DeactivateQueued(const std::string& id) {
   std::string mnt = MountPath(id);
   return refs_.WithLock(id, [&] { return Mounted(mnt); }, [&](int live) -> absl::Status {
-    std::string marker = DeactivatePath(id);
     // Mounted again, or cancelled by a Get, Mounts or Remove meanwhile.
-    if (live > 0 || ::access(marker.c_str(), F_OK) != 0) return absl::OkStatus();
+    if (live > 0) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::optional<DriverEntry> queued, records_->GetEntry(kDeactivateKind, id));
+    if (!queued) return absl::OkStatus();
     auto r = ReadyRecord(id);
     if (r.ok()) {
       ASSIGN_OR_RETURN(bool gone, DeactivateThin(r->thin));
       (void)gone;  // held open elsewhere: the kernel removes it at last close
+      Failpoint("devmapper_after_queued_deactivate");
     } else if (r.status().code() != absl::StatusCode::kNotFound) {
-      return r.status();  // the marker stays: the next open retries
+      return r.status();  // the entry stays: the next open retries
     }
-    if (::unlink(marker.c_str()) != 0 && errno != ENOENT) {
-      return base::ErrnoError(errno, absl::StrCat("removing ", marker));
-    }
-    return absl::OkStatus();
+    return records_->DeleteEntry(kDeactivateKind, id);
   });
 }
 
 absl::Status DevmapperDriver::RecoverDeactivations() {
-  const std::string dir = absl::StrCat(root_, "/deactivate");
-  RETURN_IF_ERROR(MkdirP(dir, 0700));
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, ListDir(dir));
-  for (const std::string& id : ids) {
-    if (!ValidateLayerId(id).ok()) continue;
-    RETURN_IF_ERROR(base::Annotate(DeactivateQueued(id),
-                                   absl::StrCat("devicemapper: deactivating layer ", id, " after its last Put")));
+  ASSIGN_OR_RETURN(std::vector<DriverEntry> queued, records_->Entries(kDeactivateKind));
+  for (const DriverEntry& e : queued) {
+    if (!ValidateLayerId(e.name).ok()) {
+      RETURN_IF_ERROR(records_->DeleteEntry(kDeactivateKind, e.name));  // names no layer: nothing to do
+      continue;
+    }
+    RETURN_IF_ERROR(base::Annotate(DeactivateQueued(e.name), absl::StrCat("devicemapper: deactivating layer ",
+                                                                          e.name, " after its last Put")));
   }
   return absl::OkStatus();
 }
@@ -997,11 +1028,13 @@ absl::Status DevmapperDriver::FinishRemoval(Record r) {
         "devicemapper: layer ", r.id, " is busy (device ", info->dm_name,
         " is held open, e.g. by a mount in another mount namespace) and dm.use_deferred_deletion is off"));
   }
-  // The layer goes now; its thin id waits for the reaper. A crash between
-  // the two steps leaves both, and Recover finishes again.
-  RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), DeferredPath(r.thin), absl::StrCat("id=", r.id, "\n"),
-                                  config_.sync_metadata));
-  return DropRecord(r.id);
+  // The layer goes now; its thin id waits for the reaper.
+  // One transaction: the record goes and the thin's deferred deletion is
+  // recorded.
+  const DriverEntry deferred{kDeferredKind, r.thin, {{"id", r.id}}};
+  RETURN_IF_ERROR(DropRecord(r.id, &deferred));
+  Failpoint("devmapper_after_defer");
+  return absl::OkStatus();
 }
 
 absl::Status DevmapperDriver::ReapThin(const std::string& thin) {
@@ -1015,22 +1048,21 @@ absl::Status DevmapperDriver::ReapThin(const std::string& thin) {
     absl::Status deleted = pool_->DeleteThin(thin, dopt);
     if (IsBusy(deleted)) return absl::OkStatus();
     if (!deleted.ok() && deleted.code() != absl::StatusCode::kNotFound) return deleted;
+    Failpoint("devmapper_after_reap_delete");
   } else if (info.status().code() != absl::StatusCode::kNotFound) {
     return info.status();
   }
-  std::string p = DeferredPath(thin);
-  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", p));
-  return absl::OkStatus();
+  return records_->DeleteEntry(kDeferredKind, thin);
 }
 
 void DevmapperDriver::ReapDeferred() {
-  auto thins = ListDir(absl::StrCat(root_, "/deferred"));
-  if (!thins.ok() || thins->empty()) return;
+  auto deferred = records_->Entries(kDeferredKind);
+  if (!deferred.ok() || deferred->empty()) return;
   auto lock = Lock();
   if (!lock.ok()) return;
-  for (const std::string& thin : *thins) {
-    if (!OwnsThin(thin) || !thinpool::ValidateThinName(thin).ok()) continue;
-    (void)ReapThin(thin);
+  for (const DriverEntry& e : *deferred) {
+    if (!OwnsThin(e.name) || !thinpool::ValidateThinName(e.name).ok()) continue;
+    (void)ReapThin(e.name);
   }
 }
 
@@ -1203,7 +1235,7 @@ std::vector<std::pair<std::string, std::string>> DevmapperDriver::Status() const
   out.push_back({"Thin Pool Minimum Free Space", absl::StrFormat("%g%%", config_.min_free_percent)});
   out.push_back({"Deferred Removal Enabled", config_.deferred_removal ? "true" : "false"});
   out.push_back({"Deferred Deletion Enabled", config_.deferred_deletion ? "true" : "false"});
-  auto deferred = ListDir(absl::StrCat(root_, "/deferred"));
+  auto deferred = records_->Entries(kDeferredKind);
   out.push_back({"Deferred Deleted Device Count", deferred.ok() ? absl::StrCat(deferred->size()) : "unknown"});
   return out;
 }
@@ -1312,7 +1344,7 @@ DriverInfo DevmapperDriverInfo() {
   };
   info.create = [](const DriverOptions& o) -> absl::StatusOr<std::unique_ptr<Driver>> {
     ASSIGN_OR_RETURN(Config c, ParseConfig(o));
-    RETURN_IF_ERROR(CheckRecordsHome(o.root, o.records == nullptr));
+    RETURN_IF_ERROR(LayerRecords::ClaimHome(o.root, o.records == nullptr, kName));
     ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
     auto d = std::make_unique<DevmapperDriver>(o.root, std::move(c), std::move(records), o.records == nullptr);
     RETURN_IF_ERROR(d->Init());

@@ -9,21 +9,17 @@
 //   <root>/thinpool/         the thinpool state dir of a pool the driver made
 //                            (.registry.db, <pool>/{data,metadata})
 //   <root>/records-home      "store" or "own": where the layer records are
-//                            (opened the other way: refused)
+//                            (opened the other way: refused;
+//                            LayerRecords::ClaimHome)
 //   <root>/records.db        the layer records when no layer store opened
 //                            the driver (graph/records.h; in a store they are
 //                            in its layers.db)
-//   <root>/base              the base device's record
 //   <root>/tmp/              temporaries of atomic writes (cleared on open)
-//   <root>/deferred/<thin>   a removed layer's thin whose device is still
-//                            held open; the reaper deletes it later
-//   <root>/deactivate/<id>   a layer whose last Put left its device active
-//                            for the reaper to deactivate (empty file)
 //   <root>/mnt/<id>          mount point of the layer's filesystem (Get),
 //                            whose root is the layer's tree (the base has
 //                            no lost+found); bases made by earlier versions
-//                            (no layout=root in <root>/base) keep the tree
-//                            under `rootfs/` inside, as Docker's did
+//                            (no layout=root in the base's entry) keep the
+//                            tree under `rootfs/` inside, as Docker's did
 //   <root>/.refs/<id>        Get/Put reference counts (graph::MountRefs)
 //
 // Thin names: "<tag>-<id>" (ids over 64 bytes: "<tag>-h<sha256 of id>",
@@ -35,9 +31,21 @@
 // or <root>/records.db without a store), fields `thin` (the thin's name:
 // thinpool's registry stays the truth for the device, its id and size),
 // `parent` and `rw` ("1" for a container layer). Earlier releases kept them
-// in <root>/metadata/<id> files ("thin=..\nparent=..\nrw=..\nstate=..");
-// the open moves them into the records in one transaction, then deletes
-// the files.
+// in <root>/metadata/<id> files ("thin=..\nparent=..\nrw=..\nstate=..").
+//
+// Driver-wide entries, in the same database (LayerRecords::PutEntry):
+//   base/base          the base device: thin, state (creating|ready), layout
+//   deferred/<thin>    a removed layer's thin whose device is still held
+//                      open (id=<layer>); written in one transaction with
+//                      the record's Drop; the reaper deletes the thin, then
+//                      the entry
+//   deactivate/<id>    a layer whose last Put left its device active for the
+//                      reaper to deactivate (relaxed commit: no fdatasync on
+//                      Put's path)
+// Earlier releases kept these as files (<root>/base, deferred/<thin>,
+// deactivate/<id>): the open moves them and the metadata/ records into the
+// database in one transaction, then deletes the files (malformed:
+// DataLoss, nothing moved).
 //
 // Crash safety, one state machine with the other drivers: Create records
 // its intent ("creating", naming the thin) before the snapshot and "ready"
@@ -49,7 +57,9 @@
 // record names (a lost intent) — so after a crash at any point no thin id is
 // orphaned and no half-made layer is visible (failpoints
 // devmapper_create_after_intent, devmapper_after_snapshot,
-// devmapper_after_remove_mark, devmapper_after_delete). The thinpool's own
+// devmapper_after_remove_mark, devmapper_after_delete; for the entries
+// devmapper_after_put_queued, devmapper_after_queued_deactivate,
+// devmapper_after_defer, devmapper_after_reap_delete). The thinpool's own
 // protocol (intent → message → transaction id → done) covers the pool side.
 //
 // Mounts describes the thin device with its ext4 (`type ext4`, source the
@@ -69,8 +79,8 @@
 // A Get (or Mounts) of the layer meanwhile cancels it and uses the device
 // as it is (or waits, on that lock, for a deactivation under way); Remove
 // cancels it and deactivates itself; closing the driver (and Cleanup)
-// drains the queue. The queue's marker, <root>/deactivate/<id>, lets the
-// next open deactivate what a crash left queued. With dm.reaper_interval=0
+// drains the queue. The queue's entry (deactivate/<id>) lets the next open
+// deactivate what a crash left queued. With dm.reaper_interval=0
 // (no thread) Put deactivates before it returns.
 //
 // Busy devices: a mount leaked into another mount namespace (a container
@@ -103,12 +113,12 @@
 //                             (gives space back to a sparse data file)
 //   dm.use_deferred_removal=BOOL   (default true)
 //   dm.use_deferred_deletion=BOOL  (default true)
-//   dm.sync_metadata=BOOL     fsync the deferred-deletion files (default
-//                             false; the layer records are durable as
-//                             LayerRecords makes them: synchronous without a
-//                             store, with the store's commit in one; the
-//                             pool's registry and metadata are always
-//                             synchronous)
+//   dm.sync_metadata=BOOL     accepted (Docker's option) and ignored: the
+//                             deferred deletions it synced are entries now,
+//                             as durable as the records (synchronous
+//                             without a store, with the store's commit in
+//                             one); the pool's registry and metadata are
+//                             always synchronous
 //   dm.reaper_interval=DURATION    background reaper period ("30s", "200ms";
 //                             "0" = no thread, reap only at Create/Remove,
 //                             and Put deactivates on the caller's path)

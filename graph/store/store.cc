@@ -613,7 +613,12 @@ absl::StatusOr<std::unique_ptr<Db>> OpenRegistry(const std::string& root, std::s
       break;
     }
   }
-  if (present.count("driver_records") == 0) RETURN_IF_ERROR((*db)->Exec(LayerRecords::Schema()));
+  for (const std::string& table : LayerRecords::SchemaTables()) {
+    if (present.count(table) == 0) {
+      RETURN_IF_ERROR((*db)->Exec(LayerRecords::Schema()));
+      break;
+    }
+  }
   return db;
 }
 

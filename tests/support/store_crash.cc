@@ -1,8 +1,12 @@
 #include "tests/support/store_crash.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -30,6 +34,20 @@ int RunStoreOpUntilFailpoint(const std::string& root, const std::string& driver,
       case StoreOp::kCommit: s = (*store)->Commit("snap", "ctr").status(); break;
       case StoreOp::kRemove: s = (*store)->Remove("ctr"); break;
       case StoreOp::kImport: s = (*store)->Import(src, {}).status(); break;
+      case StoreOp::kUnmount:
+      case StoreOp::kRemoveBusy: {
+        absl::StatusOr<std::string> dir = (*store)->Mount("ctr");
+        if (!dir.ok()) ::_exit(3);
+        // Held until the child exits (a crash closes it too).
+        int held = op == StoreOp::kRemoveBusy ? ::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (op == StoreOp::kRemoveBusy && held < 0) ::_exit(3);
+        s = (*store)->Unmount("ctr");
+        if (s.ok() && op == StoreOp::kRemoveBusy) s = (*store)->Remove("ctr");
+        // What the driver's own threads do next (devicemapper's reaper
+        // deactivating after the last Put) gets time to reach its failpoint.
+        if (s.ok() && op == StoreOp::kUnmount) std::this_thread::sleep_for(std::chrono::seconds(3));
+        break;
+      }
     }
     ::_exit(s.ok() ? 0 : 3);
   }

@@ -13,12 +13,16 @@
 
 namespace testsupport {
 
-enum class StoreOp { kCreate, kCommit, kRemove, kImport };
+enum class StoreOp { kCreate, kCommit, kRemove, kImport, kUnmount, kRemoveBusy };
 
 // Forks a child that sets DMTHIN_FAILPOINT=`failpoint`, opens the layer
 // store at `root` with `driver` and `options`, and does `op`: Create("ctr2",
-// `base`, with an init layer), Commit("snap", "ctr"), Remove("ctr"), or
-// Import of a one-file tar. Returns the child's exit status
+// `base`, with an init layer), Commit("snap", "ctr"), Remove("ctr"),
+// Import of a one-file tar, Mount("ctr") then Unmount("ctr") and 3 s for
+// the driver's threads (kUnmount),
+// or, with "ctr"'s filesystem held open by the child (its mount detached
+// by the Unmount), Remove("ctr") (kRemoveBusy: devicemapper defers the
+// thin's deletion). Returns the child's exit status
 // (kFailpointExit: it died at the failpoint; 0: it finished; 2: the open
 // failed; 3: the operation failed), -1 if it did not exit.
 int RunStoreOpUntilFailpoint(const std::string& root, const std::string& driver,

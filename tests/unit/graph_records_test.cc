@@ -76,6 +76,80 @@ TEST(LayerRecordsTest, MigrateKeepsExistingRecordsAndPersists) {
   EXPECT_FALSE(ParseRecordState("deleting").has_value());
 }
 
+// Driver-wide entries: put (replacing), read by kind and name, deleted;
+// DropWithEntry drops the record and writes the entry together; Migrate
+// writes records and entries in one transaction, existing ones winning; a
+// records.db made before the entries' table gets it at open.
+TEST(LayerRecordsTest, DriverEntries) {
+  testsupport::ScratchDir dir("graph-records");
+  std::string path = dir.path() + "/records.db";
+  {
+    // As an earlier release made it: the records' table only.
+    auto db = base::sqlite::Db::Open(path, /*create=*/true);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Exec("CREATE TABLE driver_records(id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                            "fields TEXT NOT NULL DEFAULT '')").ok());
+  }
+  {
+    auto opened = LayerRecords::Open(path);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    LayerRecords& r = **opened;
+    ASSERT_TRUE(r.PutEntry({"base", "base", {{"state", "creating"}}}, /*relaxed=*/true).ok());
+    ASSERT_TRUE(r.PutEntry({"base", "base", {{"state", "ready"}}}, /*relaxed=*/false).ok());
+    ASSERT_TRUE(r.PutEntry({"deactivate", "b", {}}, /*relaxed=*/true).ok());
+    ASSERT_TRUE(r.PutEntry({"deactivate", "a", {}}, /*relaxed=*/true).ok());
+    auto base = r.GetEntry("base", "base");
+    ASSERT_TRUE(base.ok() && base->has_value());
+    EXPECT_EQ((*base)->Field("state"), "ready");
+    auto none = r.GetEntry("base", "other");
+    ASSERT_TRUE(none.ok());
+    EXPECT_FALSE(none->has_value());
+    auto queued = r.Entries("deactivate");
+    ASSERT_TRUE(queued.ok()) << queued.status();
+    ASSERT_EQ(queued->size(), 2u);
+    EXPECT_EQ((*queued)[0].name, "a");
+    ASSERT_TRUE(r.DeleteEntry("deactivate", "a").ok());
+    ASSERT_TRUE(r.DeleteEntry("deactivate", "a").ok()) << "deleting nothing is fine";
+    ASSERT_TRUE(r.Begin("gone", {{"thin", "t1"}}).ok());
+    ASSERT_TRUE(r.Ready("gone", {{"thin", "t1"}}).ok());
+    ASSERT_TRUE(r.DropWithEntry("gone", {"deferred", "t1", {{"id", "gone"}}}).ok());
+    ASSERT_TRUE(r.Migrate({{"old", RecordState::kReady, {}}},
+                          {{"base", "base", {{"state", "creating"}}}, {"deferred", "t2", {{"id", "x"}}}})
+                    .ok());
+  }
+  auto r = LayerRecords::Open(path);
+  ASSERT_TRUE(r.ok());
+  auto gone = (*r)->Get("gone");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+  auto deferred = (*r)->Entries("deferred");
+  ASSERT_TRUE(deferred.ok());
+  ASSERT_EQ(deferred->size(), 2u);
+  EXPECT_EQ((*deferred)[0].name, "t1");
+  EXPECT_EQ((*deferred)[0].Field("id"), "gone");
+  auto base = (*r)->GetEntry("base", "base");
+  ASSERT_TRUE(base.ok() && base->has_value());
+  EXPECT_EQ((*base)->Field("state"), "ready") << "an existing entry wins over a migrated one";
+  auto queued = (*r)->Entries("deactivate");
+  ASSERT_TRUE(queued.ok());
+  ASSERT_EQ(queued->size(), 1u);
+  EXPECT_TRUE((*r)->GetReady("old").ok());
+}
+
+// <root>/records-home: written at the first claim, the same claim again is
+// fine, the other way is refused.
+TEST(LayerRecordsTest, ClaimHomeRefusesTheOtherWay) {
+  testsupport::ScratchDir dir("graph-records");
+  std::string store_root = dir.path() + "/store/drv";
+  ASSERT_TRUE(LayerRecords::ClaimHome(store_root, /*own=*/false, "test").ok());
+  EXPECT_TRUE(LayerRecords::ClaimHome(store_root, /*own=*/false, "test").ok());
+  absl::Status alone = LayerRecords::ClaimHome(store_root, /*own=*/true, "test");
+  EXPECT_TRUE(absl::IsFailedPrecondition(alone)) << alone;
+  std::string own_root = dir.path() + "/own";
+  ASSERT_TRUE(LayerRecords::ClaimHome(own_root, /*own=*/true, "test").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(LayerRecords::ClaimHome(own_root, /*own=*/false, "test")));
+}
+
 // Rows of `sql` seen by a connection of its own (another process's view).
 std::vector<std::string> Column(const std::string& path, const std::string& sql) {
   std::vector<std::string> out;

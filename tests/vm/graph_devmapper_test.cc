@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "graph/driver.h"
@@ -167,9 +168,24 @@ class LeakedMounts {
   int hold_ = -1;
 };
 
+// The driver-wide entries of `kind` in the records at `db`, by name.
+std::vector<std::string> EntryNames(const std::string& db, const std::string& kind) {
+  auto records = LayerRecords::Open(db);
+  EXPECT_TRUE(records.ok()) << records.status();
+  if (!records.ok()) return {};
+  auto entries = (*records)->Entries(kind);
+  EXPECT_TRUE(entries.ok()) << entries.status();
+  std::vector<std::string> out;
+  if (entries.ok()) {
+    for (const DriverEntry& e : *entries) out.push_back(e.name);
+  }
+  return out;
+}
+
 // Rewrites a driver root as the previous release kept it: the records in
 // `db` become <driver_root>/metadata/<id> files ("thin=..\nparent=..\nrw=..
-// \nstate=ready\n") and leave `db`; records-home goes. Returns the records.
+// \nstate=ready\n") and leave `db`, the base device's entry becomes
+// <driver_root>/base; records-home goes. Returns the records.
 std::vector<LayerRecord> ToPreviousRelease(const std::string& db, const std::string& driver_root) {
   auto records = LayerRecords::Open(db);
   EXPECT_TRUE(records.ok()) << records.status();
@@ -182,6 +198,13 @@ std::vector<LayerRecord> ToPreviousRelease(const std::string& db, const std::str
     WriteAll(driver_root + "/metadata/" + r.id, absl::StrCat("thin=", r.Field("thin"), "\nparent=", r.Field("parent"),
                                                              "\nrw=", r.Field("rw"), "\nstate=ready\n"));
     EXPECT_OK((*records)->Drop(r.id));
+  }
+  auto base = (*records)->GetEntry("base", "base");
+  EXPECT_TRUE(base.ok() && base->has_value()) << "no base entry";
+  if (base.ok() && base->has_value()) {
+    WriteAll(driver_root + "/base", absl::StrCat("thin=", (*base)->Field("thin"), "\nlayout=",
+                                                 (*base)->Field("layout"), "\nstate=ready\n"));
+    EXPECT_OK((*records)->DeleteEntry("base", "base"));
   }
   fs::remove(driver_root + "/records-home");
   return *all;
@@ -430,6 +453,8 @@ TEST_F(DevmapperTest, ReopenKeepsLayersAndContent) {
   EXPECT_EQ(ToPreviousRelease(root_ + "/records.db", root_).size(), 2u);
   Open();
   EXPECT_FALSE(fs::exists(root_ + "/metadata"));
+  EXPECT_FALSE(fs::exists(root_ + "/base"));
+  EXPECT_EQ(EntryNames(root_ + "/records.db", "base"), std::vector<std::string>{"base"});
   EXPECT_EQ(StatusValue(*driver_, "Thin Prefix"), tag);
   auto list = driver_->List();
   ASSERT_TRUE(list.ok());
@@ -706,6 +731,24 @@ TEST(DevmapperCrashHelper, Run) {
     ASSERT_TRUE((*d)->Get("victim", "").ok());
     setenv("DMTHIN_FAILPOINT", point, 1);
     ASSERT_TRUE((*d)->Put("victim").ok());
+    // The reaper thread deactivates (devmapper_after_queued_deactivate).
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+  } else if (what == "remove_busy") {
+    // The victim's filesystem held open: its mount is detached, its
+    // device stays open, and the thin's deletion is deferred.
+    auto dir = (*d)->Get("victim", "");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    int held = open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(held, 0);
+    setenv("DMTHIN_FAILPOINT", point, 1);
+    ASSERT_TRUE((*d)->Remove("victim").ok());
+    // Let go: the kernel removes the device, and the next reap (at every
+    // Remove) deletes the thin (devmapper_after_reap_delete).
+    close(held);
+    for (int i = 0; i < 50; ++i) {
+      (void)(*d)->Remove("nonexistent");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   _exit(0);  // the failpoint was not reached
 }
@@ -748,8 +791,10 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
     ASSERT_OK(driver_->Create("child2", "parent", {}));
     EXPECT_EQ(ReadAll(MustGet("child2") + "/p"), "parent data");
     ASSERT_OK(driver_->Put("child2"));
-  } else if (c.op == "remove") {
+  } else if (c.op == "remove" || c.op == "remove_busy") {
     EXPECT_FALSE(driver_->Exists("victim")) << "a removal once started is finished on open";
+    EXPECT_TRUE(EntryNames(root_ + "/records.db", "deferred").empty())
+        << "the deferred thin is deleted once its holder is gone";
   } else if (c.op == "put") {
     // Died after the umount with the deactivation queued: open did it.
     for (const auto& t : DriverThins(*driver_)) {
@@ -757,7 +802,7 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
         EXPECT_FALSE(t.active) << t.name << " left active";
       }
     }
-    EXPECT_TRUE(fs::is_empty(root_ + "/deactivate"));
+    EXPECT_TRUE(EntryNames(root_ + "/records.db", "deactivate").empty());
     EXPECT_TRUE(driver_->Exists("victim"));
   }
   {
@@ -794,7 +839,10 @@ INSTANTIATE_TEST_SUITE_P(
                       CrashCase{"remove", "devmapper_after_remove_mark"}, CrashCase{"remove", "after_intent"},
                       CrashCase{"remove", "after_message"}, CrashCase{"remove", "after_set_txid"},
                       CrashCase{"remove", "devmapper_after_delete"},
-                      CrashCase{"put", "devmapper_after_put_queued"}),
+                      CrashCase{"put", "devmapper_after_put_queued"},
+                      CrashCase{"put", "devmapper_after_queued_deactivate"},
+                      CrashCase{"remove_busy", "devmapper_after_defer"},
+                      CrashCase{"remove_busy", "devmapper_after_reap_delete"}),
     [](const ::testing::TestParamInfo<CrashCase>& info) { return info.param.op + "_" + info.param.point; });
 
 }  // namespace
@@ -914,8 +962,11 @@ class DevmapperStoreTest : public DevmapperTest {
 };
 
 // A driver root of the previous release (records in <root>/metadata/<id>
-// files) is moved into the store's registry at open: every layer listed,
-// mountable and removable, check clean, the files gone. The root then
+// files, the base device in <root>/base, deferred deletions in
+// deferred/<thin>, queued deactivations in deactivate/<id>) is moved into
+// the store's registry at open, in one transaction: every layer listed,
+// mountable and removable, the queued work done, check clean, the files
+// gone. A malformed file refuses the open and moves nothing. The root then
 // refuses to be opened without its store.
 TEST_F(DevmapperStoreTest, PreviousReleaseRecordFilesAreMigrated) {
   std::string base;
@@ -932,9 +983,37 @@ TEST_F(DevmapperStoreTest, PreviousReleaseRecordFilesAreMigrated) {
   std::vector<LayerRecord> before = ToPreviousRelease(base_ + "/layers.db", root_);
   ASSERT_EQ(before.size(), 4u) << "base, ctr, its init layer, view";
   ASSERT_TRUE(Records().empty());
+  std::string tag(absl::StripAsciiWhitespace(ReadAll(root_ + "/instance")));
+  fs::create_directories(root_ + "/deferred");
+  fs::create_directories(root_ + "/deactivate");
+  WriteAll(root_ + "/deactivate/" + before[0].id, "");
+  const std::string deferred = root_ + "/deferred/" + tag + "-gone";
+  WriteAll(deferred, "not what a release wrote\n");
+  {
+    auto refused = OpenLayerStore(base_, "devicemapper", BaseOptions());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+    EXPECT_TRUE(Records().empty()) << "nothing moved";
+    EXPECT_TRUE(EntryNames(base_ + "/layers.db", "base").empty()) << "nothing moved";
+    EXPECT_TRUE(fs::exists(root_ + "/metadata/" + before[0].id));
+    EXPECT_TRUE(fs::exists(root_ + "/base"));
+  }
+  WriteAll(deferred, "id=gone\n");  // a thin that no longer exists: reaped at once
 
   auto store = OpenStore();
   ASSERT_TRUE(store);
+  for (const char* file : {"/base", "/deferred", "/deactivate"}) {
+    EXPECT_FALSE(fs::exists(root_ + file)) << file << ": the files go once the entries are committed";
+  }
+  {
+    auto records = LayerRecords::Open(base_ + "/layers.db");
+    ASSERT_TRUE(records.ok()) << records.status();
+    auto entry = (*records)->GetEntry("base", "base");
+    ASSERT_TRUE(entry.ok() && entry->has_value()) << "the base device's entry";
+    EXPECT_EQ((*entry)->fields, (std::map<std::string, std::string>{
+                                    {"thin", tag + "+base"}, {"layout", "root"}, {"state", "ready"}}));
+  }
+  EXPECT_TRUE(EntryNames(base_ + "/layers.db", "deferred").empty()) << "reaped at open";
+  EXPECT_TRUE(EntryNames(base_ + "/layers.db", "deactivate").empty()) << "deactivated at open";
   std::vector<LayerRecord> after = Records();
   ASSERT_EQ(after.size(), before.size());
   for (size_t i = 0; i < after.size(); ++i) {
@@ -988,6 +1067,10 @@ TEST_F(DevmapperStoreTest, CrashAtEveryStepIsRepaired) {
       {"store_remove_after_intent", Op::kRemove},     {"devmapper_after_remove_mark", Op::kRemove},
       {"devmapper_after_delete", Op::kRemove},        {"store_remove_after_driver", Op::kRemove},
       {"store_import_after_apply", Op::kImport},
+      // The driver-wide entries' transactions: a Put's queued deactivation
+      // (and the reaper's), a busy removal's deferred deletion.
+      {"devmapper_after_put_queued", Op::kUnmount},   {"devmapper_after_queued_deactivate", Op::kUnmount},
+      {"devmapper_after_defer", Op::kRemoveBusy},
   };
   std::string base;
   {
@@ -1014,10 +1097,13 @@ TEST_F(DevmapperStoreTest, CrashAtEveryStepIsRepaired) {
     ASSERT_TRUE(listed.ok()) << listed.status();
     EXPECT_EQ(ids, std::set<std::string>(listed->begin(), listed->end()));
     ExpectNoOrphansIn(store->driver());
+    // Nothing queued or deferred is left: the open did it.
+    EXPECT_TRUE(EntryNames(base_ + "/layers.db", "deactivate").empty());
+    EXPECT_TRUE(EntryNames(base_ + "/layers.db", "deferred").empty());
     // Nothing whole lost (ctr mounts: its init layer and the base below
     // it too); the interrupted operation can be done again.
     if (!store->Stat("ctr").ok()) {
-      EXPECT_EQ(c.op, Op::kRemove) << "ctr lost";
+      EXPECT_TRUE(c.op == Op::kRemove || c.op == Op::kRemoveBusy) << "ctr lost";
       MakeCtr(*store, base);
     }
     ExpectWorks(*store, "ctr");
@@ -1082,12 +1168,8 @@ class DevmapperPutTest : public DevmapperTest {
     }
     return n;
   }
-  std::vector<std::string> Markers() {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(root_ + "/deactivate", ec)) out.push_back(e.path().filename());
-    return out;
-  }
+  // The queued deactivations in the driver's records.
+  std::vector<std::string> Markers() { return EntryNames(root_ + "/records.db", "deactivate"); }
 };
 
 TEST_F(DevmapperPutTest, PutThenImmediateGetKeepsTheDevice) {

@@ -40,6 +40,17 @@
 // are layers (Exists, List). Migrate() brings records a previous release
 // kept in files into the database in one transaction.
 //
+// Driver-wide entries (DriverEntry, table `driver_entries`) are what a
+// driver remembers that is no layer's record: devicemapper's base device,
+// the thins whose deletion waits for their device to close, the layers
+// whose deactivation the last Put queued. They are in the same database,
+// and a driver writes one in the same transaction as the layer state it
+// belongs to (DropWithEntry).
+//
+// <driver root>/records-home (ClaimHome) says where a driver root's records
+// are ("store" or "own"): a root opened the other way would see none of its
+// layers and take their storage for orphans, so it is refused.
+//
 // Thread-safe. A driver never calls these while the store holds its
 // registry lock (they would refuse with Internal rather than deadlock).
 #ifndef DMTHIN_GRAPH_RECORDS_H_
@@ -83,11 +94,31 @@ struct LayerRecord {
   std::string Field(const std::string& key) const;
 };
 
+// A driver-wide entry: `kind` (the driver's own word: devicemapper's
+// "base", "deferred", "deactivate"), `name` (unique within its kind) and
+// fields.
+struct DriverEntry {
+  std::string kind;
+  std::string name;
+  std::map<std::string, std::string> fields;
+
+  // fields[key], or "" when absent.
+  std::string Field(const std::string& key) const;
+};
+
 class LayerRecords {
  public:
-  // The SQL that makes the records table (idempotent); the layer store puts
-  // it in its own schema.
+  // The SQL that makes the records' tables (idempotent); the layer store
+  // puts it in its own schema.
   static const char* Schema();
+  // The tables Schema() makes (a registry lacking one needs it applied).
+  static std::vector<std::string> SchemaTables();
+
+  // <root>/records-home: refuses (FailedPrecondition, naming `driver`) a
+  // driver root whose records are the other way (`own`: <root>/records.db,
+  // else the store's registry); writes it (durably) when the root has none
+  // yet, creating the root if missing. Drivers call it before ForDriver.
+  static absl::Status ClaimHome(const std::string& root, bool own, absl::string_view driver);
 
   // Opens (creating if missing) a driver's own records.db at `path`.
   static absl::StatusOr<std::shared_ptr<LayerRecords>> Open(const std::string& path);
@@ -135,9 +166,25 @@ class LayerRecords {
   // removes the unowned ones), leaving out creates and removals in progress.
   absl::StatusOr<std::vector<std::string>> ReadyOrUnowned(const std::vector<std::string>& names) const;
 
-  // Writes `records` (ids without a record yet) in one transaction: what a
-  // driver found in a previous release's files. Existing records win.
-  absl::Status Migrate(const std::vector<LayerRecord>& records);
+  // Writes `records` (ids without a record yet) and `entries` in one
+  // transaction: what a driver found in a previous release's files.
+  // Existing records and entries win.
+  absl::Status Migrate(const std::vector<LayerRecord>& records, const std::vector<DriverEntry>& entries = {});
+
+  // Driver-wide entries. PutEntry writes (or replaces) one; `relaxed`: the
+  // commit does not wait for the disk (for an entry whose loss to a power
+  // cut costs nothing the next open does not redo, as a queued deactivation
+  // whose device the power cut took too). In a store every write but a
+  // durable PutEntry is relaxed, as the records' intents are.
+  absl::Status PutEntry(const DriverEntry& entry, bool relaxed);
+  // No entry left (OK if there was none). Relaxed.
+  absl::Status DeleteEntry(const std::string& kind, const std::string& name);
+  absl::StatusOr<std::optional<DriverEntry>> GetEntry(const std::string& kind, const std::string& name) const;
+  // The entries of `kind`, by name.
+  absl::StatusOr<std::vector<DriverEntry>> Entries(const std::string& kind) const;
+  // Drop(id) and PutEntry(entry) in one transaction (a removed layer whose
+  // storage a driver must still free later).
+  absl::Status DropWithEntry(const std::string& id, const DriverEntry& entry);
 
   // For the store, inside its transaction `w` on this connection: writes
   // the staged Ready of `ids` (those without one are left alone), so they
