@@ -26,7 +26,10 @@
 // its clone left. Datasets under the parent that no record owns (a store
 // of a release that kept no records) are adopted at open as ready
 // read-write layers, their parent read from their origin, in one
-// transaction.
+// transaction. So a root is never opened the other way (a store's root by
+// the driver alone would adopt the store's datasets into a records.db of
+// its own): `<root>/records-home` says where its records are, and the
+// other way is refused (LayerRecords::ClaimHome, FailedPrecondition).
 //
 // Diff/ApplyDiff/Changes use the naive (tree-compare) path with whiteouts
 // applied as deletions, as Docker's zfs driver does.
@@ -635,6 +638,7 @@ DriverInfo ZfsDriverInfo() {
   info.create = [](const DriverOptions& o) -> absl::StatusOr<std::unique_ptr<Driver>> {
     RETURN_IF_ERROR(ProbeZfs(o));
     ASSIGN_OR_RETURN(Config c, ParseConfig(o));
+    RETURN_IF_ERROR(LayerRecords::ClaimHome(o.root, o.records == nullptr, kName));
     ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
     return NewInitializedDriver<ZfsDriver>(o.root, std::move(c), std::move(records), o.records == nullptr);
   };

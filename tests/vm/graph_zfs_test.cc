@@ -27,6 +27,7 @@
 #include "base/status.h"
 #include "graph/driver.h"
 #include "graph/records.h"
+#include "graph/store.h"
 #include "gtest/gtest.h"
 #include "tests/support/child_test.h"
 #include "tests/support/graph_conformance.h"
@@ -231,10 +232,12 @@ class ZfsTest : public ::testing::Test {
   // of a layer, and every layer's origin snapshot is marked for deferred
   // destruction; every record is ready and names its layer's dataset and
   // origin.
-  void ExpectClean() {
-    auto list = driver_->List();
+  void ExpectClean() { ExpectCleanOf(*driver_, root_ + "/records.db"); }
+  // The same for `driver`, whose records are in `records_db`.
+  void ExpectCleanOf(const Driver& driver, const std::string& records_db) {
+    auto list = driver.List();
     ASSERT_TRUE(list.ok()) << list.status();
-    auto records = LayerRecords::Open(root_ + "/records.db");
+    auto records = LayerRecords::Open(records_db);
     ASSERT_TRUE(records.ok()) << records.status();
     auto recorded = (*records)->List();
     ASSERT_TRUE(recorded.ok()) << recorded.status();
@@ -416,6 +419,29 @@ TEST_F(ZfsTest, DatasetsWithoutRecordsAreAdopted) {
   auto moved = OpenDriver("zfs", base_, {{"zfs.fsname", Pool() + "/elsewhere"}});
   EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition) << moved.status();
   Must({"zfs", "destroy", Pool() + "/elsewhere"});
+}
+
+// A store's driver root keeps its records in the store's registry
+// (<root>/records-home says so): the driver opened alone there would adopt
+// the store's datasets into a records.db of its own, so it is refused, and
+// nothing is touched; the store still has its layer.
+TEST_F(ZfsTest, StoreRootRefusesTheDriverAlone) {
+  {
+    auto store = OpenLayerStore(base_, "zfs", PoolOptions());
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Create("ctr", "", {}).ok());
+    ASSERT_OK((*store)->driver().Cleanup());
+  }
+  EXPECT_EQ(Trim(ReadAll(root_ + "/records-home")), "store");
+  auto alone = OpenDriver("zfs", base_, PoolOptions());
+  EXPECT_EQ(alone.status().code(), absl::StatusCode::kFailedPrecondition) << alone.status();
+  EXPECT_FALSE(fs::exists(root_ + "/records.db")) << "refused before any records were made";
+  auto store = OpenLayerStore(base_, "zfs", PoolOptions());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->Stat("ctr").ok());
+  ExpectCleanOf((*store)->driver(), base_ + "/layers.db");
+  ASSERT_OK((*store)->Remove("ctr"));
+  ASSERT_OK((*store)->driver().Cleanup());
 }
 
 TEST_F(ZfsTest, OptionsAndProbe) {
@@ -625,13 +651,12 @@ TEST_F(ZfsTest, GraphctlCrashPointsRepair) {
     EXPECT_TRUE(again.ok()) << again.Describe();
     testsupport::RunResult rm = run({"rm", "ctr"});
     EXPECT_TRUE(rm.ok()) << rm.Describe();
-    Open();
-    ExpectClean();
-    auto layers = driver_->List();
+    auto store = OpenLayerStore(base_, "zfs", PoolOptions());
+    ASSERT_TRUE(store.ok()) << store.status();
+    ExpectCleanOf((*store)->driver(), base_ + "/layers.db");
+    auto layers = (*store)->driver().List();
     ASSERT_TRUE(layers.ok()) << layers.status();
     EXPECT_EQ(layers->size(), 1u) << "only the image layer is left";
-    driver_.reset();
-    unlink((root_ + "/records.db").c_str());  // that driver's own, not the store's
   }
   EXPECT_TRUE(run({"check"}).ok());
 }
