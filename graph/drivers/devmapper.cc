@@ -762,16 +762,22 @@ absl::Status DevmapperDriver::MakeBaseFilesystem(const std::string& device) cons
 // check --repair undoes it (Remove); alone, the open does.
 absl::Status DevmapperDriver::Recover() {
   ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
+  // One listing of the pool (one registry read, one DM_LIST_DEVICES) for
+  // every record and the orphan pass, not a GetThinInfo (registry reads and
+  // a DM_DEV_STATUS) per layer: this runs at every open, so in every
+  // graphctl process (31 s of a 5,000-layer `graphctl ls` under TCG).
+  ASSIGN_OR_RETURN(std::vector<thinpool::ThinInfo> thins, pool_->ListThins());
+  std::set<std::string> in_pool;
+  for (const auto& t : thins) in_pool.insert(t.name);
   std::set<std::string> referenced;
   for (const LayerRecord& lr : all) {
     ASSIGN_OR_RETURN(Record r, FromLayerRecord(lr));
     switch (r.state) {
       case RecordState::kCreating:
+        referenced.insert(r.thin);  // its thin is this record's, not an orphan
         if (own_records_) {
           RETURN_IF_ERROR(base::Annotate(FinishRemoval(r),
                                          absl::StrCat("devicemapper: undoing the creation of layer ", r.id)));
-        } else {
-          referenced.insert(r.thin);
         }
         break;
       case RecordState::kRemoving:
@@ -781,12 +787,10 @@ absl::Status DevmapperDriver::Recover() {
       case RecordState::kReady: {
         // A removal whose "removing" mark a power cut lost while the
         // pool's (durable) registry had already deleted the thin.
-        auto info = pool_->GetThinInfo(r.thin);
-        if (!info.ok() && info.status().code() == absl::StatusCode::kNotFound) {
+        if (!in_pool.count(r.thin)) {
           RETURN_IF_ERROR(DropRecord(r.id));
           break;
         }
-        RETURN_IF_ERROR(info.status());
         referenced.insert(r.thin);
         break;
       }
@@ -803,8 +807,8 @@ absl::Status DevmapperDriver::Recover() {
   }
   // Orphans: our thins no record names (a record lost, or a thin made by a
   // process that crashed before writing its record). The base is handled by
-  // EnsureBase.
-  ASSIGN_OR_RETURN(std::vector<thinpool::ThinInfo> thins, pool_->ListThins());
+  // EnsureBase. (FinishRemoval and ReapThin above delete only thins marked
+  // referenced, so the listing made before them still serves.)
   for (const auto& t : thins) {
     if (!OwnsThin(t.name) || t.name == BaseThin() || referenced.count(t.name)) continue;
     auto gone = DeactivateThin(t.name);
