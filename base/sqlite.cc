@@ -131,7 +131,8 @@ Db::~Db() {
   // frame of the persisted WAL as not yet copied, so a read-only `ls` would
   // rewrite (and sync) pages the last writer already copied. Nothing durable
   // depends on it: a commit is in the WAL when it returns (docs/reliability.md).
-  if (sqlite3_total_changes64(db_) == 0) {
+  // A connection told so leaves it to the automatic checkpoint.
+  if (!checkpoint_at_close_ || sqlite3_total_changes64(db_) == 0) {
     (void)sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   }
   sqlite3_close_v2(db_);

@@ -24,22 +24,6 @@ using base::sqlite::SharedDb;
 using base::sqlite::Writer;
 using base::sqlite::Stmt;
 
-const char* RecordStateName(RecordState state) {
-  switch (state) {
-    case RecordState::kCreating: return "creating";
-    case RecordState::kReady: return "ready";
-    case RecordState::kRemoving: return "removing";
-  }
-  return "?";
-}
-
-std::optional<RecordState> ParseRecordState(absl::string_view name) {
-  if (name == "creating") return RecordState::kCreating;
-  if (name == "ready") return RecordState::kReady;
-  if (name == "removing") return RecordState::kRemoving;
-  return std::nullopt;
-}
-
 std::string LayerRecord::Field(const std::string& key) const {
   auto it = fields.find(key);
   return it == fields.end() ? std::string() : it->second;
@@ -114,9 +98,7 @@ const char* HomeName(bool own) { return own ? "own" : "store"; }
 absl::StatusOr<LayerRecord> ReadRecord(const Stmt& s) {
   LayerRecord r;
   r.id = s.Text(0);
-  std::optional<RecordState> state = ParseRecordState(s.Text(1));
-  if (!state) return absl::DataLossError(absl::StrCat("driver record of layer ", r.id, " has no valid state"));
-  r.state = *state;
+  ASSIGN_OR_RETURN(r.state, RecordStateFromRegistry(s.Text(1), "driver record of layer", r.id));
   ASSIGN_OR_RETURN(r.fields, DecodeFields(r.id, s.Text(2)));
   return r;
 }

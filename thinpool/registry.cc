@@ -1,28 +1,24 @@
 #include "thinpool/registry.h"
 
-#include <sqlite3.h>
-
 #include <ctime>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/sqlite.h"
+#include "base/sqlite_shared.h"
 #include "base/status.h"
 
 namespace thinpool {
 
+using base::sqlite::Db;
+using base::sqlite::SharedDb;
+using base::sqlite::Stmt;
+using base::sqlite::Writer;
+
 absl::string_view PoolBackingName(PoolBacking backing) {
   return backing == PoolBacking::kFiles ? "files" : "devices";
-}
-
-absl::string_view ThinStateName(ThinState state) {
-  switch (state) {
-    case ThinState::kCreating: return "creating";
-    case ThinState::kReady: return "ready";
-    case ThinState::kDeleting: return "deleting";
-  }
-  return "?";
 }
 
 absl::string_view OpKindName(OpKind kind) {
@@ -36,8 +32,9 @@ absl::string_view OpKindName(OpKind kind) {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
-constexpr int kBusyTimeoutMs = 30000;
+// 1: a thin being deleted was spelled 'deleting'; 2: 'removing', as every
+// registry's state machine spells it (base/record_state.h).
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS pools(
@@ -65,7 +62,7 @@ CREATE TABLE IF NOT EXISTS thins(
   name TEXT NOT NULL,
   size_bytes INTEGER NOT NULL,
   parent_id INTEGER,
-  state TEXT NOT NULL CHECK(state IN ('creating','ready','deleting')),
+  state TEXT NOT NULL CHECK(state IN ('creating','ready','removing')),
   created_unix INTEGER NOT NULL,
   PRIMARY KEY(pool, dev_id),
   UNIQUE(pool, name)
@@ -89,134 +86,26 @@ CREATE TABLE IF NOT EXISTS pending(
 );
 )sql";
 
-absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
-  absl::StatusCode code = absl::StatusCode::kInternal;
-  int primary = rc & 0xff;
-  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
-    code = absl::StatusCode::kUnavailable;
-  } else if (primary == SQLITE_CONSTRAINT) {
-    code = absl::StatusCode::kAlreadyExists;
-  } else if (primary == SQLITE_CANTOPEN || primary == SQLITE_PERM ||
-             primary == SQLITE_READONLY) {
-    code = absl::StatusCode::kPermissionDenied;
-  } else if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) {
-    code = absl::StatusCode::kDataLoss;
-  }
-  return absl::Status(code, absl::StrCat("registry: ", what, ": ",
-                                         db ? sqlite3_errmsg(db)
-                                            : sqlite3_errstr(rc)));
-}
+// Version 1 to 2 (inside the caller's transaction): the thins table again
+// with the state CHECK of version 2 (SQLite cannot change a CHECK in place:
+// https://sqlite.org/lang_altertable.html#otheralter), its rows copied with
+// 'deleting' spelled 'removing'. No other table refers to thins.
+constexpr const char* kThinsV1ToV2 = R"sql(
+ALTER TABLE thins RENAME TO thins_v1;
+DROP INDEX thins_by_parent;
+)sql";
+constexpr const char* kThinsV1Copy = R"sql(
+INSERT INTO thins(pool, dev_id, name, size_bytes, parent_id, state, created_unix)
+  SELECT pool, dev_id, name, size_bytes, parent_id,
+         CASE state WHEN 'deleting' THEN 'removing' ELSE state END, created_unix
+  FROM thins_v1;
+DROP TABLE thins_v1;
+)sql";
 
-// A prepared statement with positional binding.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-    sql_ = sql;
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  absl::Status status() const {
-    if (rc_ == SQLITE_OK) return absl::OkStatus();
-    return SqliteError(db_, rc_, absl::StrCat("preparing ", sql_));
-  }
-  Stmt& Bind(int i, absl::string_view v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
-                      SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Stmt& BindOpt(int i, std::optional<uint32_t> v) {
-    if (v) {
-      sqlite3_bind_int64(stmt_, i, *v);
-    } else {
-      sqlite3_bind_null(stmt_, i);
-    }
-    return *this;
-  }
-  // True when a row is ready; false when done.
-  absl::StatusOr<bool> Step() {
-    RETURN_IF_ERROR(status());
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return SqliteError(db_, rc, sql_);
-  }
-  absl::Status Run() {
-    ASSIGN_OR_RETURN(bool row, Step());
-    (void)row;
-    return absl::OkStatus();
-  }
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  bool IsNull(int col) const {
-    return sqlite3_column_type(stmt_, col) == SQLITE_NULL;
-  }
-  std::string Text(int col) const {
-    const unsigned char* p = sqlite3_column_text(stmt_, col);
-    return p ? std::string(reinterpret_cast<const char*>(p),
-                           sqlite3_column_bytes(stmt_, col))
-             : std::string();
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-  const char* sql_;
-};
-
-// BEGIN IMMEDIATE ... COMMIT, rolled back unless committed.
-//
-// A transaction that only records what the kernel has already committed
-// (CommitOp) need not be durable on its own: if a power loss takes it, the
-// pending row it would have deleted is still there and the next reconcile
-// finds the kernel at the new transaction id and rolls forward again. Such a
-// transaction runs with synchronous=NORMAL (in WAL mode: no fsync at commit;
-// https://www.sqlite.org/pragma.html#pragma_synchronous) and becomes durable
-// with the next FULL commit, which syncs the WAL up to and including it.
-class Txn {
- public:
-  enum class Sync { kFull, kLazy };
-  explicit Txn(sqlite3* db, Sync sync = Sync::kFull) : db_(db), sync_(sync) {}
-  absl::Status Begin() {
-    if (sync_ == Sync::kLazy) {
-      int rc = sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
-      if (rc != SQLITE_OK) return SqliteError(db_, rc, "PRAGMA synchronous=NORMAL");
-      lazy_ = true;
-    }
-    int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return SqliteError(db_, rc, "BEGIN IMMEDIATE");
-    open_ = true;
-    return absl::OkStatus();
-  }
-  absl::Status Commit() {
-    int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return SqliteError(db_, rc, "COMMIT");
-    open_ = false;
-    return absl::OkStatus();
-  }
-  ~Txn() {
-    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    if (lazy_) sqlite3_exec(db_, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
-  }
-
- private:
-  sqlite3* db_;
-  Sync sync_;
-  bool open_ = false;
-  bool lazy_ = false;
-};
-
-absl::StatusOr<ThinState> ParseState(const std::string& s) {
-  if (s == "creating") return ThinState::kCreating;
-  if (s == "ready") return ThinState::kReady;
-  if (s == "deleting") return ThinState::kDeleting;
-  return absl::DataLossError(absl::StrCat("registry: unknown thin state '", s, "'"));
+absl::StatusOr<int64_t> SchemaVersion(Db& db) {
+  ASSIGN_OR_RETURN(Stmt version, db.Prepare("PRAGMA user_version"));
+  ASSIGN_OR_RETURN(bool row, version.Step());
+  return row ? version.Int(0) : 0;
 }
 
 absl::StatusOr<OpKind> ParseKind(const std::string& s) {
@@ -226,9 +115,9 @@ absl::StatusOr<OpKind> ParseKind(const std::string& s) {
   return absl::DataLossError(absl::StrCat("registry: unknown op kind '", s, "'"));
 }
 
-constexpr const char* kPoolColumns =
-    "name, backing, data_path, metadata_path, data_bytes, metadata_bytes, "
-    "block_sectors, low_water_blocks, features, transaction_id";
+#define POOL_COLUMNS \
+  "name, backing, data_path, metadata_path, data_bytes, metadata_bytes, " \
+  "block_sectors, low_water_blocks, features, transaction_id"
 
 PoolRecord ReadPool(const Stmt& s) {
   PoolRecord p;
@@ -246,8 +135,7 @@ PoolRecord ReadPool(const Stmt& s) {
   return p;
 }
 
-constexpr const char* kThinColumns =
-    "pool, dev_id, name, size_bytes, parent_id, state, created_unix";
+#define THIN_COLUMNS "pool, dev_id, name, size_bytes, parent_id, state, created_unix"
 
 absl::StatusOr<ThinRecord> ReadThin(const Stmt& s) {
   ThinRecord t;
@@ -256,77 +144,183 @@ absl::StatusOr<ThinRecord> ReadThin(const Stmt& s) {
   t.name = s.Text(2);
   t.size_bytes = s.Int(3);
   if (!s.IsNull(4)) t.parent_id = static_cast<uint32_t>(s.Int(4));
-  ASSIGN_OR_RETURN(t.state, ParseState(s.Text(5)));
+  ASSIGN_OR_RETURN(t.state, base::RecordStateFromRegistry(s.Text(5), "thin device", t.name));
   t.created_unix = s.Int(6);
   return t;
 }
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+absl::StatusOr<PoolRecord> GetPoolIn(Db& db, absl::string_view name) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare("SELECT " POOL_COLUMNS " FROM pools WHERE name=?"));
+  s.Bind(1, name);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) {
+    return absl::NotFoundError(absl::StrCat("no pool named '", name, "'"));
+  }
+  return ReadPool(s);
+}
+
+absl::StatusOr<ThinRecord> GetThinIn(Db& db, absl::string_view pool, absl::string_view name) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare("SELECT " THIN_COLUMNS " FROM thins WHERE pool=? AND name=?"));
+  s.Bind(1, pool).Bind(2, name);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) {
+    return absl::NotFoundError(
+        absl::StrCat("no thin device '", name, "' in pool '", pool, "'"));
+  }
+  return ReadThin(s);
+}
+
+absl::StatusOr<std::optional<PendingOp>> GetPendingIn(Db& db, absl::string_view pool) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare("SELECT pool, kind, dev_id, origin_id, old_txid, new_txid FROM pending "
+                                      "WHERE pool=?"));
+  s.Bind(1, pool);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<PendingOp>();
+  PendingOp op;
+  op.pool = s.Text(0);
+  ASSIGN_OR_RETURN(op.kind, ParseKind(s.Text(1)));
+  op.dev_id = static_cast<uint32_t>(s.Int(2));
+  if (!s.IsNull(3)) op.origin_id = static_cast<uint32_t>(s.Int(3));
+  op.old_txid = s.Int(4);
+  op.new_txid = s.Int(5);
+  return std::optional<PendingOp>(op);
+}
+
+absl::StatusOr<uint32_t> AllocateIdIn(Db& db, absl::string_view pool) {
+  // The lowest freed id first (one index lookup), else the next never-used
+  // id; both O(log n), so allocation stays flat with 10,000 devices.
+  {
+    ASSIGN_OR_RETURN(Stmt freed, db.Prepare("SELECT MIN(dev_id) FROM free_ids WHERE pool=?"));
+    freed.Bind(1, pool);
+    ASSIGN_OR_RETURN(bool row, freed.Step());
+    if (row && !freed.IsNull(0)) {
+      int64_t id = freed.Int(0);
+      ASSIGN_OR_RETURN(Stmt take, db.Prepare("DELETE FROM free_ids WHERE pool=? AND dev_id=?"));
+      take.Bind(1, pool).Bind(2, id);
+      RETURN_IF_ERROR(take.Run());
+      return static_cast<uint32_t>(id);
+    }
+  }
+  int64_t id = 0;
+  {
+    ASSIGN_OR_RETURN(Stmt next, db.Prepare("SELECT next_id FROM pools WHERE name=?"));
+    next.Bind(1, pool);
+    ASSIGN_OR_RETURN(bool row, next.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no pool named '", pool, "'"));
+    id = next.Int(0);
+  }
+  for (;; ++id) {
+    if (id > kMaxDeviceId) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "pool '", pool, "' has no free 24-bit device id left"));
+    }
+    // Skip ids taken by hand (Quarantine) or rows from outside the counter.
+    ASSIGN_OR_RETURN(Stmt used, db.Prepare("SELECT EXISTS(SELECT 1 FROM thins WHERE pool=?1 AND dev_id=?2) OR "
+                                           "EXISTS(SELECT 1 FROM quarantine WHERE pool=?1 AND dev_id=?2)"));
+    used.Bind(1, pool).Bind(2, id);
+    ASSIGN_OR_RETURN(bool r, used.Step());
+    if (!r || used.Int(0) == 0) break;
+  }
+  ASSIGN_OR_RETURN(Stmt bump, db.Prepare("UPDATE pools SET next_id=? WHERE name=?"));
+  bump.Bind(1, id + 1).Bind(2, pool);
+  RETURN_IF_ERROR(bump.Run());
+  return static_cast<uint32_t>(id);
+}
+
+absl::Status FreeId(Db& db, absl::string_view pool, uint32_t dev_id) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare("INSERT OR IGNORE INTO free_ids(pool, dev_id) VALUES(?,?)"));
+  s.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id));
+  return s.Run();
+}
+
+// Runs `sql` with `pool` and `dev_id` bound to its two parameters.
+absl::Status RunOnThin(Db& db, const char* sql, absl::string_view pool, uint32_t dev_id) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare(sql));
+  s.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id));
+  return s.Run();
+}
+
+// The pending row must still be the one the caller holds.
+absl::Status CheckPendingMatches(const std::optional<PendingOp>& have,
+                                 const PendingOp& want) {
+  if (!have || have->dev_id != want.dev_id || have->kind != want.kind ||
+      have->new_txid != want.new_txid) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", want.pool, "': pending ", OpKindName(want.kind), " of device ",
+        want.dev_id, " is no longer recorded (finished by another process?)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NoPending(Db& db, absl::string_view pool) {
+  ASSIGN_OR_RETURN(auto pending, GetPendingIn(db, pool));
+  if (pending) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", pool, "' already has a pending ", OpKindName(pending->kind),
+        " of device ", pending->dev_id));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& path) {
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(
-      path.c_str(), &db,
-      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    absl::Status status = SqliteError(db, rc, absl::StrCat("opening ", path));
-    sqlite3_close(db);
-    return status;
-  }
-  std::unique_ptr<Registry> registry(new Registry(db, path));
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  sqlite3_extended_result_codes(db, 1);
-  // journal_mode=WAL itself needs a lock; the busy timeout covers it.
-  RETURN_IF_ERROR(registry->Exec("PRAGMA journal_mode=WAL"));
-  RETURN_IF_ERROR(registry->Exec("PRAGMA synchronous=FULL"));
+  // WAL, synchronous=FULL, foreign keys, a busy timeout (base/sqlite.h).
+  ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(path, /*create=*/true));
   // Checkpoint early so the WAL wraps while it is small: a commit that
   // overwrites WAL pages already on disk is a data-only fdatasync, while one
   // that grows the file also commits the host filesystem's journal (the
   // default, 1000 pages, lets a young registry's WAL grow for a long time).
-  RETURN_IF_ERROR(registry->Exec("PRAGMA wal_autocheckpoint=64"));
-  RETURN_IF_ERROR(registry->Exec("PRAGMA foreign_keys=ON"));
+  // Only lowered: on a nearly full filesystem Db::Open asked for every page.
+  int64_t autocheckpoint = 0;
   {
-    Txn txn(db);
-    RETURN_IF_ERROR(txn.Begin());
-    Stmt version(db, "PRAGMA user_version");
-    ASSIGN_OR_RETURN(bool row, version.Step());
-    int64_t have = row ? version.Int(0) : 0;
+    ASSIGN_OR_RETURN(Stmt get, db->Prepare("PRAGMA wal_autocheckpoint"));
+    ASSIGN_OR_RETURN(bool row, get.Step());
+    if (row) autocheckpoint = get.Int(0);
+  }
+  if (autocheckpoint <= 0 || autocheckpoint > 64) RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint=64"));
+  // That checkpoint, not the close, copies the WAL back into the database
+  // (docs/thinpool.md, "The registry and the transaction protocol").
+  db->LeaveCheckpointsToAutocheckpoint();
+  auto conn = std::make_unique<SharedDb>(std::move(db));
+  // Read first: an open that finds the current schema takes no write lock.
+  int64_t have = 0;
+  {
+    auto lock = conn->Lock();
+    ASSIGN_OR_RETURN(have, SchemaVersion(conn->db()));
+  }
+  if (have != kSchemaVersion) {
+    ASSIGN_OR_RETURN(Writer w, conn->Write());
+    ASSIGN_OR_RETURN(have, SchemaVersion(w.db()));
     if (have > kSchemaVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
           "registry ", path, " has schema version ", have,
           ", newer than this build understands (", kSchemaVersion, ")"));
     }
+    if (have == 1) RETURN_IF_ERROR(w.db().Exec(kThinsV1ToV2));
     if (have < kSchemaVersion) {
-      RETURN_IF_ERROR(registry->Exec(kSchema));
-      RETURN_IF_ERROR(registry->Exec(
-          absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
+      RETURN_IF_ERROR(w.db().Exec(kSchema));
+      if (have == 1) RETURN_IF_ERROR(w.db().Exec(kThinsV1Copy));
+      RETURN_IF_ERROR(w.db().Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion)));
     }
-    RETURN_IF_ERROR(txn.Commit());
+    RETURN_IF_ERROR(w.Commit());
   }
-  return registry;
+  return std::unique_ptr<Registry>(new Registry(std::move(conn), path));
 }
 
-Registry::~Registry() { sqlite3_close(db_); }
+Registry::Registry(std::unique_ptr<SharedDb> conn, std::string path)
+    : conn_(std::move(conn)), path_(std::move(path)) {}
 
-absl::Status Registry::Exec(const char* sql) {
-  char* err = nullptr;
-  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
-  if (rc != SQLITE_OK) {
-    absl::Status status = SqliteError(db_, rc, sql);
-    sqlite3_free(err);
-    return status;
-  }
-  return absl::OkStatus();
-}
+Registry::~Registry() = default;
 
 absl::Status Registry::AddPool(const PoolRecord& pool) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_,
-         "INSERT INTO pools(name, backing, data_path, metadata_path, data_bytes, "
-         "metadata_bytes, block_sectors, low_water_blocks, features, "
-         "transaction_id, created_unix) VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare(
+                               "INSERT INTO pools(name, backing, data_path, metadata_path, data_bytes, "
+                               "metadata_bytes, block_sectors, low_water_blocks, features, "
+                               "transaction_id, created_unix) VALUES(?,?,?,?,?,?,?,?,?,?,?)"));
   s.Bind(1, pool.name)
       .Bind(2, PoolBackingName(pool.backing))
       .Bind(3, pool.data_path)
@@ -343,29 +337,18 @@ absl::Status Registry::AddPool(const PoolRecord& pool) {
     return absl::AlreadyExistsError(
         absl::StrCat("pool '", pool.name, "' already exists in ", path_));
   }
-  return status;
-}
-
-absl::StatusOr<PoolRecord> Registry::GetPoolLocked(absl::string_view name) {
-  Stmt s(db_, absl::StrCat("SELECT ", kPoolColumns,
-                           " FROM pools WHERE name=?").c_str());
-  s.Bind(1, name);
-  ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) {
-    return absl::NotFoundError(absl::StrCat("no pool named '", name, "'"));
-  }
-  return ReadPool(s);
+  RETURN_IF_ERROR(status);
+  return w.Commit();
 }
 
 absl::StatusOr<PoolRecord> Registry::GetPool(absl::string_view name) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return GetPoolLocked(name);
+  auto lock = conn_->Lock();
+  return GetPoolIn(conn_->db(), name);
 }
 
 absl::StatusOr<std::vector<PoolRecord>> Registry::ListPools() {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kPoolColumns,
-                           " FROM pools ORDER BY name").c_str());
+  auto lock = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT " POOL_COLUMNS " FROM pools ORDER BY name"));
   std::vector<PoolRecord> out;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, s.Step());
@@ -376,54 +359,51 @@ absl::StatusOr<std::vector<PoolRecord>> Registry::ListPools() {
 }
 
 absl::Status Registry::RemovePool(absl::string_view name, bool even_if_pending) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_);
-  RETURN_IF_ERROR(txn.Begin());
-  RETURN_IF_ERROR(GetPoolLocked(name).status());
-  ASSIGN_OR_RETURN(auto pending, GetPendingLocked(name));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  RETURN_IF_ERROR(GetPoolIn(w.db(), name).status());
+  ASSIGN_OR_RETURN(auto pending, GetPendingIn(w.db(), name));
   if (pending && !even_if_pending) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", name, "' has a pending ", OpKindName(pending->kind),
         " of device ", pending->dev_id, "; open the pool to reconcile first"));
   }
-  Stmt s(db_, "DELETE FROM pools WHERE name=?");
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("DELETE FROM pools WHERE name=?"));
   s.Bind(1, name);
   RETURN_IF_ERROR(s.Run());
-  return txn.Commit();
+  return w.Commit();
 }
 
 absl::Status Registry::SetPoolSizes(absl::string_view name, uint64_t data_bytes,
                                     uint64_t metadata_bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "UPDATE pools SET data_bytes=?, metadata_bytes=? WHERE name=?");
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("UPDATE pools SET data_bytes=?, metadata_bytes=? WHERE name=?"));
   s.Bind(1, static_cast<int64_t>(data_bytes))
       .Bind(2, static_cast<int64_t>(metadata_bytes))
       .Bind(3, name);
   RETURN_IF_ERROR(s.Run());
-  if (sqlite3_changes(db_) == 0) {
+  if (w.db().Changes() == 0) {
     return absl::NotFoundError(absl::StrCat("no pool named '", name, "'"));
   }
-  return absl::OkStatus();
+  return w.Commit();
 }
 
 absl::Status Registry::SetThinSize(absl::string_view pool, absl::string_view name,
                                    uint64_t size_bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "UPDATE thins SET size_bytes=? WHERE pool=? AND name=? AND state='ready'");
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("UPDATE thins SET size_bytes=? WHERE pool=? AND name=? AND state='ready'"));
   s.Bind(1, static_cast<int64_t>(size_bytes)).Bind(2, pool).Bind(3, name);
   RETURN_IF_ERROR(s.Run());
-  if (sqlite3_changes(db_) == 0) {
+  if (w.db().Changes() == 0) {
     return absl::NotFoundError(
         absl::StrCat("no ready thin device '", name, "' in pool '", pool, "'"));
   }
-  return absl::OkStatus();
+  return w.Commit();
 }
 
 absl::StatusOr<std::vector<ThinRecord>> Registry::ListThins(
     absl::string_view pool) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kThinColumns,
-                           " FROM thins WHERE pool=? ORDER BY dev_id").c_str());
+  auto lock = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT " THIN_COLUMNS " FROM thins WHERE pool=? ORDER BY dev_id"));
   s.Bind(1, pool);
   std::vector<ThinRecord> out;
   for (;;) {
@@ -435,30 +415,16 @@ absl::StatusOr<std::vector<ThinRecord>> Registry::ListThins(
   return out;
 }
 
-absl::StatusOr<ThinRecord> Registry::GetThinLocked(absl::string_view pool,
-                                                   absl::string_view name) {
-  Stmt s(db_, absl::StrCat("SELECT ", kThinColumns,
-                           " FROM thins WHERE pool=? AND name=?").c_str());
-  s.Bind(1, pool).Bind(2, name);
-  ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) {
-    return absl::NotFoundError(
-        absl::StrCat("no thin device '", name, "' in pool '", pool, "'"));
-  }
-  return ReadThin(s);
-}
-
 absl::StatusOr<ThinRecord> Registry::GetThin(absl::string_view pool,
                                              absl::string_view name) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return GetThinLocked(pool, name);
+  auto lock = conn_->Lock();
+  return GetThinIn(conn_->db(), pool, name);
 }
 
 absl::StatusOr<ThinRecord> Registry::GetThinById(absl::string_view pool,
                                                  uint32_t dev_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kThinColumns,
-                           " FROM thins WHERE pool=? AND dev_id=?").c_str());
+  auto lock = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT " THIN_COLUMNS " FROM thins WHERE pool=? AND dev_id=?"));
   s.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id));
   ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) {
@@ -468,93 +434,24 @@ absl::StatusOr<ThinRecord> Registry::GetThinById(absl::string_view pool,
   return ReadThin(s);
 }
 
-absl::StatusOr<uint32_t> Registry::AllocateIdLocked(absl::string_view pool) {
-  // The lowest freed id first (one index lookup), else the next never-used
-  // id; both O(log n), so allocation stays flat with 10,000 devices.
-  Stmt freed(db_, "SELECT MIN(dev_id) FROM free_ids WHERE pool=?");
-  freed.Bind(1, pool);
-  ASSIGN_OR_RETURN(bool row, freed.Step());
-  if (row && !freed.IsNull(0)) {
-    int64_t id = freed.Int(0);
-    Stmt take(db_, "DELETE FROM free_ids WHERE pool=? AND dev_id=?");
-    take.Bind(1, pool).Bind(2, id);
-    RETURN_IF_ERROR(take.Run());
-    return static_cast<uint32_t>(id);
-  }
-  Stmt next(db_, "SELECT next_id FROM pools WHERE name=?");
-  next.Bind(1, pool);
-  ASSIGN_OR_RETURN(row, next.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("no pool named '", pool, "'"));
-  int64_t id = next.Int(0);
-  for (;; ++id) {
-    if (id > kMaxDeviceId) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "pool '", pool, "' has no free 24-bit device id left"));
-    }
-    // Skip ids taken by hand (Quarantine) or rows from outside the counter.
-    Stmt used(db_,
-              "SELECT EXISTS(SELECT 1 FROM thins WHERE pool=?1 AND dev_id=?2) OR "
-              "EXISTS(SELECT 1 FROM quarantine WHERE pool=?1 AND dev_id=?2)");
-    used.Bind(1, pool).Bind(2, id);
-    ASSIGN_OR_RETURN(bool r, used.Step());
-    if (!r || used.Int(0) == 0) break;
-  }
-  Stmt bump(db_, "UPDATE pools SET next_id=? WHERE name=?");
-  bump.Bind(1, id + 1).Bind(2, pool);
-  RETURN_IF_ERROR(bump.Run());
-  return static_cast<uint32_t>(id);
-}
-
-namespace {
-absl::Status FreeId(sqlite3* db, absl::string_view pool, uint32_t dev_id) {
-  Stmt s(db, "INSERT OR IGNORE INTO free_ids(pool, dev_id) VALUES(?,?)");
-  s.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id));
-  return s.Run();
-}
-}  // namespace
-
-absl::StatusOr<std::optional<PendingOp>> Registry::GetPendingLocked(
-    absl::string_view pool) {
-  Stmt s(db_,
-         "SELECT pool, kind, dev_id, origin_id, old_txid, new_txid FROM pending "
-         "WHERE pool=?");
-  s.Bind(1, pool);
-  ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<PendingOp>();
-  PendingOp op;
-  op.pool = s.Text(0);
-  ASSIGN_OR_RETURN(op.kind, ParseKind(s.Text(1)));
-  op.dev_id = static_cast<uint32_t>(s.Int(2));
-  if (!s.IsNull(3)) op.origin_id = static_cast<uint32_t>(s.Int(3));
-  op.old_txid = s.Int(4);
-  op.new_txid = s.Int(5);
-  return std::optional<PendingOp>(op);
-}
-
 absl::StatusOr<std::optional<PendingOp>> Registry::GetPending(
     absl::string_view pool) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return GetPendingLocked(pool);
+  auto lock = conn_->Lock();
+  return GetPendingIn(conn_->db(), pool);
 }
 
 absl::StatusOr<PendingOp> Registry::BeginCreate(
     absl::string_view pool, absl::string_view name, uint64_t size_bytes,
     std::optional<uint32_t> origin_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_);
-  RETURN_IF_ERROR(txn.Begin());
-  ASSIGN_OR_RETURN(PoolRecord p, GetPoolLocked(pool));
-  ASSIGN_OR_RETURN(auto pending, GetPendingLocked(pool));
-  if (pending) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", pool, "' already has a pending ", OpKindName(pending->kind),
-        " of device ", pending->dev_id));
-  }
-  if (GetThinLocked(pool, name).ok()) {
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  Db& db = w.db();
+  ASSIGN_OR_RETURN(PoolRecord p, GetPoolIn(db, pool));
+  RETURN_IF_ERROR(NoPending(db, pool));
+  if (GetThinIn(db, pool, name).ok()) {
     return absl::AlreadyExistsError(absl::StrCat(
         "thin device '", name, "' already exists in pool '", pool, "'"));
   }
-  ASSIGN_OR_RETURN(uint32_t id, AllocateIdLocked(pool));
+  ASSIGN_OR_RETURN(uint32_t id, AllocateIdIn(db, pool));
   PendingOp op;
   op.pool = std::string(pool);
   op.kind = origin_id ? OpKind::kCreateSnap : OpKind::kCreateThin;
@@ -563,44 +460,38 @@ absl::StatusOr<PendingOp> Registry::BeginCreate(
   op.old_txid = p.transaction_id;
   op.new_txid = p.transaction_id + 1;
 
-  Stmt thin(db_,
-            "INSERT INTO thins(pool, dev_id, name, size_bytes, parent_id, state, "
-            "created_unix) VALUES(?,?,?,?,?,'creating',?)");
-  thin.Bind(1, pool)
-      .Bind(2, static_cast<int64_t>(id))
-      .Bind(3, name)
-      .Bind(4, static_cast<int64_t>(size_bytes))
-      .BindOpt(5, origin_id)
-      .Bind(6, Now());
-  RETURN_IF_ERROR(thin.Run());
-  Stmt rec(db_,
-           "INSERT INTO pending(pool, kind, dev_id, origin_id, old_txid, "
-           "new_txid, started_unix) VALUES(?,?,?,?,?,?,?)");
+  {
+    ASSIGN_OR_RETURN(Stmt thin, db.Prepare("INSERT INTO thins(pool, dev_id, name, size_bytes, parent_id, state, "
+                                           "created_unix) VALUES(?,?,?,?,?,'creating',?)"));
+    thin.Bind(1, pool)
+        .Bind(2, static_cast<int64_t>(id))
+        .Bind(3, name)
+        .Bind(4, static_cast<int64_t>(size_bytes))
+        .BindOrNull(5, origin_id)
+        .Bind(6, Now());
+    RETURN_IF_ERROR(thin.Run());
+  }
+  ASSIGN_OR_RETURN(Stmt rec, db.Prepare("INSERT INTO pending(pool, kind, dev_id, origin_id, old_txid, "
+                                        "new_txid, started_unix) VALUES(?,?,?,?,?,?,?)"));
   rec.Bind(1, pool)
       .Bind(2, OpKindName(op.kind))
       .Bind(3, static_cast<int64_t>(id))
-      .BindOpt(4, origin_id)
+      .BindOrNull(4, origin_id)
       .Bind(5, static_cast<int64_t>(op.old_txid))
       .Bind(6, static_cast<int64_t>(op.new_txid))
       .Bind(7, Now());
   RETURN_IF_ERROR(rec.Run());
-  RETURN_IF_ERROR(txn.Commit());
+  RETURN_IF_ERROR(w.Commit());
   return op;
 }
 
 absl::StatusOr<PendingOp> Registry::BeginDelete(absl::string_view pool,
                                                 absl::string_view name) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_);
-  RETURN_IF_ERROR(txn.Begin());
-  ASSIGN_OR_RETURN(PoolRecord p, GetPoolLocked(pool));
-  ASSIGN_OR_RETURN(auto pending, GetPendingLocked(pool));
-  if (pending) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", pool, "' already has a pending ", OpKindName(pending->kind),
-        " of device ", pending->dev_id));
-  }
-  ASSIGN_OR_RETURN(ThinRecord t, GetThinLocked(pool, name));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  Db& db = w.db();
+  ASSIGN_OR_RETURN(PoolRecord p, GetPoolIn(db, pool));
+  RETURN_IF_ERROR(NoPending(db, pool));
+  ASSIGN_OR_RETURN(ThinRecord t, GetThinIn(db, pool, name));
   if (t.state != ThinState::kReady) {
     return absl::FailedPreconditionError(absl::StrCat(
         "thin device '", name, "' is ", ThinStateName(t.state)));
@@ -611,98 +502,71 @@ absl::StatusOr<PendingOp> Registry::BeginDelete(absl::string_view pool,
   op.dev_id = t.dev_id;
   op.old_txid = p.transaction_id;
   op.new_txid = p.transaction_id + 1;
-  Stmt mark(db_, "UPDATE thins SET state='deleting' WHERE pool=? AND dev_id=?");
-  mark.Bind(1, pool).Bind(2, static_cast<int64_t>(t.dev_id));
-  RETURN_IF_ERROR(mark.Run());
-  Stmt rec(db_,
-           "INSERT INTO pending(pool, kind, dev_id, origin_id, old_txid, "
-           "new_txid, started_unix) VALUES(?,'delete',?,NULL,?,?,?)");
+  RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET state='removing' WHERE pool=? AND dev_id=?", pool, t.dev_id));
+  ASSIGN_OR_RETURN(Stmt rec, db.Prepare("INSERT INTO pending(pool, kind, dev_id, origin_id, old_txid, "
+                                        "new_txid, started_unix) VALUES(?,'delete',?,NULL,?,?,?)"));
   rec.Bind(1, pool)
       .Bind(2, static_cast<int64_t>(t.dev_id))
       .Bind(3, static_cast<int64_t>(op.old_txid))
       .Bind(4, static_cast<int64_t>(op.new_txid))
       .Bind(5, Now());
   RETURN_IF_ERROR(rec.Run());
-  RETURN_IF_ERROR(txn.Commit());
+  RETURN_IF_ERROR(w.Commit());
   return op;
 }
 
-namespace {
-// The pending row must still be the one the caller holds.
-absl::Status CheckPendingMatches(const std::optional<PendingOp>& have,
-                                 const PendingOp& want) {
-  if (!have || have->dev_id != want.dev_id || have->kind != want.kind ||
-      have->new_txid != want.new_txid) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", want.pool, "': pending ", OpKindName(want.kind), " of device ",
-        want.dev_id, " is no longer recorded (finished by another process?)"));
-  }
-  return absl::OkStatus();
-}
-}  // namespace
-
 absl::Status Registry::CommitOp(const PendingOp& op) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_, Txn::Sync::kLazy);
-  RETURN_IF_ERROR(txn.Begin());
-  ASSIGN_OR_RETURN(auto pending, GetPendingLocked(op.pool));
+  // Not waiting for the disk (see registry.h).
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/true));
+  Db& db = w.db();
+  ASSIGN_OR_RETURN(auto pending, GetPendingIn(db, op.pool));
   RETURN_IF_ERROR(CheckPendingMatches(pending, op));
   if (op.kind == OpKind::kDelete) {
-    Stmt s(db_, "DELETE FROM thins WHERE pool=? AND dev_id=?");
-    s.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(RunOnThin(db, "DELETE FROM thins WHERE pool=? AND dev_id=?", op.pool, op.dev_id));
     // Snapshots outlive their origin; the id may be reused, so forget it.
-    Stmt orphans(db_, "UPDATE thins SET parent_id=NULL WHERE pool=? AND parent_id=?");
-    orphans.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
-    RETURN_IF_ERROR(orphans.Run());
-    RETURN_IF_ERROR(FreeId(db_, op.pool, op.dev_id));
+    RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET parent_id=NULL WHERE pool=? AND parent_id=?", op.pool, op.dev_id));
+    RETURN_IF_ERROR(FreeId(db, op.pool, op.dev_id));
   } else {
-    Stmt s(db_, "UPDATE thins SET state='ready' WHERE pool=? AND dev_id=?");
-    s.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET state='ready' WHERE pool=? AND dev_id=?", op.pool, op.dev_id));
   }
-  Stmt tx(db_, "UPDATE pools SET transaction_id=? WHERE name=?");
-  tx.Bind(1, static_cast<int64_t>(op.new_txid)).Bind(2, op.pool);
-  RETURN_IF_ERROR(tx.Run());
-  Stmt done(db_, "DELETE FROM pending WHERE pool=?");
+  {
+    ASSIGN_OR_RETURN(Stmt tx, db.Prepare("UPDATE pools SET transaction_id=? WHERE name=?"));
+    tx.Bind(1, static_cast<int64_t>(op.new_txid)).Bind(2, op.pool);
+    RETURN_IF_ERROR(tx.Run());
+  }
+  ASSIGN_OR_RETURN(Stmt done, db.Prepare("DELETE FROM pending WHERE pool=?"));
   done.Bind(1, op.pool);
   RETURN_IF_ERROR(done.Run());
-  return txn.Commit();
+  return w.Commit();
 }
 
 absl::Status Registry::AbortOp(const PendingOp& op,
                                std::optional<std::string> quarantine_reason) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_);
-  RETURN_IF_ERROR(txn.Begin());
-  ASSIGN_OR_RETURN(auto pending, GetPendingLocked(op.pool));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  Db& db = w.db();
+  ASSIGN_OR_RETURN(auto pending, GetPendingIn(db, op.pool));
   RETURN_IF_ERROR(CheckPendingMatches(pending, op));
   if (op.kind == OpKind::kDelete && !quarantine_reason) {
-    Stmt s(db_, "UPDATE thins SET state='ready' WHERE pool=? AND dev_id=?");
-    s.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET state='ready' WHERE pool=? AND dev_id=?", op.pool, op.dev_id));
   } else {
-    Stmt s(db_, "DELETE FROM thins WHERE pool=? AND dev_id=?");
-    s.Bind(1, op.pool).Bind(2, static_cast<int64_t>(op.dev_id));
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(RunOnThin(db, "DELETE FROM thins WHERE pool=? AND dev_id=?", op.pool, op.dev_id));
   }
   if (!quarantine_reason && op.kind != OpKind::kDelete) {
-    RETURN_IF_ERROR(FreeId(db_, op.pool, op.dev_id));
+    RETURN_IF_ERROR(FreeId(db, op.pool, op.dev_id));
   }
   if (quarantine_reason) {
-    Stmt q(db_,
-           "INSERT OR REPLACE INTO quarantine(pool, dev_id, reason, at_unix) "
-           "VALUES(?,?,?,?)");
+    ASSIGN_OR_RETURN(Stmt q, db.Prepare("INSERT OR REPLACE INTO quarantine(pool, dev_id, reason, at_unix) "
+                                        "VALUES(?,?,?,?)"));
     q.Bind(1, op.pool)
         .Bind(2, static_cast<int64_t>(op.dev_id))
         .Bind(3, *quarantine_reason)
         .Bind(4, Now());
     RETURN_IF_ERROR(q.Run());
   }
-  Stmt done(db_, "DELETE FROM pending WHERE pool=?");
+  ASSIGN_OR_RETURN(Stmt done, db.Prepare("DELETE FROM pending WHERE pool=?"));
   done.Bind(1, op.pool);
   RETURN_IF_ERROR(done.Run());
-  return txn.Commit();
+  return w.Commit();
 }
 
 absl::Status Registry::Quarantine(absl::string_view pool, uint32_t dev_id,
@@ -711,25 +575,23 @@ absl::Status Registry::Quarantine(absl::string_view pool, uint32_t dev_id,
     return absl::InvalidArgumentError(
         absl::StrCat("device id ", dev_id, " is not a 24-bit id"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(db_);
-  RETURN_IF_ERROR(txn.Begin());
-  RETURN_IF_ERROR(GetPoolLocked(pool).status());
-  Stmt q(db_,
-         "INSERT OR REPLACE INTO quarantine(pool, dev_id, reason, at_unix) "
-         "VALUES(?,?,?,?)");
-  q.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id)).Bind(3, reason).Bind(4, Now());
-  RETURN_IF_ERROR(q.Run());
-  Stmt unfree(db_, "DELETE FROM free_ids WHERE pool=? AND dev_id=?");
-  unfree.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id));
-  RETURN_IF_ERROR(unfree.Run());
-  return txn.Commit();
+  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  Db& db = w.db();
+  RETURN_IF_ERROR(GetPoolIn(db, pool).status());
+  {
+    ASSIGN_OR_RETURN(Stmt q, db.Prepare("INSERT OR REPLACE INTO quarantine(pool, dev_id, reason, at_unix) "
+                                        "VALUES(?,?,?,?)"));
+    q.Bind(1, pool).Bind(2, static_cast<int64_t>(dev_id)).Bind(3, reason).Bind(4, Now());
+    RETURN_IF_ERROR(q.Run());
+  }
+  RETURN_IF_ERROR(RunOnThin(db, "DELETE FROM free_ids WHERE pool=? AND dev_id=?", pool, dev_id));
+  return w.Commit();
 }
 
 absl::StatusOr<std::vector<QuarantinedId>> Registry::ListQuarantined(
     absl::string_view pool) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "SELECT dev_id, reason FROM quarantine WHERE pool=? ORDER BY dev_id");
+  auto lock = conn_->Lock();
+  ASSIGN_OR_RETURN(Stmt s, conn_->db().Prepare("SELECT dev_id, reason FROM quarantine WHERE pool=? ORDER BY dev_id"));
   s.Bind(1, pool);
   std::vector<QuarantinedId> out;
   for (;;) {
@@ -739,5 +601,8 @@ absl::StatusOr<std::vector<QuarantinedId>> Registry::ListQuarantined(
   }
   return out;
 }
+
+#undef POOL_COLUMNS
+#undef THIN_COLUMNS
 
 }  // namespace thinpool

@@ -123,14 +123,6 @@ struct Row {
   RecordState state = RecordState::kCreating;
 };
 
-// The state column, spelled as RecordStateName spells it (the schema's
-// CHECK allows no other).
-absl::StatusOr<RecordState> StateOf(const Stmt& s, int col) {
-  std::optional<RecordState> state = ParseRecordState(s.Text(col));
-  if (!state) return absl::DataLossError(absl::StrCat("registry: unknown layer state \"", s.Text(col), "\""));
-  return *state;
-}
-
 absl::StatusOr<Row> ReadRow(const Stmt& s) {
   Row r;
   r.info.cache_id = s.Text(0);
@@ -143,7 +135,8 @@ absl::StatusOr<Row> ReadRow(const Stmt& s) {
   r.info.size = s.Int(7);
   r.info.tar_size = static_cast<uint64_t>(s.Int(8));
   r.info.refs = s.Int(9);
-  ASSIGN_OR_RETURN(r.state, StateOf(s, 10));
+  // Spelled as RecordStateName spells it (the schema's CHECK allows no other).
+  ASSIGN_OR_RETURN(r.state, RecordStateFromRegistry(s.Text(10), "layer with cache id", r.info.cache_id));
   r.info.created = absl::FromUnixNanos(s.Int(11));
   r.info.updated = absl::FromUnixNanos(s.Int(12));
   r.info.parent = s.Text(13);

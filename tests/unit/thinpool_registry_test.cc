@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/sqlite.h"
 #include "gtest/gtest.h"
 #include "thinpool/registry.h"
 #include "thinpool/state_dir.h"
@@ -206,7 +207,7 @@ TEST_F(RegistryTest, AbortRollsBack) {
 
   auto del = r.BeginDelete("p", "t1");
   ASSERT_TRUE(del.ok());
-  EXPECT_EQ(r.GetThin("p", "t1")->state, ThinState::kDeleting);
+  EXPECT_EQ(r.GetThin("p", "t1")->state, ThinState::kRemoving);
   EXPECT_EQ(r.BeginDelete("p", "t1").status().code(),
             absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(r.AbortOp(*del, std::nullopt).ok());
@@ -370,6 +371,166 @@ TEST_F(RegistryTest, NotADatabaseIsAClearError) {
   ASSERT_FALSE(state.ok());
   EXPECT_NE(state.status().message().find("registry"), absl::string_view::npos)
       << state.status();
+}
+
+// What a registry of schema version 1 held on disk (the build before the
+// thin states were base::RecordState's): a thin being deleted is
+// 'deleting'.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE pools(
+  name TEXT PRIMARY KEY,
+  backing TEXT NOT NULL CHECK(backing IN ('files','devices')),
+  data_path TEXT NOT NULL, metadata_path TEXT NOT NULL,
+  data_bytes INTEGER NOT NULL, metadata_bytes INTEGER NOT NULL,
+  block_sectors INTEGER NOT NULL, low_water_blocks INTEGER NOT NULL,
+  features TEXT NOT NULL, transaction_id INTEGER NOT NULL,
+  next_id INTEGER NOT NULL DEFAULT 1, created_unix INTEGER NOT NULL);
+CREATE TABLE free_ids(
+  pool TEXT NOT NULL REFERENCES pools(name) ON DELETE CASCADE,
+  dev_id INTEGER NOT NULL, PRIMARY KEY(pool, dev_id));
+CREATE TABLE thins(
+  pool TEXT NOT NULL REFERENCES pools(name) ON DELETE CASCADE,
+  dev_id INTEGER NOT NULL CHECK(dev_id BETWEEN 0 AND 16777215),
+  name TEXT NOT NULL, size_bytes INTEGER NOT NULL, parent_id INTEGER,
+  state TEXT NOT NULL CHECK(state IN ('creating','ready','deleting')),
+  created_unix INTEGER NOT NULL,
+  PRIMARY KEY(pool, dev_id), UNIQUE(pool, name));
+CREATE INDEX thins_by_parent ON thins(pool, parent_id);
+CREATE TABLE quarantine(
+  pool TEXT NOT NULL REFERENCES pools(name) ON DELETE CASCADE,
+  dev_id INTEGER NOT NULL, reason TEXT NOT NULL, at_unix INTEGER NOT NULL,
+  PRIMARY KEY(pool, dev_id));
+CREATE TABLE pending(
+  pool TEXT PRIMARY KEY REFERENCES pools(name) ON DELETE CASCADE,
+  kind TEXT NOT NULL CHECK(kind IN ('create_thin','create_snap','delete')),
+  dev_id INTEGER NOT NULL, origin_id INTEGER,
+  old_txid INTEGER NOT NULL, new_txid INTEGER NOT NULL,
+  started_unix INTEGER NOT NULL);
+INSERT INTO pools VALUES('p','files','/x/data','/x/metadata',1073741824,8388608,128,0,'',3,5,0);
+INSERT INTO free_ids VALUES('p',4);
+INSERT INTO thins VALUES('p',1,'base',4096,NULL,'ready',0);
+INSERT INTO thins VALUES('p',2,'snap',4096,1,'ready',0);
+INSERT INTO thins VALUES('p',3,'going',4096,NULL,'deleting',0);
+INSERT INTO quarantine VALUES('p',9,'seen after a crash',0);
+INSERT INTO pending VALUES('p','delete',3,NULL,3,4,0);
+PRAGMA user_version=1;
+)sql";
+
+// One column of `sql`'s rows, through a connection of its own.
+std::vector<std::string> Rows(const std::string& path, const std::string& sql) {
+  std::vector<std::string> out;
+  auto db = base::sqlite::Db::Open(path, false);
+  if (!db.ok()) return {"open: " + std::string(db.status().message())};
+  auto s = (*db)->Prepare(sql);
+  if (!s.ok()) return {"prepare: " + std::string(s.status().message())};
+  for (;;) {
+    auto row = s->Step();
+    if (!row.ok() || !*row) break;
+    out.push_back(s->Text(0));
+  }
+  return out;
+}
+
+// A registry written by the previous schema opens with everything in it,
+// 'deleting' read as removing, and is version 2 after one transaction.
+TEST_F(RegistryTest, SchemaVersion1IsMigratedAtOpen) {
+  fs::create_directories(dir_);
+  fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace);
+  const std::string path = dir_ + "/.registry.db";
+  {
+    auto db = base::sqlite::Db::Open(path);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Exec(kSchemaV1).ok());
+  }
+  auto state = OpenState();
+  ASSERT_NE(state, nullptr);
+  Registry& r = state->registry();
+  auto thins = r.ListThins("p");
+  ASSERT_TRUE(thins.ok()) << thins.status();
+  ASSERT_EQ(thins->size(), 3u);
+  EXPECT_EQ((*thins)[0].state, ThinState::kReady);
+  EXPECT_EQ((*thins)[1].parent_id, std::optional<uint32_t>(1));
+  EXPECT_EQ((*thins)[2].state, ThinState::kRemoving);
+  EXPECT_EQ(ThinStateName((*thins)[2].state), "removing");
+  EXPECT_EQ(Rows(path, "PRAGMA user_version"), std::vector<std::string>{"2"});
+  EXPECT_EQ(Rows(path, "SELECT name FROM sqlite_schema WHERE tbl_name LIKE 'thins%' AND type='index' "
+                       "AND name NOT LIKE 'sqlite_%'"),
+            std::vector<std::string>{"thins_by_parent"});
+  EXPECT_EQ(Rows(path, "SELECT name FROM sqlite_schema WHERE name='thins_v1'"), std::vector<std::string>{});
+  // The pending delete finishes; ids, quarantine and the free list carry over.
+  auto pending = r.GetPending("p");
+  ASSERT_TRUE(pending.ok() && pending->has_value());
+  ASSERT_TRUE(r.CommitOp(**pending).ok());
+  EXPECT_EQ(r.GetPool("p")->transaction_id, 4u);
+  EXPECT_EQ(Create(r, "p", "a"), 3u);  // freed by the delete, lowest first
+  EXPECT_EQ(Create(r, "p", "b"), 4u);
+  EXPECT_EQ(Create(r, "p", "c"), 5u);
+  EXPECT_EQ(Create(r, "p", "d"), 6u);
+  ASSERT_EQ(r.ListQuarantined("p")->size(), 1u);
+  auto del = r.BeginDelete("p", "a");
+  ASSERT_TRUE(del.ok()) << del.status();
+  EXPECT_EQ(r.GetThin("p", "a")->state, ThinState::kRemoving);
+  ASSERT_TRUE(r.AbortOp(*del, std::nullopt).ok());
+  // Reopened, nothing is migrated again.
+  state.reset();
+  state = OpenState();
+  ASSERT_NE(state, nullptr);
+  EXPECT_EQ(state->registry().ListThins("p")->size(), 6u);
+}
+
+// The migration is one transaction: when it fails half-way, the registry is
+// left as it was, still version 1.
+TEST_F(RegistryTest, FailedMigrationChangesNothing) {
+  fs::create_directories(dir_);
+  fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace);
+  const std::string path = dir_ + "/.registry.db";
+  {
+    auto db = base::sqlite::Db::Open(path);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Exec(kSchemaV1).ok());
+    // A state no build wrote: version 2's CHECK refuses to copy it.
+    ASSERT_TRUE((*db)->Exec("PRAGMA ignore_check_constraints=ON").ok());
+    ASSERT_TRUE((*db)->Exec("UPDATE thins SET state='bogus' WHERE dev_id=2").ok());
+  }
+  auto state = StateDir::Open(dir_);
+  ASSERT_FALSE(state.ok());
+  EXPECT_EQ(Rows(path, "PRAGMA user_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(Rows(path, "SELECT state FROM thins ORDER BY dev_id"),
+            (std::vector<std::string>{"ready", "bogus", "deleting"}));
+  EXPECT_EQ(Rows(path, "SELECT name FROM sqlite_schema WHERE name='thins_v1'"), std::vector<std::string>{});
+}
+
+// A state this build does not know is DataLoss, not a guess; a newer schema
+// is refused before anything is read.
+TEST_F(RegistryTest, UnknownStateIsDataLossNewerSchemaRefused) {
+  const std::string path = dir_ + "/.registry.db";
+  {
+    auto state = OpenState();
+    ASSERT_NE(state, nullptr);
+    ASSERT_TRUE(state->registry().AddPool(Pool("p")).ok());
+    Create(state->registry(), "p", "t1");
+  }
+  {
+    auto db = base::sqlite::Db::Open(path, false);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Exec("PRAGMA ignore_check_constraints=ON").ok());
+    ASSERT_TRUE((*db)->Exec("UPDATE thins SET state='deleting'").ok());
+  }
+  {
+    auto state = OpenState();
+    ASSERT_NE(state, nullptr);
+    auto t = state->registry().GetThin("p", "t1");
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kDataLoss) << t.status();
+    EXPECT_NE(t.status().message().find("deleting"), absl::string_view::npos) << t.status();
+    EXPECT_EQ(state->registry().ListThins("p").status().code(), absl::StatusCode::kDataLoss);
+  }
+  {
+    auto db = base::sqlite::Db::Open(path, false);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Exec("PRAGMA user_version=3").ok());
+  }
+  auto newer = StateDir::Open(dir_);
+  EXPECT_EQ(newer.status().code(), absl::StatusCode::kFailedPrecondition) << newer.status();
 }
 
 }  // namespace

@@ -51,6 +51,16 @@ class Db {
   int64_t Changes() const;
   sqlite3* raw() { return db_; }
 
+  // This connection's close does not copy the WAL back into the database,
+  // even when it changed something and is the last to close: SQLite's
+  // automatic checkpoint (PRAGMA wal_autocheckpoint, after a commit that
+  // leaves that many pages in the WAL) does, in whichever process commits
+  // then. For a registry that processes open, change a little and close (a
+  // CLI): the close's checkpoint would cost a sync of the WAL and of the
+  // database every time. Durability does not depend on it (a commit is in
+  // the WAL when it returns; the WAL persists).
+  void LeaveCheckpointsToAutocheckpoint() { checkpoint_at_close_ = false; }
+
   // Error status for the last failure on this connection.
   absl::Status Error(int rc, absl::string_view what) const;
 
@@ -68,6 +78,7 @@ class Db {
   std::mutex cache_mu_;
   std::unordered_map<std::string, std::vector<sqlite3_stmt*>> cache_;
   size_t cached_ = 0;
+  bool checkpoint_at_close_ = true;
 };
 
 class Stmt {
@@ -86,6 +97,9 @@ class Stmt {
   Stmt& BindNull(int i);
   Stmt& BindOrNull(int i, const std::string& v) {
     return v.empty() ? BindNull(i) : Bind(i, v);
+  }
+  Stmt& BindOrNull(int i, std::optional<int64_t> v) {
+    return v.has_value() ? Bind(i, *v) : BindNull(i);
   }
 
   // Steps once: true if a row is available, false when done.

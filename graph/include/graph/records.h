@@ -68,6 +68,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/export.h"
+#include "base/record_state.h"
 
 namespace base::sqlite {
 class SharedDb;
@@ -77,12 +78,13 @@ class Writer;
 DMTHIN_API_BEGIN
 namespace graph {
 
-// The states of a layer, shared by the layer store's rows and the drivers'
-// records (their SQL spelling is RecordStateName's).
-enum class RecordState { kCreating, kReady, kRemoving };
-
-const char* RecordStateName(RecordState state);  // "creating", "ready", "removing"
-std::optional<RecordState> ParseRecordState(absl::string_view name);
+// The states of a layer, shared by the layer store's rows, the drivers'
+// records and thinpool's thin devices (base/record_state.h; their SQL
+// spelling is RecordStateName's).
+using RecordState = base::RecordState;
+using base::ParseRecordState;        // nullopt for any other text
+using base::RecordStateFromRegistry;  // DataLoss for any other text
+using base::RecordStateName;         // "creating", "ready", "removing"
 
 // One driver record: a layer id, its state and the driver's fields.
 struct LayerRecord {

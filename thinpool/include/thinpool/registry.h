@@ -1,12 +1,17 @@
 // The registry: one SQLite database per state dir holding pools, thin
 // devices and the one pending operation per pool.
 //
-// The database runs in WAL mode with synchronous=FULL (CommitOp excepted, see
-// there) and a busy timeout, so several processes can share a state dir;
-// every write is one IMMEDIATE transaction. The registry alone does not
-// serialise pool operations across processes: callers hold the pool's lock
-// (StateDir::LockPool) around an operation's whole intent → message →
-// set_transaction_id → done sequence.
+// The database is opened through base::sqlite (base/sqlite.h, the wrapper
+// the layer store and the volume store use): WAL mode, synchronous=FULL
+// (CommitOp excepted, see there), a busy timeout, one connection per
+// Registry shared by its threads (base/sqlite_shared.h), so several
+// processes can share a state dir; every write is one IMMEDIATE
+// transaction. The registry alone does not serialise pool operations across
+// processes: callers hold the pool's lock (StateDir::LockPool) around an
+// operation's whole intent → message → set_transaction_id → done sequence.
+//
+// A thin row's state is the state machine every registry of dmthin shares
+// (base/record_state.h): creating → ready → removing → gone.
 //
 // Device ids are 24-bit (1 .. 2^24-1). An id is in use while a thin row holds
 // it; a freed id is handed out again; an id quarantined after a crash left
@@ -16,7 +21,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,8 +29,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/export.h"
+#include "base/record_state.h"
 
-struct sqlite3;
+namespace base::sqlite {
+class SharedDb;
+}  // namespace base::sqlite
 
 DMTHIN_API_BEGIN
 namespace thinpool {
@@ -49,12 +56,10 @@ struct PoolRecord {
   uint64_t transaction_id = 0;        // last committed
 };
 
-enum class ThinState {
-  kCreating,  // intent recorded, not yet committed
-  kReady,
-  kDeleting,  // intent to delete recorded
-};
-absl::string_view ThinStateName(ThinState state);
+// kCreating: intent to create recorded, not yet committed; kReady;
+// kRemoving: intent to delete recorded (spelled "removing").
+using ThinState = base::RecordState;
+inline absl::string_view ThinStateName(ThinState state) { return base::RecordStateName(state); }
 
 struct ThinRecord {
   std::string pool;
@@ -86,7 +91,9 @@ struct QuarantinedId {
 
 class Registry {
  public:
-  // Opens (creating if needed) the database at `path`.
+  // Opens (creating if needed) the database at `path`. A registry of an
+  // earlier schema is brought to this one in one transaction (version 1
+  // spelled a thin being deleted "deleting"); a newer one is refused.
   static absl::StatusOr<std::unique_ptr<Registry>> Open(const std::string& path);
   ~Registry();
   Registry(const Registry&) = delete;
@@ -117,7 +124,7 @@ class Registry {
                            uint64_t size_bytes);
 
   // The protocol. Begin* records the intent (thin row in state creating or
-  // deleting + pending op with old/new transaction ids) in one transaction;
+  // removing + pending op with old/new transaction ids) in one transaction;
   // FailedPrecondition if an operation is already pending.
   absl::StatusOr<PendingOp> BeginCreate(absl::string_view pool,
                                         absl::string_view name,
@@ -132,7 +139,7 @@ class Registry {
   // the next durable write makes it durable too.
   absl::Status CommitOp(const PendingOp& op);
   // Roll back: the kernel kept the old transaction id and the device's state
-  // was restored. A created row goes; a deleting row is ready again. With
+  // was restored. A created row goes; a removing row is ready again. With
   // `quarantine_reason`, the id is quarantined instead of freed.
   absl::Status AbortOp(const PendingOp& op,
                        std::optional<std::string> quarantine_reason);
@@ -145,17 +152,10 @@ class Registry {
       absl::string_view pool);
 
  private:
-  Registry(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
-  absl::Status Exec(const char* sql);
-  absl::StatusOr<uint32_t> AllocateIdLocked(absl::string_view pool);
-  absl::StatusOr<std::optional<PendingOp>> GetPendingLocked(
-      absl::string_view pool);
-  absl::StatusOr<PoolRecord> GetPoolLocked(absl::string_view name);
-  absl::StatusOr<ThinRecord> GetThinLocked(absl::string_view pool,
-                                           absl::string_view name);
+  Registry(std::unique_ptr<base::sqlite::SharedDb> conn, std::string path);
 
-  std::mutex mu_;  // one connection; serialise this process's threads on it
-  sqlite3* db_ = nullptr;
+  // One connection; its mutex serialises this process's threads on it.
+  std::unique_ptr<base::sqlite::SharedDb> conn_;
   std::string path_;
 };
 
