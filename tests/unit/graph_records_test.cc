@@ -13,9 +13,12 @@
 #include "base/sqlite_shared.h"
 #include "gtest/gtest.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/sqlite_column.h"
 
 namespace graph {
 namespace {
+
+using testsupport::SqlColumn;
 
 TEST(LayerRecordsTest, StateMachineAndFields) {
   testsupport::ScratchDir dir("graph-records");
@@ -150,21 +153,6 @@ TEST(LayerRecordsTest, ClaimHomeRefusesTheOtherWay) {
   EXPECT_TRUE(absl::IsFailedPrecondition(LayerRecords::ClaimHome(own_root, /*own=*/false, "test")));
 }
 
-// Rows of `sql` seen by a connection of its own (another process's view).
-std::vector<std::string> Column(const std::string& path, const std::string& sql) {
-  std::vector<std::string> out;
-  auto db = base::sqlite::Db::Open(path, false);
-  if (!db.ok()) return {"open: " + std::string(db.status().message())};
-  auto s = (*db)->Prepare(sql);
-  if (!s.ok()) return {"prepare: " + std::string(s.status().message())};
-  for (;;) {
-    auto row = s->Step();
-    if (!row.ok() || !*row) break;
-    out.push_back(s->Text(0));
-  }
-  return out;
-}
-
 // In a store, Ready is held in memory (visible to this process) until the
 // store's transaction writes it: the record and the layer commit together.
 TEST(LayerRecordsTest, InStoreReadyCommitsWithTheStoresTransaction) {
@@ -176,13 +164,13 @@ TEST(LayerRecordsTest, InStoreReadyCommitsWithTheStoresTransaction) {
   auto conn = std::make_shared<base::sqlite::SharedDb>(std::move(*db));
   std::shared_ptr<LayerRecords> r = LayerRecords::InStore(path, conn);
   ASSERT_TRUE(r->Begin("x", {{"link", "A"}}).ok());
-  EXPECT_EQ(Column(path, "SELECT state FROM driver_records WHERE id = 'x'"),
+  EXPECT_EQ(SqlColumn(path, "SELECT state FROM driver_records WHERE id = 'x'"),
             std::vector<std::string>{"creating"});
   ASSERT_TRUE(r->Ready("x", {{"link", "B"}}).ok());
   auto here = r->GetReady("x");
   ASSERT_TRUE(here.ok()) << here.status();
   EXPECT_EQ(here->Field("link"), "B");
-  EXPECT_EQ(Column(path, "SELECT state FROM driver_records WHERE id = 'x'"),
+  EXPECT_EQ(SqlColumn(path, "SELECT state FROM driver_records WHERE id = 'x'"),
             std::vector<std::string>{"creating"}) << "not yet committed";
   {
     auto w = conn->Write();
@@ -191,7 +179,7 @@ TEST(LayerRecordsTest, InStoreReadyCommitsWithTheStoresTransaction) {
     ASSERT_TRUE(r->WriteStaged(*w, {"x", "unknown"}).ok());
     ASSERT_TRUE(w->Commit().ok());
   }
-  EXPECT_EQ(Column(path, "SELECT state || ' ' || fields FROM driver_records WHERE id = 'x'"),
+  EXPECT_EQ(SqlColumn(path, "SELECT state || ' ' || fields FROM driver_records WHERE id = 'x'"),
             std::vector<std::string>{"ready link=B\n"});
   // An unfinished create taken apart: the staged Ready is forgotten.
   ASSERT_TRUE(r->Begin("y", {}).ok());
@@ -199,7 +187,7 @@ TEST(LayerRecordsTest, InStoreReadyCommitsWithTheStoresTransaction) {
   ASSERT_TRUE(r->Removing("y").ok());
   EXPECT_TRUE(absl::IsNotFound(r->GetReady("y").status()));
   ASSERT_TRUE(r->Drop("y").ok());
-  EXPECT_TRUE(Column(path, "SELECT id FROM driver_records WHERE id = 'y'").empty());
+  EXPECT_TRUE(SqlColumn(path, "SELECT id FROM driver_records WHERE id = 'y'").empty());
 }
 
 // A reader of a shared connection never waits behind a writer that waits
@@ -238,7 +226,7 @@ TEST(SharedDbTest, ReadersDoNotWaitBehindAWaitingWriter) {
   ASSERT_TRUE((*other)->Exec("COMMIT").ok());
   writer.join();
   EXPECT_TRUE(written);
-  EXPECT_EQ(Column(path, "SELECT count(*) FROM t"), std::vector<std::string>{"1"});
+  EXPECT_EQ(SqlColumn(path, "SELECT count(*) FROM t"), std::vector<std::string>{"1"});
 }
 
 }  // namespace

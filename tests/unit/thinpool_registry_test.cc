@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/sqlite.h"
 #include "gtest/gtest.h"
+#include "tests/support/sqlite_column.h"
 #include "thinpool/registry.h"
 #include "thinpool/state_dir.h"
 
@@ -20,6 +21,7 @@ namespace thinpool {
 namespace {
 
 namespace fs = std::filesystem;
+using testsupport::SqlColumn;
 
 class RegistryTest : public ::testing::Test {
  protected:
@@ -416,21 +418,6 @@ INSERT INTO pending VALUES('p','delete',3,NULL,3,4,0);
 PRAGMA user_version=1;
 )sql";
 
-// One column of `sql`'s rows, through a connection of its own.
-std::vector<std::string> Rows(const std::string& path, const std::string& sql) {
-  std::vector<std::string> out;
-  auto db = base::sqlite::Db::Open(path, false);
-  if (!db.ok()) return {"open: " + std::string(db.status().message())};
-  auto s = (*db)->Prepare(sql);
-  if (!s.ok()) return {"prepare: " + std::string(s.status().message())};
-  for (;;) {
-    auto row = s->Step();
-    if (!row.ok() || !*row) break;
-    out.push_back(s->Text(0));
-  }
-  return out;
-}
-
 // A registry written by the previous schema opens with everything in it,
 // 'deleting' read as removing, and is version 2 after one transaction.
 TEST_F(RegistryTest, SchemaVersion1IsMigratedAtOpen) {
@@ -452,11 +439,11 @@ TEST_F(RegistryTest, SchemaVersion1IsMigratedAtOpen) {
   EXPECT_EQ((*thins)[1].parent_id, std::optional<uint32_t>(1));
   EXPECT_EQ((*thins)[2].state, ThinState::kRemoving);
   EXPECT_EQ(ThinStateName((*thins)[2].state), "removing");
-  EXPECT_EQ(Rows(path, "PRAGMA user_version"), std::vector<std::string>{"2"});
-  EXPECT_EQ(Rows(path, "SELECT name FROM sqlite_schema WHERE tbl_name LIKE 'thins%' AND type='index' "
+  EXPECT_EQ(SqlColumn(path, "PRAGMA user_version"), std::vector<std::string>{"2"});
+  EXPECT_EQ(SqlColumn(path, "SELECT name FROM sqlite_schema WHERE tbl_name LIKE 'thins%' AND type='index' "
                        "AND name NOT LIKE 'sqlite_%'"),
             std::vector<std::string>{"thins_by_parent"});
-  EXPECT_EQ(Rows(path, "SELECT name FROM sqlite_schema WHERE name='thins_v1'"), std::vector<std::string>{});
+  EXPECT_EQ(SqlColumn(path, "SELECT name FROM sqlite_schema WHERE name='thins_v1'"), std::vector<std::string>{});
   // The pending delete finishes; ids, quarantine and the free list carry over.
   auto pending = r.GetPending("p");
   ASSERT_TRUE(pending.ok() && pending->has_value());
@@ -494,10 +481,10 @@ TEST_F(RegistryTest, FailedMigrationChangesNothing) {
   }
   auto state = StateDir::Open(dir_);
   ASSERT_FALSE(state.ok());
-  EXPECT_EQ(Rows(path, "PRAGMA user_version"), std::vector<std::string>{"1"});
-  EXPECT_EQ(Rows(path, "SELECT state FROM thins ORDER BY dev_id"),
+  EXPECT_EQ(SqlColumn(path, "PRAGMA user_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(SqlColumn(path, "SELECT state FROM thins ORDER BY dev_id"),
             (std::vector<std::string>{"ready", "bogus", "deleting"}));
-  EXPECT_EQ(Rows(path, "SELECT name FROM sqlite_schema WHERE name='thins_v1'"), std::vector<std::string>{});
+  EXPECT_EQ(SqlColumn(path, "SELECT name FROM sqlite_schema WHERE name='thins_v1'"), std::vector<std::string>{});
 }
 
 // A state this build does not know is DataLoss, not a guess; a newer schema
