@@ -9,26 +9,26 @@
 if (!exists("md")) md = "build/bench-out/store_scale.txt"
 if (!exists("label")) label = "store"
 if (!exists("out")) out = "docs/performance-store-scale.svg"
+if (!exists("label2")) label2 = "second store"
 # Rows of the first table: | layers | make ms | open + List | ls wall / CPU | RSS | check wall / CPU | ...
 # (the pool table's rows have no "+" in their third cell; progress lines
 # repeat rows, kept once). awk prints:
 # layers, make ms, open + List ms, ls wall ms, check wall ms.
 rows(f) = "< awk -F'|' '{gsub(/,/, \"\", $2)} $4 ~ /\\+/ && $2+0 > 0 && !seen[$2+0]++ {split($4,o,\" \\\\+ \"); split($5,l,\" / \"); split($7,c,\" / \"); print $2, $3, o[1]+o[2], l[1], c[1]}' ".f
-set terminal svg size 900,420 dynamic font "sans,11" background rgb "white"
+set terminal svg size 900,560 dynamic font "sans,11" background rgb "white"
 set output out
-set title "a layer store vs its size: median ms (one run per store; see docs/performance.md for the load)"
+set title "a layer store vs its size (median ms; one run per store, load in docs/performance.md)"
 set logscale xy
 set grid
 set xlabel "layers in the store"
 set ylabel "ms"
-set key outside right
+set key below maxrows 4 width 2
 if (!exists("md2")) {
   plot rows(md) using 1:2 with linespoints lw 2 lc 1 title label.": make a layer", \
        rows(md) using 1:3 with linespoints lw 2 lc 2 title label.": open + List (in process)", \
        rows(md) using 1:4 with linespoints lw 2 lc 3 title label.": graphctl ls", \
        rows(md) using 1:5 with linespoints lw 2 lc 4 title label.": graphctl check"
 } else {
-  if (!exists("label2")) label2 = "second store"
   plot rows(md) using 1:2 with linespoints lw 2 lc 1 title label.": make a layer", \
        rows(md) using 1:3 with linespoints lw 2 lc 2 title label.": open + List (in process)", \
        rows(md) using 1:4 with linespoints lw 2 lc 3 title label.": graphctl ls", \
