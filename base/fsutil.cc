@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <set>
 #include <string>
@@ -64,6 +65,41 @@ absl::StatusOr<std::vector<std::string>> ListDir(int fd, const std::string& what
 }
 
 }  // namespace
+
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, bool durable, mode_t mode) {
+  static std::atomic<uint64_t> counter{0};
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string tmp = absl::StrCat(slash == std::string::npos ? "" : path.substr(0, slash + 1), ".", name,
+                                       ".tmp-", ::getpid(), "-", counter++);
+  base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  if (!fd) return base::ErrnoError(errno, absl::StrCat("creating ", tmp));
+  absl::Status s;
+  for (size_t done = 0; s.ok() && done < data.size();) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      s = base::ErrnoError(n < 0 ? errno : EIO, absl::StrCat("writing ", tmp));
+    } else {
+      done += static_cast<size_t>(n);
+    }
+  }
+  if (s.ok() && durable && ::fsync(fd.get()) != 0) s = base::ErrnoError(errno, absl::StrCat("fsync ", tmp));
+  fd.reset();
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = base::ErrnoError(errno, absl::StrCat("renaming ", tmp, " to ", path));
+  }
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  if (durable) {
+    base::UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!d || ::fsync(d.get()) != 0) return base::ErrnoError(errno, absl::StrCat("fsync ", dir));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RemoveTree(int dirfd, const std::string& name) {
   if (::unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "base/fsutil.h"
 #include "base/sqlite.h"
 #include "base/sqlite_shared.h"
 #include "base/status.h"
@@ -126,26 +127,7 @@ absl::Status LayerRecords::ClaimHome(const std::string& root, bool own, absl::st
   }
   if (errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("opening ", path));
   RETURN_IF_ERROR(MakeRoot(root));
-  // Written whole or not at all: a temporary, synced, renamed into place.
-  const std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  const std::string text = absl::StrCat(HomeName(own), "\n");
-  base::UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!out) return base::ErrnoError(errno, absl::StrCat("creating ", tmp));
-  absl::Status s;
-  if (::write(out.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-    s = base::ErrnoError(errno, absl::StrCat("writing ", tmp));
-  } else if (::fsync(out.get()) != 0) {
-    s = base::ErrnoError(errno, absl::StrCat("fsync ", tmp));
-  } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    s = base::ErrnoError(errno, absl::StrCat("renaming ", tmp, " to ", path));
-  }
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  base::UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir || ::fsync(dir.get()) != 0) return base::ErrnoError(errno, absl::StrCat("fsync ", root));
-  return absl::OkStatus();
+  return base::WriteFileAtomic(path, absl::StrCat(HomeName(own), "\n"), /*durable=*/true);
 }
 
 LayerRecords::LayerRecords(std::string path, std::shared_ptr<SharedDb> conn, bool staged)

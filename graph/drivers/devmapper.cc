@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -35,6 +34,7 @@
 #include "base/size.h"
 #include "base/failpoint.h"
 #include "base/file_lock.h"
+#include "base/fsutil.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/archive.h"
@@ -211,40 +211,6 @@ absl::StatusOr<std::optional<std::string>> ReadSmallFile(const std::string& path
     out.append(buf, static_cast<size_t>(n));
   }
   return std::optional<std::string>(std::move(out));
-}
-
-absl::Status FsyncDir(const std::string& dir) {
-  base::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return base::ErrnoError(errno, absl::StrCat("opening ", dir));
-  if (::fsync(fd.get()) != 0) return base::ErrnoError(errno, absl::StrCat("fsync ", dir));
-  return absl::OkStatus();
-}
-
-// Writes `data` to `path` atomically (a temporary in `tmp_dir`, then
-// rename); with `durable`, fsyncs the file and the directory too.
-absl::Status WriteFileAtomic(const std::string& tmp_dir, const std::string& path,
-                             const std::string& data, bool durable) {
-  static std::atomic<uint64_t> counter{0};
-  std::string tmp = absl::StrCat(tmp_dir, "/", ::getpid(), ".", counter++);
-  base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!fd) return base::ErrnoError(errno, absl::StrCat("creating ", tmp));
-  absl::Status s;
-  if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
-    s = base::ErrnoError(errno, absl::StrCat("writing ", tmp));
-  } else if (durable && ::fsync(fd.get()) != 0) {
-    s = base::ErrnoError(errno, absl::StrCat("fsync ", tmp));
-  } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    s = base::ErrnoError(errno, absl::StrCat("renaming ", tmp, " to ", path));
-  }
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  if (durable) {
-    std::string dir = path.substr(0, path.rfind('/'));
-    RETURN_IF_ERROR(FsyncDir(dir));
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
@@ -569,7 +535,7 @@ absl::Status DevmapperDriver::Init() {
   } else {
     std::random_device rd;
     tag_ = absl::StrFormat("%08x", rd());
-    RETURN_IF_ERROR(WriteFileAtomic(TmpDir(), instance, tag_ + "\n", /*durable=*/true));
+    RETURN_IF_ERROR(base::WriteFileAtomic(instance, tag_ + "\n", /*durable=*/true));
   }
   if (tag_.size() != 8 || tag_.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return absl::DataLossError(absl::StrCat("devicemapper: ", instance, " does not hold 8 hex digits"));

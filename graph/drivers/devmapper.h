@@ -14,7 +14,8 @@
 //   <root>/records.db        the layer records when no layer store opened
 //                            the driver (graph/records.h; in a store they are
 //                            in its layers.db)
-//   <root>/tmp/              temporaries of atomic writes (cleared on open)
+//   <root>/tmp/              the base device's mount point while it is made
+//                            (cleared on open)
 //   <root>/mnt/<id>          mount point of the layer's filesystem (Get),
 //                            whose root is the layer's tree (the base has
 //                            no lost+found); bases made by earlier versions

@@ -79,6 +79,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "base/failpoint.h"
+#include "base/fsutil.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "graph/archive.h"
@@ -364,12 +365,10 @@ void SaveProbe(const std::string& key, const std::string& dir, const CachedProbe
     ProbeMemo()[key] = c;
   }
   if (dir.empty()) return;
-  std::string tmp = absl::StrCat(dir, kProbeCache, ".", ::getpid(), "-", Rng()() % 1000000);
   std::string text = absl::StrCat(key, "\n", c.new_api ? "1" : "0", " ", c.result.native_diff ? "1" : "0", "\n",
                                    c.result.native_diff_reason);
-  if (!WriteSmallFile(tmp, text).ok() || ::rename(tmp.c_str(), (dir + kProbeCache).c_str()) != 0) {
-    ::unlink(tmp.c_str());  // a full disk: the next open probes again
-  }
+  // Failing (a full disk), the next open probes again.
+  (void)base::WriteFileAtomic(dir + kProbeCache, text, /*durable=*/false, 0644);
 }
 
 // From `dir`'s file ("KEY\nNEW_API NATIVE_DIFF\nREASON", as SaveProbe

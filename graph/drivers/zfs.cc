@@ -58,6 +58,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/failpoint.h"
+#include "base/fsutil.h"
 #include "base/size.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
@@ -153,23 +154,6 @@ absl::StatusOr<std::optional<std::string>> ReadSmallFile(const std::string& path
   ssize_t n = ::read(fd.get(), buf, sizeof(buf));
   if (n < 0) return base::ErrnoError(errno, absl::StrCat("zfs: reading ", path));
   return std::optional<std::string>(std::string(absl::StripAsciiWhitespace(absl::string_view(buf, n))));
-}
-
-// Writes `data` to `path` through a temporary and a rename, fsynced.
-absl::Status WriteDurably(const std::string& path, const std::string& data) {
-  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return base::ErrnoError(errno, absl::StrCat("zfs: creating ", tmp));
-  if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()) ||
-      ::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return base::ErrnoError(err, absl::StrCat("zfs: writing ", path));
-  }
-  std::string dir = path.substr(0, path.rfind('/'));
-  base::UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d) (void)::fsync(d.get());
-  return absl::OkStatus();
 }
 
 absl::Status Unmount(const std::string& target) {
@@ -588,7 +572,7 @@ class ZfsDriver : public Driver {
     } else {
       std::random_device rd;
       pool_ = absl::StrFormat("dmthin-%08x", rd());
-      RETURN_IF_ERROR(WriteDurably(name_file, pool_ + "\n"));
+      RETURN_IF_ERROR(base::Annotate(base::WriteFileAtomic(name_file, pool_ + "\n", /*durable=*/true), "zfs"));
     }
     if (zfs_->PoolImported(pool_)) return absl::OkStatus();
     std::string file = PoolFile();

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "base/export.h"
 
 DMTHIN_API_BEGIN
@@ -30,6 +31,16 @@ struct DirEntry {
 // The entries of directory `rel` beneath `root` (without . and ..), sorted
 // by name. Errors carry errno (ENOENT/ENOTDIR when `rel` is not a directory).
 absl::StatusOr<std::vector<DirEntry>> ListDirBeneath(int root, const std::string& rel);
+
+// Writes `data` to `path` whole or not at all: into a new temporary next to
+// it (`.<name>.tmp-<pid>-<n>`, O_EXCL | O_NOFOLLOW | O_CLOEXEC, `mode` less
+// the umask), then renamed over `path` (a symlink there is replaced, not
+// followed). With `durable`, the temporary is fsynced before the rename and
+// the directory after it. On failure the temporary is removed and `path`
+// is as it was (unless only the directory's fsync failed); the error
+// carries errno and the file it was about.
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, bool durable,
+                             mode_t mode = 0600);
 
 // Removes `name` in directory `dirfd` and everything under it (like
 // rm -rf, never following symlinks, staying on one filesystem — a mount
