@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/sqlite.h"
@@ -418,17 +419,29 @@ INSERT INTO pending VALUES('p','delete',3,NULL,3,4,0);
 PRAGMA user_version=1;
 )sql";
 
+// Makes the state dir `dir` and writes in it a registry of schema version 1
+// (kSchemaV1, then each of `then`); returns the registry's path.
+std::string WriteVersion1Registry(const std::string& dir, const std::vector<std::string>& then = {}) {
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);
+  const std::string path = dir + "/.registry.db";
+  auto db = base::sqlite::Db::Open(path);
+  EXPECT_TRUE(db.ok()) << db.status();
+  if (!db.ok()) return path;
+  std::vector<std::string> sql = {kSchemaV1};
+  sql.insert(sql.end(), then.begin(), then.end());
+  for (const std::string& stmt : sql) {
+    absl::Status s = (*db)->Exec(stmt);
+    EXPECT_TRUE(s.ok()) << s << "\n" << stmt;
+  }
+  return path;
+}
+
 // A registry written by the previous schema opens with everything in it,
 // 'deleting' read as removing, and is version 2 after one transaction.
 TEST_F(RegistryTest, SchemaVersion1IsMigratedAtOpen) {
-  fs::create_directories(dir_);
-  fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace);
-  const std::string path = dir_ + "/.registry.db";
-  {
-    auto db = base::sqlite::Db::Open(path);
-    ASSERT_TRUE(db.ok()) << db.status();
-    ASSERT_TRUE((*db)->Exec(kSchemaV1).ok());
-  }
+  const std::string path = WriteVersion1Registry(dir_);
+  ASSERT_FALSE(HasFailure());
   auto state = OpenState();
   ASSERT_NE(state, nullptr);
   Registry& r = state->registry();
@@ -468,17 +481,10 @@ TEST_F(RegistryTest, SchemaVersion1IsMigratedAtOpen) {
 // The migration is one transaction: when it fails half-way, the registry is
 // left as it was, still version 1.
 TEST_F(RegistryTest, FailedMigrationChangesNothing) {
-  fs::create_directories(dir_);
-  fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace);
-  const std::string path = dir_ + "/.registry.db";
-  {
-    auto db = base::sqlite::Db::Open(path);
-    ASSERT_TRUE(db.ok()) << db.status();
-    ASSERT_TRUE((*db)->Exec(kSchemaV1).ok());
-    // A state no build wrote: version 2's CHECK refuses to copy it.
-    ASSERT_TRUE((*db)->Exec("PRAGMA ignore_check_constraints=ON").ok());
-    ASSERT_TRUE((*db)->Exec("UPDATE thins SET state='bogus' WHERE dev_id=2").ok());
-  }
+  // A state no build wrote: version 2's CHECK refuses to copy it.
+  const std::string path = WriteVersion1Registry(
+      dir_, {"PRAGMA ignore_check_constraints=ON", "UPDATE thins SET state='bogus' WHERE dev_id=2"});
+  ASSERT_FALSE(HasFailure());
   auto state = StateDir::Open(dir_);
   ASSERT_FALSE(state.ok());
   EXPECT_EQ(SqlColumn(path, "PRAGMA user_version"), std::vector<std::string>{"1"});
