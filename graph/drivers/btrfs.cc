@@ -8,7 +8,10 @@
 // record `creating` → subvolume made → `ready`; Remove: `removing` →
 // subvolume deleted → record dropped (failpoints btrfs_*). Earlier releases
 // kept no records: their subvolumes get one (read-write, as they were
-// served) when the driver opens.
+// served) when the driver opens. `<root>/records-home` says where the
+// records are ("store" or "own"); the other way is refused
+// (LayerRecords::ClaimHome): alone on a store's root the driver would adopt
+// the store's subvolumes into a records.db of its own.
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -289,6 +292,7 @@ DriverInfo BtrfsDriverInfo() {
   info.probe = ProbeBtrfs;
   info.create = [](const DriverOptions& options) -> absl::StatusOr<std::unique_ptr<Driver>> {
     RETURN_IF_ERROR(ProbeBtrfs(options));
+    RETURN_IF_ERROR(LayerRecords::ClaimHome(options.root, options.records == nullptr, "btrfs"));
     ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(options.root, options.records));
     return NewInitializedDriver<BtrfsDriver>(options.root, std::move(records), options.records == nullptr);
   };

@@ -6,6 +6,8 @@
 //   <root>/<id>/link       the layer's short name XXXX       (derived)
 //   <root>/l/XXXX          symlink to ../<id>/diff           (derived)
 //   <root>/.refs/<id>      Get/Put reference counts
+//   <root>/records-home    "store" or "own": where the records are; the
+//                          other way is refused (LayerRecords::ClaimHome)
 //
 // The layer's record (graph/records.h: the store's registry, or
 // <root>/records.db without a store) holds what the driver must remember:
@@ -1034,6 +1036,7 @@ DriverInfo OverlayDriverInfo() {
     bool new_api = false;
     ProbeResult probe;
     RETURN_IF_ERROR(ProbeOverlay(o, &new_api, &probe));
+    RETURN_IF_ERROR(LayerRecords::ClaimHome(o.root, o.records == nullptr, "overlay"));
     ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
     auto d = std::make_unique<OverlayDriver>(o.root, new_api, probe, std::move(records), o.records == nullptr);
     RETURN_IF_ERROR(d->Init());

@@ -3,6 +3,8 @@
 // any filesystem; whiteouts are applied by deleting. Layout:
 //   <root>/dir/<id>          the layer's full tree
 //   <root>/.refs/<id>        Get/Put reference counts
+//   <root>/records-home      "store" or "own": where the records are; the
+//                            other way is refused (LayerRecords::ClaimHome)
 // The layer's record (graph/records.h) holds `parent` and `rw` ("1" for a
 // read-write layer); earlier releases kept them in <root>/info/<id>
 // ("parent=<id>\nrw=<0|1>\n"), moved into the records at open.
@@ -279,6 +281,7 @@ DriverInfo VfsDriverInfo() {
     for (const auto& [k, v] : o.options) {
       return absl::InvalidArgumentError(absl::StrCat("vfs: unknown option \"", k, "\""));
     }
+    RETURN_IF_ERROR(LayerRecords::ClaimHome(o.root, o.records == nullptr, "vfs"));
     ASSIGN_OR_RETURN(std::shared_ptr<LayerRecords> records, LayerRecords::ForDriver(o.root, o.records));
     auto d = std::make_unique<VfsDriver>(o.root, std::move(records), o.records == nullptr);
     RETURN_IF_ERROR(d->Init());

@@ -196,6 +196,61 @@ TEST_P(MetadataTest, DriverWithoutStoreKeepsItsOwnRecords) {
   EXPECT_TRUE((*again)->Cleanup().ok());
 }
 
+// A store's driver root keeps its records in the store's registry
+// (<driver root>/records-home says "store"): the driver opened alone there
+// would make a records.db of its own beside the store's layers (btrfs would
+// adopt their subvolumes into it), so it is refused and nothing is touched;
+// a driver's own root is refused by a store too. A root made by a
+// build before records-home (no file) opens the way it was made, which
+// writes the file.
+TEST_P(MetadataTest, StoreRootRefusesTheDriverAlone) {
+  const std::string root = Root("store");
+  {
+    auto store = Open(root);
+    ASSERT_TRUE(store);
+    Populate(*store);
+    ASSERT_TRUE(store->driver().Cleanup().ok());
+  }
+  const std::string home = DriverRoot(root) + "/records-home";
+  EXPECT_EQ(ReadFileOrEmpty(home), "store\n");
+  auto alone = OpenDriver(GetParam(), root);
+  EXPECT_EQ(alone.status().code(), absl::StatusCode::kFailedPrecondition) << alone.status();
+  EXPECT_FALSE(PathExists(DriverRoot(root) + "/records.db")) << "refused before any records were made";
+  ASSERT_EQ(::unlink(home.c_str()), 0);  // as an earlier build left it
+  {
+    auto store = Open(root);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(ReadFileOrEmpty(home), "store\n");
+    auto check = store->Check(false);
+    ASSERT_TRUE(check.ok()) << check.status();
+    EXPECT_TRUE(check->clean()) << testsupport::CheckReportText(*check);
+    ExpectWorks(*store, "ctr");
+    ASSERT_TRUE(store->driver().Cleanup().ok());
+  }
+  // The reverse: a driver's own root.
+  const std::string plain = Root("plain");
+  const std::string own_home = DriverRoot(plain) + "/records-home";
+  {
+    auto d = OpenDriver(GetParam(), plain);
+    ASSERT_TRUE(d.ok()) << d.status();
+    ASSERT_TRUE((*d)->Create("a", "", {}).ok());
+  }
+  EXPECT_EQ(ReadFileOrEmpty(own_home), "own\n");
+  // The store refuses it before its driver is opened (a root with driver
+  // data but no layers.db: DataLoss); records-home would refuse it next.
+  auto as_store = OpenLayerStore(plain, GetParam());
+  EXPECT_TRUE(absl::IsDataLoss(as_store.status()) || absl::IsFailedPrecondition(as_store.status()))
+      << as_store.status();
+  EXPECT_EQ(ReadFileOrEmpty(own_home), "own\n");
+  ASSERT_EQ(::unlink(own_home.c_str()), 0);
+  auto d = OpenDriver(GetParam(), plain);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(ReadFileOrEmpty(own_home), "own\n");
+  EXPECT_TRUE((*d)->Exists("a"));
+  ASSERT_TRUE((*d)->Remove("a").ok());
+  EXPECT_TRUE((*d)->Cleanup().ok());
+}
+
 TEST_P(MetadataTest, OverlayDerivedFilesAreRebuiltByRepair) {
   if (GetParam() != "overlay") GTEST_SKIP() << "only overlay derives files";
   std::string root = Root("store");
@@ -274,11 +329,13 @@ TEST_P(MetadataTest, PreviousReleaseStoreIsMigratedAtOpen) {
   }
   Query(db, "DROP TABLE driver_records");
   ASSERT_EQ(Query(db, "SELECT name FROM sqlite_master WHERE name = 'driver_records'").size(), 0u);
+  ASSERT_EQ(::unlink((droot + "/records-home").c_str()), 0);  // that release had none
 
   auto store = Open(root);
   ASSERT_TRUE(store);
   auto rows = Query(db, "SELECT id || ' ' || state FROM driver_records ORDER BY id");
   EXPECT_EQ(rows.size(), 4u) << absl::StrJoin(rows, ", ");
+  EXPECT_EQ(ReadFileOrEmpty(droot + "/records-home"), "store\n");
   for (const std::string& r : rows) EXPECT_TRUE(absl::EndsWith(r, " ready")) << r;
   if (GetParam() == "overlay") {
     for (const char* f : {"lower", "parent", "rw"}) {
