@@ -241,6 +241,24 @@ absl::StatusOr<Stmt> Db::Prepare(absl::string_view sql) {
 
 int64_t Db::Changes() const { return sqlite3_changes64(db_); }
 
+absl::Status Db::SyncWal() {
+  sqlite3_file* wal = nullptr;
+  int rc = sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+  if (rc != SQLITE_OK) return Error(rc, "registry: finding the WAL to sync");
+  if (wal == nullptr || wal->pMethods == nullptr) {
+    return absl::InternalError("registry: no WAL open to sync (not in WAL mode?)");
+  }
+  errno = 0;
+  rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+  if (rc != SQLITE_OK) {
+    const int err = errno;
+    std::string what = absl::StrCat("registry: syncing the WAL: ", sqlite3_errstr(rc), " (sqlite ", rc, ")");
+    if (err == 0) return absl::InternalError(what);
+    return base::ErrnoError(err, what);
+  }
+  return absl::OkStatus();
+}
+
 Stmt& Stmt::Bind(int i, absl::string_view v) {
   int rc = sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   if (rc != SQLITE_OK && bind_error_.ok()) bind_error_ = db_->Error(rc, "registry: bind");

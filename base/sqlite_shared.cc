@@ -30,10 +30,20 @@ void OwnedMutex::unlock() {
 Writer::~Writer() {
   if (db_ == nullptr) return;  // moved from
   txn_.reset();                // ROLLBACK unless committed; before the pragma
-  if (relaxed_) (void)db_->Exec("PRAGMA synchronous=FULL");
+  if (restore_full_) (void)db_->Exec("PRAGMA synchronous=FULL");
 }
 
-absl::Status Writer::Commit() { return txn_->Commit(); }
+absl::Status Writer::Commit() {
+  if (absl::Status s = txn_->Commit(); !s.ok()) return s;
+  return sync_wal_ ? db_->SyncWal() : absl::OkStatus();
+}
+
+absl::Status SharedDb::SyncCommitsExplicitly() {
+  std::unique_lock<OwnedMutex> lock(mu_);
+  if (absl::Status s = db_->Exec("PRAGMA synchronous=NORMAL"); !s.ok()) return s;
+  explicit_sync_ = true;
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Writer> SharedDb::Write(bool relaxed) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(Db::kBusyTimeoutMs);
@@ -41,11 +51,14 @@ absl::StatusOr<Writer> SharedDb::Write(bool relaxed) {
   for (;;) {
     std::unique_lock<OwnedMutex> lock(mu_);
     // Set outside a transaction (SQLite refuses inside one).
-    bool relaxed_now = relaxed && db_->Exec("PRAGMA synchronous=NORMAL").ok();
+    bool relaxed_now = relaxed && !explicit_sync_ && db_->Exec("PRAGMA synchronous=NORMAL").ok();
     sqlite3_busy_timeout(db_->raw(), 0);
     absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(*db_);
     sqlite3_busy_timeout(db_->raw(), Db::kBusyTimeoutMs);
-    if (txn.ok()) return Writer(std::move(lock), db_.get(), relaxed_now, std::move(*txn));
+    if (txn.ok()) {
+      return Writer(std::move(lock), db_.get(), relaxed_now, explicit_sync_ && !relaxed,
+                    std::move(*txn));
+    }
     if (relaxed_now) (void)db_->Exec("PRAGMA synchronous=FULL");
     lock.unlock();
     if (!absl::IsUnavailable(txn.status()) || std::chrono::steady_clock::now() >= deadline) {

@@ -991,11 +991,15 @@ absl::Status DisagreeError(absl::string_view pool, uint64_t registry_txid, uint6
 
 }  // namespace
 
-absl::StatusOr<bool> Pool::PrepareLocked() {
-  ASSIGN_OR_RETURN(auto pending, state_.registry().GetPending(name_));
-  if (!pending.has_value()) return false;
+absl::StatusOr<PendingOp> Pool::BeginLocked(
+    absl::FunctionRef<absl::StatusOr<PendingOp>(std::optional<PendingOp>* blocking)> begin,
+    bool* reconciled) {
+  std::optional<PendingOp> blocking;
+  absl::StatusOr<PendingOp> op = begin(&blocking);
+  if (op.ok() || !blocking.has_value()) return op;
   RETURN_IF_ERROR(ReconcileLocked().status());
-  return true;
+  *reconciled = true;
+  return begin(nullptr);
 }
 
 absl::Status Pool::CheckIntentLocked(const PendingOp& op, bool reconciled) {
@@ -1117,14 +1121,18 @@ absl::StatusOr<ThinInfo> Pool::CreateLocked(absl::string_view name, uint64_t siz
                                             bool activate) {
   // One DM_DEV_STATUS of the pool: active, not left suspended, its devnum.
   ASSIGN_OR_RETURN(dm::DeviceInfo pool_dev, ActivePoolDeviceLocked());
-  ASSIGN_OR_RETURN(bool reconciled, PrepareLocked());
+  bool reconciled = false;
   std::optional<uint32_t> origin_id;
   if (origin) origin_id = origin->dev_id;
   // A fresh id the kernel already has (an orphan from outside the registry)
   // is quarantined and the next id tried.
   for (int attempt = 0;; ++attempt) {
-    ASSIGN_OR_RETURN(PendingOp op,
-                     state_.registry().BeginCreate(name_, name, size, origin_id));
+    ASSIGN_OR_RETURN(PendingOp op, BeginLocked(
+                                       [&](std::optional<PendingOp>* blocking) {
+                                         return state_.registry().BeginCreate(name_, name, size,
+                                                                              origin_id, blocking);
+                                       },
+                                       &reconciled));
     RETURN_IF_ERROR(CheckIntentLocked(op, reconciled));
     Failpoint("after_intent");
     absl::Status sent;
@@ -1221,7 +1229,7 @@ absl::Status Pool::DeleteThin(absl::string_view name, const DeleteOptions& optio
   RETURN_IF_ERROR(ValidateThinName(name));
   ASSIGN_OR_RETURN(PoolLock lock, state_.LockPool(name_));
   ASSIGN_OR_RETURN(dm::DeviceInfo pool_dev, ActivePoolDeviceLocked());
-  ASSIGN_OR_RETURN(bool reconciled, PrepareLocked());
+  bool reconciled = false;
   ASSIGN_OR_RETURN(ThinRecord thin, state_.registry().GetThin(name_, name));
   if (options.discard) {
     // Discarding destroys the data before the intent exists: the kernel
@@ -1238,7 +1246,14 @@ absl::Status Pool::DeleteThin(absl::string_view name, const DeleteOptions& optio
     }
   }
   RETURN_IF_ERROR(DeactivateThinLocked(thin));
-  ASSIGN_OR_RETURN(PendingOp op, state_.registry().BeginDelete(name_, name));
+  // An operation a dead process left pending is reconciled by BeginLocked,
+  // after this deactivation: whatever it finishes or undoes, this thin
+  // goes (or is gone: NotFound).
+  ASSIGN_OR_RETURN(PendingOp op, BeginLocked(
+                                     [&](std::optional<PendingOp>* blocking) {
+                                       return state_.registry().BeginDelete(name_, name, blocking);
+                                     },
+                                     &reconciled));
   RETURN_IF_ERROR(CheckIntentLocked(op, reconciled));
   Failpoint("after_intent");
   absl::Status sent = SendMessage(dm::thin_msg::Delete{op.dev_id});

@@ -188,40 +188,32 @@ absl::StatusOr<std::optional<PendingOp>> GetPendingIn(Db& db, absl::string_view 
   return std::optional<PendingOp>(op);
 }
 
-absl::StatusOr<uint32_t> AllocateIdIn(Db& db, absl::string_view pool) {
-  // The lowest freed id first (one index lookup), else the next never-used
-  // id; both O(log n), so allocation stays flat with 10,000 devices.
-  {
-    ASSIGN_OR_RETURN(Stmt freed, db.Prepare("SELECT MIN(dev_id) FROM free_ids WHERE pool=?"));
-    freed.Bind(1, pool);
-    ASSIGN_OR_RETURN(bool row, freed.Step());
-    if (row && !freed.IsNull(0)) {
-      int64_t id = freed.Int(0);
-      ASSIGN_OR_RETURN(Stmt take, db.Prepare("DELETE FROM free_ids WHERE pool=? AND dev_id=?"));
-      take.Bind(1, pool).Bind(2, id);
-      RETURN_IF_ERROR(take.Run());
-      return static_cast<uint32_t>(id);
-    }
+// A fresh device id, from what BeginCreate's read found: the lowest freed id
+// (`freed`), else the next never-used one (`next_id`, and whether a row of
+// thins or quarantine holds it already: `next_used`); both O(log n), so
+// allocation stays flat with 10,000 devices.
+absl::StatusOr<uint32_t> AllocateIdIn(Db& db, absl::string_view pool, std::optional<int64_t> freed,
+                                      int64_t next_id, bool next_used) {
+  if (freed.has_value()) {
+    ASSIGN_OR_RETURN(Stmt take, db.Prepare("DELETE FROM free_ids WHERE pool=? AND dev_id=?"));
+    take.Bind(1, pool).Bind(2, *freed);
+    RETURN_IF_ERROR(take.Run());
+    return static_cast<uint32_t>(*freed);
   }
-  int64_t id = 0;
-  {
-    ASSIGN_OR_RETURN(Stmt next, db.Prepare("SELECT next_id FROM pools WHERE name=?"));
-    next.Bind(1, pool);
-    ASSIGN_OR_RETURN(bool row, next.Step());
-    if (!row) return absl::NotFoundError(absl::StrCat("no pool named '", pool, "'"));
-    id = next.Int(0);
+  int64_t id = next_id;
+  // Skip ids taken by hand (Quarantine) or rows from outside the counter.
+  for (bool used = next_used; used;) {
+    ++id;
+    if (id > kMaxDeviceId) break;
+    ASSIGN_OR_RETURN(Stmt check, db.Prepare("SELECT EXISTS(SELECT 1 FROM thins WHERE pool=?1 AND dev_id=?2) OR "
+                                            "EXISTS(SELECT 1 FROM quarantine WHERE pool=?1 AND dev_id=?2)"));
+    check.Bind(1, pool).Bind(2, id);
+    ASSIGN_OR_RETURN(bool r, check.Step());
+    used = r && check.Int(0) != 0;
   }
-  for (;; ++id) {
-    if (id > kMaxDeviceId) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "pool '", pool, "' has no free 24-bit device id left"));
-    }
-    // Skip ids taken by hand (Quarantine) or rows from outside the counter.
-    ASSIGN_OR_RETURN(Stmt used, db.Prepare("SELECT EXISTS(SELECT 1 FROM thins WHERE pool=?1 AND dev_id=?2) OR "
-                                           "EXISTS(SELECT 1 FROM quarantine WHERE pool=?1 AND dev_id=?2)"));
-    used.Bind(1, pool).Bind(2, id);
-    ASSIGN_OR_RETURN(bool r, used.Step());
-    if (!r || used.Int(0) == 0) break;
+  if (id > kMaxDeviceId) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pool '", pool, "' has no free 24-bit device id left"));
   }
   ASSIGN_OR_RETURN(Stmt bump, db.Prepare("UPDATE pools SET next_id=? WHERE name=?"));
   bump.Bind(1, id + 1).Bind(2, pool);
@@ -242,26 +234,30 @@ absl::Status RunOnThin(Db& db, const char* sql, absl::string_view pool, uint32_t
   return s.Run();
 }
 
-// The pending row must still be the one the caller holds.
-absl::Status CheckPendingMatches(const std::optional<PendingOp>& have,
-                                 const PendingOp& want) {
-  if (!have || have->dev_id != want.dev_id || have->kind != want.kind ||
-      have->new_txid != want.new_txid) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", want.pool, "': pending ", OpKindName(want.kind), " of device ",
-        want.dev_id, " is no longer recorded (finished by another process?)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status NoPending(Db& db, absl::string_view pool) {
+absl::Status NoPending(Db& db, absl::string_view pool, std::optional<PendingOp>* blocking = nullptr) {
   ASSIGN_OR_RETURN(auto pending, GetPendingIn(db, pool));
   if (pending) {
+    if (blocking != nullptr) *blocking = pending;
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", pool, "' already has a pending ", OpKindName(pending->kind),
         " of device ", pending->dev_id));
   }
   return absl::OkStatus();
+}
+
+// Removes the pending row, which must still be the one the caller holds
+// (one statement: the check and the removal).
+absl::Status TakePending(Db& db, const PendingOp& op) {
+  ASSIGN_OR_RETURN(Stmt s, db.Prepare("DELETE FROM pending WHERE pool=? AND kind=? AND dev_id=? AND new_txid=?"));
+  s.Bind(1, op.pool)
+      .Bind(2, OpKindName(op.kind))
+      .Bind(3, static_cast<int64_t>(op.dev_id))
+      .Bind(4, static_cast<int64_t>(op.new_txid));
+  RETURN_IF_ERROR(s.Run());
+  if (db.Changes() == 1) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "pool '", op.pool, "': pending ", OpKindName(op.kind), " of device ", op.dev_id,
+      " is no longer recorded (finished by another process?)"));
 }
 
 }  // namespace
@@ -285,6 +281,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& path
   // (docs/thinpool.md, "The registry and the transaction protocol").
   db->LeaveCheckpointsToAutocheckpoint();
   auto conn = std::make_unique<SharedDb>(std::move(db));
+  // Every write below goes through Write(): the intents sync the WAL after
+  // their COMMIT, the relaxed commits do not, neither sets a PRAGMA.
+  RETURN_IF_ERROR(conn->SyncCommitsExplicitly());
   // Read first: an open that finds the current schema takes no write lock.
   int64_t have = 0;
   {
@@ -442,23 +441,45 @@ absl::StatusOr<std::optional<PendingOp>> Registry::GetPending(
 
 absl::StatusOr<PendingOp> Registry::BeginCreate(
     absl::string_view pool, absl::string_view name, uint64_t size_bytes,
-    std::optional<uint32_t> origin_id) {
+    std::optional<uint32_t> origin_id, std::optional<PendingOp>* blocking) {
   ASSIGN_OR_RETURN(Writer w, conn_->Write());
   Db& db = w.db();
-  ASSIGN_OR_RETURN(PoolRecord p, GetPoolIn(db, pool));
-  RETURN_IF_ERROR(NoPending(db, pool));
-  if (GetThinIn(db, pool, name).ok()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "thin device '", name, "' already exists in pool '", pool, "'"));
+  // What the intent depends on, in one read: the pool's transaction id and
+  // id counter, whether an operation is pending or the name taken, the
+  // lowest freed id, whether the counter's next id is held already.
+  int64_t txid = 0, next_id = 0;
+  std::optional<int64_t> freed;
+  bool next_used = false;
+  {
+    ASSIGN_OR_RETURN(Stmt s, db.Prepare(
+                                 "SELECT transaction_id, next_id, "
+                                 "EXISTS(SELECT 1 FROM pending WHERE pool=?1), "
+                                 "EXISTS(SELECT 1 FROM thins WHERE pool=?1 AND name=?2), "
+                                 "(SELECT MIN(dev_id) FROM free_ids WHERE pool=?1), "
+                                 "EXISTS(SELECT 1 FROM thins WHERE pool=?1 AND dev_id=next_id) OR "
+                                 "EXISTS(SELECT 1 FROM quarantine WHERE pool=?1 AND dev_id=next_id) "
+                                 "FROM pools WHERE name=?1"));
+    s.Bind(1, pool).Bind(2, name);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no pool named '", pool, "'"));
+    txid = s.Int(0);
+    next_id = s.Int(1);
+    if (s.Int(2) != 0) return NoPending(db, pool, blocking);
+    if (s.Int(3) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "thin device '", name, "' already exists in pool '", pool, "'"));
+    }
+    if (!s.IsNull(4)) freed = s.Int(4);
+    next_used = s.Int(5) != 0;
   }
-  ASSIGN_OR_RETURN(uint32_t id, AllocateIdIn(db, pool));
+  ASSIGN_OR_RETURN(uint32_t id, AllocateIdIn(db, pool, freed, next_id, next_used));
   PendingOp op;
   op.pool = std::string(pool);
   op.kind = origin_id ? OpKind::kCreateSnap : OpKind::kCreateThin;
   op.dev_id = id;
   op.origin_id = origin_id;
-  op.old_txid = p.transaction_id;
-  op.new_txid = p.transaction_id + 1;
+  op.old_txid = static_cast<uint64_t>(txid);
+  op.new_txid = op.old_txid + 1;
 
   {
     ASSIGN_OR_RETURN(Stmt thin, db.Prepare("INSERT INTO thins(pool, dev_id, name, size_bytes, parent_id, state, "
@@ -485,28 +506,41 @@ absl::StatusOr<PendingOp> Registry::BeginCreate(
   return op;
 }
 
-absl::StatusOr<PendingOp> Registry::BeginDelete(absl::string_view pool,
-                                                absl::string_view name) {
+absl::StatusOr<PendingOp> Registry::BeginDelete(absl::string_view pool, absl::string_view name,
+                                                std::optional<PendingOp>* blocking) {
   ASSIGN_OR_RETURN(Writer w, conn_->Write());
   Db& db = w.db();
-  ASSIGN_OR_RETURN(PoolRecord p, GetPoolIn(db, pool));
-  RETURN_IF_ERROR(NoPending(db, pool));
-  ASSIGN_OR_RETURN(ThinRecord t, GetThinIn(db, pool, name));
-  if (t.state != ThinState::kReady) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "thin device '", name, "' is ", ThinStateName(t.state)));
-  }
+  // The pool's transaction id, whether an operation is pending, the thin's
+  // id and state, in one read.
   PendingOp op;
+  {
+    ASSIGN_OR_RETURN(Stmt s, db.Prepare("SELECT p.transaction_id, EXISTS(SELECT 1 FROM pending WHERE pool=?1), "
+                                        "t.dev_id, t.state FROM pools p "
+                                        "LEFT JOIN thins t ON t.pool=p.name AND t.name=?2 WHERE p.name=?1"));
+    s.Bind(1, pool).Bind(2, name);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no pool named '", pool, "'"));
+    if (s.Int(1) != 0) return NoPending(db, pool, blocking);
+    if (s.IsNull(2)) {
+      return absl::NotFoundError(
+          absl::StrCat("no thin device '", name, "' in pool '", pool, "'"));
+    }
+    ASSIGN_OR_RETURN(ThinState state, base::RecordStateFromRegistry(s.Text(3), "thin device", name));
+    if (state != ThinState::kReady) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "thin device '", name, "' is ", ThinStateName(state)));
+    }
+    op.old_txid = static_cast<uint64_t>(s.Int(0));
+    op.dev_id = static_cast<uint32_t>(s.Int(2));
+  }
   op.pool = std::string(pool);
   op.kind = OpKind::kDelete;
-  op.dev_id = t.dev_id;
-  op.old_txid = p.transaction_id;
-  op.new_txid = p.transaction_id + 1;
-  RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET state='removing' WHERE pool=? AND dev_id=?", pool, t.dev_id));
+  op.new_txid = op.old_txid + 1;
+  RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET state='removing' WHERE pool=? AND dev_id=?", pool, op.dev_id));
   ASSIGN_OR_RETURN(Stmt rec, db.Prepare("INSERT INTO pending(pool, kind, dev_id, origin_id, old_txid, "
                                         "new_txid, started_unix) VALUES(?,'delete',?,NULL,?,?,?)"));
   rec.Bind(1, pool)
-      .Bind(2, static_cast<int64_t>(t.dev_id))
+      .Bind(2, static_cast<int64_t>(op.dev_id))
       .Bind(3, static_cast<int64_t>(op.old_txid))
       .Bind(4, static_cast<int64_t>(op.new_txid))
       .Bind(5, Now());
@@ -519,8 +553,7 @@ absl::Status Registry::CommitOp(const PendingOp& op) {
   // Not waiting for the disk (see registry.h).
   ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/true));
   Db& db = w.db();
-  ASSIGN_OR_RETURN(auto pending, GetPendingIn(db, op.pool));
-  RETURN_IF_ERROR(CheckPendingMatches(pending, op));
+  RETURN_IF_ERROR(TakePending(db, op));
   if (op.kind == OpKind::kDelete) {
     RETURN_IF_ERROR(RunOnThin(db, "DELETE FROM thins WHERE pool=? AND dev_id=?", op.pool, op.dev_id));
     // Snapshots outlive their origin; the id may be reused, so forget it.
@@ -534,9 +567,6 @@ absl::Status Registry::CommitOp(const PendingOp& op) {
     tx.Bind(1, static_cast<int64_t>(op.new_txid)).Bind(2, op.pool);
     RETURN_IF_ERROR(tx.Run());
   }
-  ASSIGN_OR_RETURN(Stmt done, db.Prepare("DELETE FROM pending WHERE pool=?"));
-  done.Bind(1, op.pool);
-  RETURN_IF_ERROR(done.Run());
   return w.Commit();
 }
 
@@ -544,8 +574,7 @@ absl::Status Registry::AbortOp(const PendingOp& op,
                                std::optional<std::string> quarantine_reason) {
   ASSIGN_OR_RETURN(Writer w, conn_->Write());
   Db& db = w.db();
-  ASSIGN_OR_RETURN(auto pending, GetPendingIn(db, op.pool));
-  RETURN_IF_ERROR(CheckPendingMatches(pending, op));
+  RETURN_IF_ERROR(TakePending(db, op));
   if (op.kind == OpKind::kDelete && !quarantine_reason) {
     RETURN_IF_ERROR(RunOnThin(db, "UPDATE thins SET state='ready' WHERE pool=? AND dev_id=?", op.pool, op.dev_id));
   } else {
@@ -563,9 +592,6 @@ absl::Status Registry::AbortOp(const PendingOp& op,
         .Bind(4, Now());
     RETURN_IF_ERROR(q.Run());
   }
-  ASSIGN_OR_RETURN(Stmt done, db.Prepare("DELETE FROM pending WHERE pool=?"));
-  done.Bind(1, op.pool);
-  RETURN_IF_ERROR(done.Run());
   return w.Commit();
 }
 

@@ -100,16 +100,45 @@ std::string StateDir::PoolDir(absl::string_view pool) const {
   return absl::StrCat(path_, "/", pool);
 }
 
+void PoolLock::Release() {
+  if (!mu_.owns_lock()) return;
+  (void)::flock(fd_, LOCK_UN);
+  mu_.unlock();
+}
+
+PoolLock& PoolLock::operator=(PoolLock&& o) noexcept {
+  if (this != &o) {
+    Release();
+    mu_ = std::move(o.mu_);
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+PoolLock::~PoolLock() { Release(); }
+
 absl::StatusOr<PoolLock> StateDir::LockPool(absl::string_view pool) {
   RETURN_IF_ERROR(ValidatePoolName(pool));
+  LockFile* file = nullptr;
+  {
+    std::lock_guard<std::mutex> g(lock_files_mu_);
+    auto it = lock_files_.find(pool);
+    if (it == lock_files_.end()) {
+      it = lock_files_.emplace(std::string(pool), std::make_unique<LockFile>()).first;
+    }
+    file = it->second.get();
+  }
+  std::unique_lock<std::mutex> mu(file->mu);
   std::string path = absl::StrCat(path_, "/.locks/", pool, ".lock");
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
-  base::UniqueFd lock(fd);
-  while (::flock(lock.get(), LOCK_EX) < 0) {
+  if (!file->fd.valid()) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return base::ErrnoError(errno, absl::StrCat("opening ", path));
+    file->fd = base::UniqueFd(fd);
+  }
+  while (::flock(file->fd.get(), LOCK_EX) < 0) {
     if (errno != EINTR) return base::ErrnoError(errno, absl::StrCat("flock ", path));
   }
-  return PoolLock(std::move(lock));
+  return PoolLock(std::move(mu), file->fd.get());
 }
 
 }  // namespace thinpool

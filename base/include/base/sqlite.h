@@ -49,6 +49,11 @@ class Db {
   // registry's fixed statements are not compiled again at every call.
   absl::StatusOr<Stmt> Prepare(absl::string_view sql);
   int64_t Changes() const;
+  // Syncs the WAL as a synchronous=FULL commit does (the VFS's own xSync of
+  // the journal file, SQLITE_FCNTL_JOURNAL_POINTER): every transaction
+  // committed so far is then on disk. For a connection that commits at
+  // synchronous=NORMAL (SharedDb::SyncCommitsExplicitly).
+  absl::Status SyncWal();
   sqlite3* raw() { return db_; }
 
   // This connection's close does not copy the WAL back into the database,

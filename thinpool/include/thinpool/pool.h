@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -286,14 +287,16 @@ class Pool {
   // operation; resumes the thins when a snapshot is pending. The pool
   // device must be active (PoolDeviceLocked).
   absl::StatusOr<std::string> ReconcileLocked();
-  // Before an operation, under the pool lock: with an operation pending (a
-  // process died), a full ReconcileLocked, and true. Otherwise false: the
-  // kernel is compared with the registry by CheckIntentLocked once the
-  // intent is recorded, whose transaction gives the registry's id (one
-  // registry read fewer).
-  absl::StatusOr<bool> PrepareLocked();
+  // Records an operation's intent with `begin` (Registry::BeginCreate or
+  // BeginDelete), under the pool lock. When the registry finds an operation
+  // already pending (a process died), that one is reconciled first
+  // (ReconcileLocked; `*reconciled` set) and the intent begun again: the
+  // intent's own transaction is the only registry read before it.
+  absl::StatusOr<PendingOp> BeginLocked(
+      absl::FunctionRef<absl::StatusOr<PendingOp>(std::optional<PendingOp>* blocking)> begin,
+      bool* reconciled);
   // After the intent `op` is recorded, before any message (unless
-  // PrepareLocked `reconciled`): the kernel must be healthy and at
+  // BeginLocked `reconciled`): the kernel must be healthy and at
   // op.old_txid, as ReconcileLocked requires; otherwise the intent is
   // withdrawn and the error returned, nothing sent.
   absl::Status CheckIntentLocked(const PendingOp& op, bool reconciled);

@@ -2,8 +2,9 @@
 // devices and the one pending operation per pool.
 //
 // The database is opened through base::sqlite (base/sqlite.h, the wrapper
-// the layer store and the volume store use): WAL mode, synchronous=FULL
-// (CommitOp excepted, see there), a busy timeout, one connection per
+// the layer store and the volume store use): WAL mode, every commit synced
+// (the WAL's fdatasync after it: SharedDb::SyncCommitsExplicitly; CommitOp
+// excepted, see there), a busy timeout, one connection per
 // Registry shared by its threads (base/sqlite_shared.h), so several
 // processes can share a state dir; every write is one IMMEDIATE
 // transaction. The registry alone does not serialise pool operations across
@@ -125,13 +126,17 @@ class Registry {
 
   // The protocol. Begin* records the intent (thin row in state creating or
   // removing + pending op with old/new transaction ids) in one transaction;
-  // FailedPrecondition if an operation is already pending.
+  // FailedPrecondition if an operation is already pending, that operation
+  // in `*blocking` when given (the caller reconciles it and begins again,
+  // without a read of its own before every intent).
   absl::StatusOr<PendingOp> BeginCreate(absl::string_view pool,
                                         absl::string_view name,
                                         uint64_t size_bytes,
-                                        std::optional<uint32_t> origin_id);
+                                        std::optional<uint32_t> origin_id,
+                                        std::optional<PendingOp>* blocking = nullptr);
   absl::StatusOr<PendingOp> BeginDelete(absl::string_view pool,
-                                        absl::string_view name);
+                                        absl::string_view name,
+                                        std::optional<PendingOp>* blocking = nullptr);
   absl::StatusOr<std::optional<PendingOp>> GetPending(absl::string_view pool);
   // Roll forward: the kernel has the new transaction id. Created rows become
   // ready, deleted rows go (freeing their id), the pool's txid advances.

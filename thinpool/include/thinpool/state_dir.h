@@ -15,8 +15,11 @@
 #ifndef DMTHIN_THINPOOL_STATE_DIR_H_
 #define DMTHIN_THINPOOL_STATE_DIR_H_
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -36,16 +39,24 @@ absl::Status ValidatePoolName(absl::string_view name);
 // Thin names: 1-80 of [A-Za-z0-9_.+-], not starting with '.' or '-'.
 absl::Status ValidateThinName(absl::string_view name);
 
-// An exclusive flock on one pool's lock file; released on destruction (and by
-// the kernel if the process dies).
+// An exclusive flock on one pool's lock file, and the StateDir's mutex for
+// that pool (the StateDir keeps the file open for its next locks, and a
+// flock excludes only other open files, not the threads sharing one);
+// released on destruction (the flock by the kernel if the process dies).
 class PoolLock {
  public:
   PoolLock() = default;
-  explicit PoolLock(base::UniqueFd fd) : fd_(std::move(fd)) {}
-  bool held() const { return fd_.valid(); }
+  PoolLock(PoolLock&& o) noexcept : mu_(std::move(o.mu_)), fd_(std::exchange(o.fd_, -1)) {}
+  PoolLock& operator=(PoolLock&& o) noexcept;
+  ~PoolLock();
+  bool held() const { return mu_.owns_lock(); }
 
  private:
-  base::UniqueFd fd_;
+  friend class StateDir;
+  PoolLock(std::unique_lock<std::mutex> mu, int fd) : mu_(std::move(mu)), fd_(fd) {}
+  void Release();
+  std::unique_lock<std::mutex> mu_;
+  int fd_ = -1;  // the StateDir's
 };
 
 class StateDir {
@@ -59,15 +70,24 @@ class StateDir {
 
   // <dir>/<pool>
   std::string PoolDir(absl::string_view pool) const;
-  // Blocks until this process holds the pool's lock.
+  // Blocks until this process holds the pool's lock (no PoolLock may
+  // outlive the StateDir). The lock file is opened at the first lock and
+  // kept open: a lock is a flock and an unlock, no open or close.
   absl::StatusOr<PoolLock> LockPool(absl::string_view pool);
 
  private:
   StateDir(std::string path, std::unique_ptr<Registry> registry)
       : path_(std::move(path)), registry_(std::move(registry)) {}
 
+  struct LockFile {
+    std::mutex mu;      // held with the flock
+    base::UniqueFd fd;  // opened under mu
+  };
+
   std::string path_;
   std::unique_ptr<Registry> registry_;
+  std::mutex lock_files_mu_;
+  std::map<std::string, std::unique_ptr<LockFile>, std::less<>> lock_files_;
 };
 
 }  // namespace thinpool
