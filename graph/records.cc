@@ -175,10 +175,11 @@ std::optional<LayerRecord> LayerRecords::Staged(const std::string& id) const {
   return it->second;
 }
 
-absl::Status LayerRecords::Begin(const std::string& id, const std::map<std::string, std::string>& fields) {
+absl::Status LayerRecords::Begin(const std::string& id, const std::map<std::string, std::string>& fields,
+                                 bool relaxed) {
   RETURN_IF_ERROR(Reentered("Begin"));
   if (Staged(id)) return absl::AlreadyExistsError(absl::StrCat("layer ", id, " already exists"));
-  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_ || relaxed));
   ASSIGN_OR_RETURN(Stmt s, w.db().Prepare(
                                "INSERT INTO driver_records(id, state, fields) VALUES(?, 'creating', ?)"));
   absl::Status st = s.Bind(1, id).Bind(2, EncodeFields(fields)).Run();
@@ -224,34 +225,34 @@ absl::Status LayerRecords::WriteStaged(Writer& w, const std::vector<std::string>
   return absl::OkStatus();
 }
 
-absl::Status LayerRecords::SetState(const std::string& id, RecordState state, const char* what) {
+absl::Status LayerRecords::SetState(const std::string& id, RecordState state, bool relaxed, const char* what) {
   RETURN_IF_ERROR(Reentered(what));
   {
     std::lock_guard<std::mutex> l(staged_mu_);
     staged_ready_.erase(id);  // an unfinished create taken apart: its intent is in the database
   }
-  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_ && state == RecordState::kRemoving));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/relaxed || (staged_ && state == RecordState::kRemoving)));
   ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("UPDATE driver_records SET state = ? WHERE id = ?"));
   RETURN_IF_ERROR(s.Bind(1, RecordStateName(state)).Bind(2, id).Run());
   if (w.db().Changes() == 0) return absl::NotFoundError(absl::StrCat(what, ": layer ", id, " has no record"));
   return w.Commit();
 }
 
-absl::Status LayerRecords::Removing(const std::string& id) {
-  return SetState(id, RecordState::kRemoving, "removing");
+absl::Status LayerRecords::Removing(const std::string& id, bool relaxed) {
+  return SetState(id, RecordState::kRemoving, relaxed, "removing");
 }
 
 absl::Status LayerRecords::Restore(const std::string& id) {
-  return SetState(id, RecordState::kReady, "restoring");
+  return SetState(id, RecordState::kReady, /*relaxed=*/false, "restoring");
 }
 
-absl::Status LayerRecords::Drop(const std::string& id) {
+absl::Status LayerRecords::Drop(const std::string& id, bool relaxed) {
   RETURN_IF_ERROR(Reentered("Drop"));
   {
     std::lock_guard<std::mutex> l(staged_mu_);
     staged_ready_.erase(id);
   }
-  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_));
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(/*relaxed=*/staged_ || relaxed));
   ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("DELETE FROM driver_records WHERE id = ?"));
   RETURN_IF_ERROR(s.Bind(1, id).Run());
   return w.Commit();

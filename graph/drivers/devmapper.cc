@@ -510,7 +510,13 @@ absl::Status DevmapperDriver::DropRecord(const std::string& id, const DriverEntr
   // pins/<id>: a mount reference of earlier versions' Mounts().
   std::string pin = absl::StrCat(root_, "/pins/", id);
   if (::unlink(pin.c_str()) != 0 && errno != ENOENT) return base::ErrnoError(errno, absl::StrCat("removing ", pin));
-  RETURN_IF_ERROR(deferred != nullptr ? records_->DropWithEntry(id, *deferred) : records_->Drop(id));
+  // Without a deferred deletion the thin is gone (or was never made): the
+  // drop need not wait for the disk, since an open that finds the record
+  // again drops it (Recover: its thin is not in the pool's durable
+  // registry). A deferred deletion's thin still exists: that commit is
+  // durable, or the removed layer could come back after a power cut.
+  RETURN_IF_ERROR(deferred != nullptr ? records_->DropWithEntry(id, *deferred)
+                                      : records_->Drop(id, /*relaxed=*/true));
   std::string mnt = MountPath(id);
   if (::rmdir(mnt.c_str()) != 0 && errno != ENOENT && errno != EBUSY) {
     return base::ErrnoError(errno, absl::StrCat("removing ", mnt));
@@ -801,10 +807,15 @@ absl::StatusOr<std::string> DevmapperDriver::PickThinName(const std::string& id)
 }
 
 absl::Status DevmapperDriver::CheckFreeSpace(absl::string_view what) const {
-  RETURN_IF_ERROR(EnsurePoolActive());
   ASSIGN_OR_RETURN(dm::Name name, dm::Name::Create(pool_->dm_name()));
-  // noflush: no metadata commit just to look.
-  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, dm_->GetThinPoolStatus(name, /*noflush=*/true));
+  // noflush: no metadata commit just to look. One ioctl when the pool is
+  // active (the usual case); only when it is not is it activated first.
+  absl::StatusOr<dm::ThinPoolStatus> status = dm_->GetThinPoolStatus(name, /*noflush=*/true);
+  if (!status.ok()) {
+    RETURN_IF_ERROR(EnsurePoolActive());
+    status = dm_->GetThinPoolStatus(name, /*noflush=*/true);
+  }
+  ASSIGN_OR_RETURN(dm::ThinPoolStatus k, std::move(status));
   if (!k.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "devicemapper: ", what, ": thin pool '", pool_name_, "' has failed (kernel status Fail/Error); "
@@ -972,9 +983,11 @@ void DevmapperDriver::DrainDeactivations() {
 }
 
 absl::Status DevmapperDriver::FinishRemoval(Record r) {
-  auto info = pool_->GetThinInfo(r.thin);
-  if (!info.ok()) {
-    if (info.status().code() != absl::StatusCode::kNotFound) return info.status();
+  // The pool's registry alone says whether the thin exists (no ioctl: the
+  // deactivation and the delete below look at the kernel).
+  auto thin = state_->registry().GetThin(pool_name_, r.thin);
+  if (!thin.ok()) {
+    if (thin.status().code() != absl::StatusCode::kNotFound) return thin.status();
     return DropRecord(r.id);  // thin already gone
   }
   RETURN_IF_ERROR(EnsurePoolActive());
@@ -995,7 +1008,7 @@ absl::Status DevmapperDriver::FinishRemoval(Record r) {
     // A whole layer stays one; an unfinished create stays to be undone.
     if (r.state != RecordState::kCreating) RETURN_IF_ERROR(records_->Restore(r.id));
     return absl::FailedPreconditionError(absl::StrCat(
-        "devicemapper: layer ", r.id, " is busy (device ", info->dm_name,
+        "devicemapper: layer ", r.id, " is busy (thin device ", r.thin,
         " is held open, e.g. by a mount in another mount namespace) and dm.use_deferred_deletion is off"));
   }
   // The layer goes now; its thin id waits for the reaper.
@@ -1094,8 +1107,11 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   ASSIGN_OR_RETURN(r.thin, PickThinName(id));
   // The intent names the thin before it exists: a crash from here on leaves
   // a "creating" record that Remove (a store's check --repair, or the open
-  // of a driver without a store) undoes.
-  RETURN_IF_ERROR(records_->Begin(id, r.Fields()));
+  // of a driver without a store) undoes. Relaxed (no wait for the disk):
+  // a power cut that loses it leaves at most a thin no record names, which
+  // the open's orphan pass (Recover) deletes; Ready's durable commit below
+  // makes it durable with it.
+  RETURN_IF_ERROR(records_->Begin(id, r.Fields(), /*relaxed=*/true));
   Failpoint("devmapper_create_after_intent");
   // A container (read-write) layer is mounted next: activate its device now,
   // which thinpool overlaps with the snapshot's own commit. Image layers are
@@ -1127,7 +1143,11 @@ absl::Status DevmapperDriver::Remove(const std::string& id) {
   ASSIGN_OR_RETURN(std::optional<Record> found, ReadRecord(id));
   if (!found) return absl::NotFoundError(absl::StrCat("layer ", id, " does not exist"));
   Record r = *found;
-  if (r.state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id));
+  // Relaxed: a power cut that loses the mark leaves the record ready,
+  // with its thin either untouched (the layer is whole: the removal did
+  // not happen) or deleted in the pool's durable registry (the open drops
+  // the record: Recover). A process crash loses nothing.
+  if (r.state != RecordState::kRemoving) RETURN_IF_ERROR(records_->Removing(id, /*relaxed=*/true));
   Failpoint("devmapper_after_remove_mark");
   std::string mnt = MountPath(id);
   // A deactivation queued by the last Put: FinishRemoval deactivates now;

@@ -678,6 +678,53 @@ TEST_F(DevmapperTest, OrphanedThinIsDeletedOnOpen) {
   EXPECT_TRUE((*pool)->GetThinInfo("someone-elses").ok());
 }
 
+// What a power cut can leave of the relaxed commits (Create's intent,
+// Remove's mark and drop: they do not wait for the disk) once the pool's
+// durable registry has moved on: a thin no record names (the intent lost:
+// OrphanedThinIsDeletedOnOpen), a ready record and a removing one whose
+// thins the pool had deleted (the mark and the drop lost, or the drop
+// alone). The open repairs all of them.
+TEST_F(DevmapperTest, LostRelaxedCommitsAreRepairedOnOpen) {
+  Open();
+  for (const char* id : {"keep", "was-ready", "was-removing"}) ASSERT_OK(driver_->Create(id, "", {}));
+  std::string tag = StatusValue(*driver_, "Thin Prefix");
+  std::string state_dir = StatusValue(*driver_, "Pool State Dir");
+  std::string pool_name = StatusValue(*driver_, "Pool Name");
+  ASSERT_OK(driver_->Cleanup());
+  driver_.reset();
+  {
+    auto records = LayerRecords::Open(root_ + "/records.db");
+    ASSERT_TRUE(records.ok()) << records.status();
+    auto state = thinpool::StateDir::Open(state_dir);
+    ASSERT_TRUE(state.ok());
+    auto dm = dm::Control::Open();
+    ASSERT_TRUE(dm.ok());
+    auto pool = thinpool::Pool::Open(**state, **dm, pool_name);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    ASSERT_OK((*pool)->Activate());
+    for (const char* id : {"was-ready", "was-removing"}) {
+      auto r = (*records)->Get(id);
+      ASSERT_TRUE(r.ok() && r->has_value()) << id;
+      ASSERT_OK((*pool)->DeleteThin((*r)->Field("thin")));
+    }
+    ASSERT_OK((*records)->Removing("was-removing"));
+    ASSERT_OK((*pool)->Snapshot(tag + "+base", tag + "-lost-intent"));
+  }
+  Open();
+  EXPECT_TRUE(driver_->Exists("keep"));
+  EXPECT_FALSE(driver_->Exists("was-ready"));
+  EXPECT_FALSE(driver_->Exists("was-removing"));
+  ExpectNoOrphans();
+  auto records = LayerRecords::Open(root_ + "/records.db");
+  ASSERT_TRUE(records.ok()) << records.status();
+  auto ids = (*records)->Ids();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, std::set<std::string>({"keep"})) << "the records whose thins are gone are dropped";
+  ASSERT_OK(driver_->Create("again", "keep", {}));  // the ids are free again
+  ASSERT_OK(driver_->Create("was-ready", "keep", {}));
+  ExpectNoOrphans();
+}
+
 // An existing pool by name (dm.thinpooldev), shared with other users.
 TEST_F(DevmapperTest, UsesAnExistingPool) {
   std::string sd = base_ + "/state";

@@ -141,17 +141,26 @@ class LayerRecords {
   // The database file these records are in.
   const std::string& path() const { return path_; }
 
+  // `relaxed` (Begin, Removing, Drop): the commit does not wait for the
+  // disk, for a driver whose durable state elsewhere repairs the loss of
+  // the transition to a power cut (devicemapper: the pool's registry says
+  // whether the thin exists, and the open deletes a thin no record names
+  // and drops a record whose thin is gone). A process crash loses nothing
+  // (the commit is in the WAL, in the page cache), and the next durable
+  // commit makes it durable too. In a store these are always relaxed.
+
   // Intent: a `creating` record. AlreadyExists if `id` has any record.
-  absl::Status Begin(const std::string& id, const std::map<std::string, std::string>& fields);
+  absl::Status Begin(const std::string& id, const std::map<std::string, std::string>& fields,
+                     bool relaxed = false);
   // Done: the record becomes `ready` with `fields` (which replace the
   // intent's). NotFound if `id` has no record.
   absl::Status Ready(const std::string& id, const std::map<std::string, std::string>& fields);
   // Intent to remove: `removing`, fields kept. NotFound without a record.
-  absl::Status Removing(const std::string& id);
+  absl::Status Removing(const std::string& id, bool relaxed = false);
   // Back to `ready` (a removal refused half-way, e.g. a busy device).
   absl::Status Restore(const std::string& id);
   // No record left (OK if there was none).
-  absl::Status Drop(const std::string& id);
+  absl::Status Drop(const std::string& id, bool relaxed = false);
 
   // The record of `id` in any state; nullopt if none.
   absl::StatusOr<std::optional<LayerRecord>> Get(const std::string& id) const;
@@ -195,7 +204,7 @@ class LayerRecords {
 
  private:
   LayerRecords(std::string path, std::shared_ptr<base::sqlite::SharedDb> conn, bool staged);
-  absl::Status SetState(const std::string& id, RecordState state, const char* what);
+  absl::Status SetState(const std::string& id, RecordState state, bool relaxed, const char* what);
   absl::Status Reentered(const char* what) const;
   // The staged ready record of `id`, if any.
   std::optional<LayerRecord> Staged(const std::string& id) const;
