@@ -188,7 +188,8 @@ absl::Status LayerRecords::Begin(const std::string& id, const std::map<std::stri
   return w.Commit();
 }
 
-absl::Status LayerRecords::Ready(const std::string& id, const std::map<std::string, std::string>& fields) {
+absl::Status LayerRecords::Ready(const std::string& id, const std::map<std::string, std::string>& fields,
+                                 bool relaxed) {
   RETURN_IF_ERROR(Reentered("Ready"));
   if (staged_) {
     // Held until the store's transaction that makes the layer ready.
@@ -199,7 +200,7 @@ absl::Status LayerRecords::Ready(const std::string& id, const std::map<std::stri
     staged_ready_[id] = std::move(r);
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(Writer w, conn_->Write());
+  ASSIGN_OR_RETURN(Writer w, conn_->Write(relaxed));
   ASSIGN_OR_RETURN(Stmt s, w.db().Prepare("UPDATE driver_records SET state = 'ready', fields = ? WHERE id = ?"));
   RETURN_IF_ERROR(s.Bind(1, EncodeFields(fields)).Bind(2, id).Run());
   if (w.db().Changes() == 0) return absl::NotFoundError(absl::StrCat("layer ", id, " has no record"));

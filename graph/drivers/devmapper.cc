@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -62,6 +63,7 @@ constexpr size_t kMaxVerbatimId = 64;
 
 // Crash tests: the driver's own failpoints are named devmapper_*.
 using base::Failpoint;
+using base::FailpointIs;
 
 // ------------------------------------------------------------- options ---
 
@@ -731,7 +733,8 @@ absl::Status DevmapperDriver::MakeBaseFilesystem(const std::string& device) cons
 // and Remove hold the lock from their intent to their end, so a record
 // still "removing" here is a dead process's. A "creating" one may be a
 // store's layer whose Ready waits for the store's commit: in a store, its
-// check --repair undoes it (Remove); alone, the open does.
+// check --repair undoes it (Remove); alone, the open finishes it if its
+// thin is in the pool, else undoes it.
 absl::Status DevmapperDriver::Recover() {
   ASSIGN_OR_RETURN(std::vector<LayerRecord> all, records_->List());
   // One listing of the pool (one registry read, one DM_LIST_DEVICES) for
@@ -739,18 +742,28 @@ absl::Status DevmapperDriver::Recover() {
   // a DM_DEV_STATUS) per layer: this runs at every open, so in every
   // graphctl process (31 s of a 5,000-layer `graphctl ls` under TCG).
   ASSIGN_OR_RETURN(std::vector<thinpool::ThinInfo> thins, pool_->ListThins());
-  std::set<std::string> in_pool;
-  for (const auto& t : thins) in_pool.insert(t.name);
+  std::set<std::string> in_pool, ready_in_pool;
+  for (const auto& t : thins) {
+    in_pool.insert(t.name);
+    if (t.state == thinpool::ThinState::kReady) ready_in_pool.insert(t.name);
+  }
   std::set<std::string> referenced;
   for (const LayerRecord& lr : all) {
     ASSIGN_OR_RETURN(Record r, FromLayerRecord(lr));
     switch (r.state) {
       case RecordState::kCreating:
         referenced.insert(r.thin);  // its thin is this record's, not an orphan
-        if (own_records_) {
-          RETURN_IF_ERROR(base::Annotate(FinishRemoval(r),
-                                         absl::StrCat("devicemapper: undoing the creation of layer ", r.id)));
+        if (!own_records_) break;   // in a store, its check --repair undoes it
+        // The snapshot is the whole layer: a create whose thin the pool has
+        // (its registry reconciled with the kernel by the pool's open) is
+        // finished; one without is undone.
+        if (ready_in_pool.count(r.thin)) {
+          RETURN_IF_ERROR(base::Annotate(records_->Ready(r.id, r.Fields()),
+                                         absl::StrCat("devicemapper: finishing the creation of layer ", r.id)));
+          break;
         }
+        RETURN_IF_ERROR(base::Annotate(FinishRemoval(r),
+                                       absl::StrCat("devicemapper: undoing the creation of layer ", r.id)));
         break;
       case RecordState::kRemoving:
         referenced.insert(r.thin);
@@ -1105,23 +1118,42 @@ absl::Status DevmapperDriver::Create(const std::string& id, const std::string& p
   r.parent = parent;
   r.rw = options.read_write;
   ASSIGN_OR_RETURN(r.thin, PickThinName(id));
-  // The intent names the thin before it exists: a crash from here on leaves
-  // a "creating" record that Remove (a store's check --repair, or the open
-  // of a driver without a store) undoes. Relaxed (no wait for the disk):
-  // a power cut that loses it leaves at most a thin no record names, which
-  // the open's orphan pass (Recover) deletes; Ready's durable commit below
-  // makes it durable with it.
-  RETURN_IF_ERROR(records_->Begin(id, r.Fields(), /*relaxed=*/true));
-  Failpoint("devmapper_create_after_intent");
+  // The intent: a "creating" record naming the thin.
+  //  - In a store: before the snapshot, relaxed (no wait for the disk: a
+  //    power cut that loses it leaves at most a thin no record names, which
+  //    the open's orphan pass deletes); the store's check --repair undoes a
+  //    create it finds half done (Remove), and Ready waits for the store's
+  //    durable commit of the layer.
+  //  - Alone: the one commit that waits for the disk, beside the snapshot
+  //    (its fdatasync overlaps the pool's intent and the kernel's metadata
+  //    commits). Whatever a crash interrupts, the open (Recover) finds a
+  //    consistent state: no record and maybe a thin (an orphan: deleted),
+  //    or the intent and the thin ready in the pool's durable registry
+  //    (the snapshot is the whole layer: rolled forward), or the intent
+  //    without a thin (dropped). So Ready need not wait for the disk.
+  std::future<absl::Status> intent;
+  absl::Status recorded;
+  if (own_records_) {
+    intent = std::async(std::launch::async,
+                        [this, &id, fields = r.Fields()] { return records_->Begin(id, fields, /*relaxed=*/false); });
+    if (FailpointIs("devmapper_create_after_intent")) {  // crash tests: die before the snapshot
+      recorded = intent.get();
+      Failpoint("devmapper_create_after_intent");
+    }
+  } else {
+    RETURN_IF_ERROR(records_->Begin(id, r.Fields(), /*relaxed=*/true));
+    Failpoint("devmapper_create_after_intent");
+  }
   // A container (read-write) layer is mounted next: activate its device now,
   // which thinpool overlaps with the snapshot's own commit. Image layers are
   // left inactive until someone mounts them.
   auto snap = pool_->Snapshot(origin, r.thin, /*activate=*/r.rw);
-  absl::Status made = snap.status();
+  if (intent.valid()) recorded = intent.get();
+  absl::Status made = snap.ok() ? recorded : snap.status();
   if (made.ok()) {
     Failpoint("devmapper_after_snapshot");
     // In a store, held until the store commits the layer with it.
-    made = records_->Ready(id, r.Fields());
+    made = records_->Ready(id, r.Fields(), /*relaxed=*/own_records_);
   }
   if (!made.ok()) {
     if (pool_->GetThinInfo(r.thin).ok()) {

@@ -49,14 +49,24 @@
 // DataLoss, nothing moved).
 //
 // Crash safety, one state machine with the other drivers: Create records
-// its intent ("creating", naming the thin) before the snapshot and "ready"
-// after it (in a store, committed with the layer's row); Remove marks
-// "removing" before the thin is deleted and drops the record after.
+// its intent ("creating", naming the thin) and "ready" after the snapshot
+// (in a store, committed with the layer's row); Remove marks "removing"
+// before the thin is deleted and drops the record after.
 // Opening the driver (under the lock) finishes every "removing" record,
-// undoes "creating" ones when it keeps its own records (in a store its
-// check --repair does, through Remove) and deletes orphans — our thins no
-// record names (a lost intent) — so after a crash at any point no thin id is
-// orphaned and no half-made layer is visible (failpoints
+// finishes "creating" ones whose thin the pool has and undoes the others
+// when it keeps its own records (in a store its check --repair undoes
+// them, through Remove) and deletes orphans — our thins no record names (a
+// lost intent) — so after a crash at any point no thin id is orphaned and
+// no half-made layer is visible.
+// Syncs: the pool's registry is durable (its intent before every message),
+// so the records need one commit that waits for the disk per Create and
+// none per Remove: alone, the intent, committed beside the snapshot (a
+// crash before it is durable leaves at most an orphan); in a store, the
+// store's commit of the layer. Ready alone, Remove's mark and its drop are
+// relaxed (no fdatasync): what a power cut can lose of them the open
+// repairs from the pool's registry (a creating record with its thin:
+// finished; a ready or removing record without: dropped). A deferred
+// deletion's drop stays durable (the thin is still there). (Failpoints
 // devmapper_create_after_intent, devmapper_after_snapshot,
 // devmapper_after_remove_mark, devmapper_after_delete; for the entries
 // devmapper_after_put_queued, devmapper_after_queued_deactivate,

@@ -678,15 +678,21 @@ TEST_F(DevmapperTest, OrphanedThinIsDeletedOnOpen) {
   EXPECT_TRUE((*pool)->GetThinInfo("someone-elses").ok());
 }
 
-// What a power cut can leave of the relaxed commits (Create's intent,
+// What a power cut can leave of the relaxed commits (Create's Ready,
 // Remove's mark and drop: they do not wait for the disk) once the pool's
-// durable registry has moved on: a thin no record names (the intent lost:
-// OrphanedThinIsDeletedOnOpen), a ready record and a removing one whose
-// thins the pool had deleted (the mark and the drop lost, or the drop
-// alone). The open repairs all of them.
+// durable registry has moved on: a creating record whose thin the pool has
+// (Ready lost: the create is finished), a ready record and a removing one
+// whose thins the pool had deleted (the mark and the drop lost, or the
+// drop alone), and a thin no record names (a create that died before its
+// intent was written: OrphanedThinIsDeletedOnOpen). The open repairs all
+// of them.
 TEST_F(DevmapperTest, LostRelaxedCommitsAreRepairedOnOpen) {
   Open();
-  for (const char* id : {"keep", "was-ready", "was-removing"}) ASSERT_OK(driver_->Create(id, "", {}));
+  for (const char* id : {"keep", "was-creating", "was-ready", "was-removing"}) {
+    ASSERT_OK(driver_->Create(id, "", {}));
+  }
+  WriteAll(MustGet("was-creating") + "/f", "whole");
+  ASSERT_OK(driver_->Put("was-creating"));
   std::string tag = StatusValue(*driver_, "Thin Prefix");
   std::string state_dir = StatusValue(*driver_, "Pool State Dir");
   std::string pool_name = StatusValue(*driver_, "Pool Name");
@@ -708,10 +714,17 @@ TEST_F(DevmapperTest, LostRelaxedCommitsAreRepairedOnOpen) {
       ASSERT_OK((*pool)->DeleteThin((*r)->Field("thin")));
     }
     ASSERT_OK((*records)->Removing("was-removing"));
+    auto creating = (*records)->Get("was-creating");
+    ASSERT_TRUE(creating.ok() && creating->has_value());
+    ASSERT_OK((*records)->Drop("was-creating"));
+    ASSERT_OK((*records)->Begin("was-creating", (*creating)->fields));
     ASSERT_OK((*pool)->Snapshot(tag + "+base", tag + "-lost-intent"));
   }
   Open();
   EXPECT_TRUE(driver_->Exists("keep"));
+  ASSERT_TRUE(driver_->Exists("was-creating")) << "a create whose thin is in the pool is finished";
+  EXPECT_EQ(ReadAll(MustGet("was-creating") + "/f"), "whole");
+  ASSERT_OK(driver_->Put("was-creating"));
   EXPECT_FALSE(driver_->Exists("was-ready"));
   EXPECT_FALSE(driver_->Exists("was-removing"));
   ExpectNoOrphans();
@@ -719,7 +732,7 @@ TEST_F(DevmapperTest, LostRelaxedCommitsAreRepairedOnOpen) {
   ASSERT_TRUE(records.ok()) << records.status();
   auto ids = (*records)->Ids();
   ASSERT_TRUE(ids.ok()) << ids.status();
-  EXPECT_EQ(*ids, std::set<std::string>({"keep"})) << "the records whose thins are gone are dropped";
+  EXPECT_EQ(*ids, std::set<std::string>({"keep", "was-creating"})) << "the records whose thins are gone are dropped";
   ASSERT_OK(driver_->Create("again", "keep", {}));  // the ids are free again
   ASSERT_OK(driver_->Create("was-ready", "keep", {}));
   ExpectNoOrphans();
@@ -843,6 +856,11 @@ TEST_P(CrashTest, ReopenLeavesNoOrphanAndNoHalfLayer) {
   }
   ExpectNoOrphans();
   if (c.op == "create") {
+    // The intent and the thin are both there: the create is finished (an
+    // earlier point may have either undone or finished it).
+    if (c.point == "devmapper_after_snapshot") {
+      EXPECT_TRUE(driver_->Exists("child"));
+    }
     if (driver_->Exists("child")) {
       // Rolled forward: the layer is whole.
       EXPECT_EQ(ReadAll(MustGet("child") + "/p"), "parent data");

@@ -35,8 +35,12 @@
 // writes it in the transaction that makes its layer ready (WriteStaged):
 // a driver's finished record and its layer's state commit together.
 //
+// Alone, a driver may commit a transition relaxed where its own durable
+// state repairs the loss (the `relaxed` arguments below; devicemapper).
+//
 // A driver opened after a crash finds `creating` and `removing` records and
-// finishes them (undoes a create, completes a removal); only `ready` records
+// finishes them (undoes a create, or finishes one found whole, completes a
+// removal); only `ready` records
 // are layers (Exists, List). Migrate() brings records a previous release
 // kept in files into the database in one transaction.
 //
@@ -141,7 +145,7 @@ class LayerRecords {
   // The database file these records are in.
   const std::string& path() const { return path_; }
 
-  // `relaxed` (Begin, Removing, Drop): the commit does not wait for the
+  // `relaxed` (Begin, Removing, Drop; Ready below): the commit does not wait for the
   // disk, for a driver whose durable state elsewhere repairs the loss of
   // the transition to a power cut (devicemapper: the pool's registry says
   // whether the thin exists, and the open deletes a thin no record names
@@ -153,8 +157,13 @@ class LayerRecords {
   absl::Status Begin(const std::string& id, const std::map<std::string, std::string>& fields,
                      bool relaxed = false);
   // Done: the record becomes `ready` with `fields` (which replace the
-  // intent's). NotFound if `id` has no record.
-  absl::Status Ready(const std::string& id, const std::map<std::string, std::string>& fields);
+  // intent's). NotFound if `id` has no record. `relaxed` (a driver's own
+  // records; in a store Ready waits for the store's commit): for a driver
+  // whose open rolls a `creating` record forward when its work is found
+  // whole (devicemapper: the thin is in the pool), so that the durable
+  // intent is the one commit that waits for the disk.
+  absl::Status Ready(const std::string& id, const std::map<std::string, std::string>& fields,
+                     bool relaxed = false);
   // Intent to remove: `removing`, fields kept. NotFound without a record.
   absl::Status Removing(const std::string& id, bool relaxed = false);
   // Back to `ready` (a removal refused half-way, e.g. a busy device).
